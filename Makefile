@@ -1,0 +1,50 @@
+# Two quick-start targets: `make demo` and `make test`. Everything else is a building block.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+AGENTS ?= 3
+DEMO_STATE ?= .demo
+PYTEST_ARGS ?=
+
+.PHONY: venv system-deps demo test lint test-unit test-integration wheelhouse bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -c constraints.txt -e '.[dev]'
+	touch $@
+
+venv: $(STAMP)
+
+# Debian packages the suite runs for real (MariaDB, HAProxy); installs only what is missing.
+system-deps:
+	bash scripts/install-system-deps.sh
+
+demo: venv
+	$(BIN)/solverfleet local --agents $(AGENTS) --state $(DEMO_STATE) --demo
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: venv system-deps lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: venv
+	$(BIN)/pytest -m unit $(PYTEST_ARGS)
+
+test-integration: venv system-deps
+	$(BIN)/pytest -m integration $(PYTEST_ARGS)
+
+# The project wheel and every runtime dependency wheel in one directory, for offline host installs.
+wheelhouse: venv
+	rm -rf wheelhouse
+	$(PIP) wheel -c constraints.txt -w wheelhouse .
+
+bench: venv system-deps
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) wheelhouse $(DEMO_STATE) .pytest_cache .ruff_cache
