@@ -23,7 +23,7 @@ def to_micros(value: str | int | Decimal, *, allow_negative: bool = False) -> in
     Refuses floats (inexact), bools, non-finite values, more than 6 decimal places and,
     unless ``allow_negative``, negative amounts.
     """
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, (bool, float)):
         raise MoneyError(f"amount must be a decimal string, not {type(value).__name__}")
     if isinstance(value, int):
         dec = Decimal(value)

@@ -1,0 +1,15 @@
+"""Shared pytest setup. Fixtures for a subsystem live in tests/support/<area>.py and are imported
+by the test modules that use them."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Every test sits in exactly one tier; a test without a tier marker defaults by folder.
+    tiers = {"unit", "integration", "lab", "chaos"}
+    for item in items:
+        if tiers.isdisjoint(m.name for m in item.iter_markers()):
+            in_integration = "/integration/" in str(item.fspath)
+            item.add_marker(pytest.mark.integration if in_integration else pytest.mark.unit)
