@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite and benchmarks run for real, only those missing.
 set -euo pipefail
-wanted=(mariadb-server haproxy)
+# Services the suite runs for real, plus what the namespace lab needs (lab/requirements-apt.txt).
+wanted=(mariadb-server haproxy supervisor)
+while read -r pkg; do
+  [ -n "$pkg" ] && [ "${pkg:0:1}" != "#" ] && wanted+=("$pkg")
+done < "$(dirname "$0")/../lab/requirements-apt.txt"
 missing=()
 for pkg in "${wanted[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
