@@ -6,11 +6,15 @@ them and formatting goes through ``Decimal``.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
 
 MICROS_PER_UNIT = 1_000_000
 CURRENCY = "USD"
 _QUANTUM = Decimal("0.000001")
+_PLAIN_DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+# Far above any real balance, far below BIGINT: 10^12 units is 10^18 micros.
+MAX_UNITS = 10**12
 
 
 class MoneyError(ValueError):
@@ -31,15 +35,21 @@ def to_micros(value: str | int | Decimal, *, allow_negative: bool = False) -> in
         dec = value
     elif isinstance(value, str):
         text = value.strip()
-        try:
-            dec = Decimal(text)
-        except InvalidOperation:
-            raise MoneyError(f"not a decimal amount: {value!r}") from None
+        # Plain digits only: no exponents ("1e3"), underscores, NaN or Infinity.
+        if not _PLAIN_DECIMAL.fullmatch(text):
+            raise MoneyError(f"not a decimal amount: {value!r}")
+        dec = Decimal(text)
     else:
         raise MoneyError(f"amount must be a decimal string, not {type(value).__name__}")
     if not dec.is_finite():
         raise MoneyError(f"not a finite amount: {value!r}")
-    if dec != dec.quantize(_QUANTUM):
+    if abs(dec) >= MAX_UNITS:
+        raise MoneyError(f"amount {value!r} is out of range")
+    try:
+        exact = dec == dec.quantize(_QUANTUM)
+    except InvalidOperation:
+        exact = False
+    if not exact:
         raise MoneyError(f"amount {value!r} has more than 6 decimal places")
     if dec < 0 and not allow_negative:
         raise MoneyError(f"amount must not be negative: {value!r}")
