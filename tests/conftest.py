@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+# Fixtures shared across folders: the whole-fleet factory (both stores) and private MariaDB.
+pytest_plugins = ["tests.support.fleet", "tests.support.mariadb"]
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Every test sits in exactly one tier; a test without a tier marker defaults by folder.

@@ -1,0 +1,94 @@
+"""JSON errors everywhere: ``{"error": code, "message": text}``, never an HTML page or a 500
+for the caller's mistakes."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from solverfleet.collector.problems import ConfigInvalid, Invalid, Problem
+from solverfleet.collector.store import StoreError, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+def bad_request(message: str, code: str = "invalid") -> Invalid:
+    return Invalid(message, code)
+
+
+def error_response(status: int, code: str, message: str) -> Response:
+    response = jsonify({"error": code, "message": message})
+    response.status_code = status
+    if status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
+def read_json() -> Any:
+    """The request body as JSON; 400 for empty, non-UTF-8 or malformed bodies, 413 if too big."""
+    raw = request.get_data(cache=False)  # raises 413 past max_content_length
+    if not raw.strip():
+        raise bad_request("request body must be a JSON document", "bad_json")
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise bad_request("request body is not UTF-8", "bad_json") from None
+    except ValueError as exc:
+        raise bad_request(f"malformed JSON: {exc}", "bad_json") from None
+    except RecursionError:
+        raise bad_request("JSON nested too deeply", "bad_json") from None
+
+
+def read_object(allowed: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """A JSON object body; with ``allowed``, any other field is a 400."""
+    data = read_json()
+    if not isinstance(data, dict):
+        raise bad_request("request body must be a JSON object")
+    if allowed is not None:
+        unknown = sorted(set(data) - set(allowed))
+        if unknown:
+            raise bad_request(f"unknown field(s): {', '.join(unknown)}", "unknown_field")
+    return data
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(Problem)
+    def _problem(exc: Problem) -> Response:
+        response = error_response(exc.status, exc.code, exc.message)
+        if isinstance(exc, ConfigInvalid):
+            response.set_data(
+                json.dumps({"error": exc.code, "message": exc.message, "errors": exc.errors})
+            )
+        return response
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        code = (exc.name or "error").lower().replace(" ", "_")
+        if exc.code == 413:
+            code = "too_large"
+        return error_response(exc.code or 500, code, exc.description or exc.name)
+
+    @app.errorhandler(StoreUnavailable)
+    def _unavailable(exc: StoreUnavailable) -> Response:
+        log.warning("database unavailable: %s", exc)
+        response = error_response(503, "unavailable", "database unavailable, retry later")
+        response.headers["Retry-After"] = "1"
+        return response
+
+    @app.errorhandler(StoreError)
+    def _store_error(exc: StoreError) -> Response:
+        log.error("database error: %s", exc)
+        return error_response(503, "store_error", "database error, nothing was changed")
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal", "internal error, nothing was changed")

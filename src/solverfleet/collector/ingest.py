@@ -1,0 +1,407 @@
+"""Idempotent usage ingest: every event stored exactly once, charged exactly once.
+
+Exactly-once without a dedup claim that could outlive a failed write (OpenMeter 5118): the
+event row *is* the claim, and it is written in the same transaction as the charge. Rows are
+inserted with "skip if this event_id exists" and a random per-transaction ``ingest_token``;
+the rows that carry our token are the ones this transaction inserted, and only those are
+charged. A concurrent transaction inserting the same event_id blocks on the unique index
+until we commit (then it skips the row) or roll back (then it inserts it), so two collectors
+on one database never charge an event twice. Nothing is acknowledged before the commit.
+
+Group commit: concurrent requests in one process are merged into one transaction (one
+fsync), while each request still gets its own accepted/duplicates answer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import secrets
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from solverfleet.collector.problems import Invalid
+from solverfleet.collector.store import Database, StoreUnavailable, Tx
+from solverfleet.collector.store.db import mysql_literal
+
+MAX_EVENTS = 5_000
+MAX_GROUP_EVENTS = 20_000
+CHUNK_ROWS = 1_000
+MAX_COST = 10**12
+STATUSES = ("success", "failed")
+_HEX32 = re.compile(r"[0-9a-fA-F]{32}").fullmatch
+
+# Row layout (without ingest_token and received_ms, added at write time).
+FIELDS = (
+    "event_id",
+    "ts_ms",
+    "request_id",
+    "agent_id",
+    "key_id",
+    "user_id",
+    "user_email",
+    "account",
+    "project",
+    "environment",
+    "captcha_type",
+    "url",
+    "status",
+    "error",
+    "message",
+    "source_ip",
+    "duration_ms",
+    "cost_micros",
+)
+COLUMNS = ("event_id", "ingest_token", *FIELDS[1:], "received_ms")
+EID, TS, AGENT, KEY, USER, STATUS, COST = 0, 1, 3, 4, 5, 12, 17
+
+# Free-text fields are truncated rather than refused: refusing would make the agent retry the
+# same batch forever, and losing usage over a long URL is worse than a shortened URL.
+_FREE_TEXT = {
+    "request_id": 128,
+    "user_email": 254,
+    "project": 128,
+    "environment": 128,
+    "type": 64,
+    "url": 2048,
+    "error": 128,
+    "message": 1024,
+    "source_ip": 64,
+}
+
+
+def _clean(value: str, limit: int) -> str:
+    if len(value) > limit:
+        value = value[:limit]
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates from "\ud800" escapes
+            value = value.encode("utf-8", "replace").decode("utf-8")
+    return value
+
+
+def _free(event: dict, name: str, i: int) -> str | None:
+    value = event.get(name)
+    if value is None:
+        return None
+    if type(value) is not str:
+        raise Invalid(f"events[{i}].{name}: must be a string or null")
+    return _clean(value, _FREE_TEXT[name])
+
+
+def _ident(value: Any, path: str, required: bool) -> str | None:
+    if value is None and not required:
+        return None
+    if type(value) is not str or not 0 < len(value) <= 128:
+        raise Invalid(f"{path}: must be a string of 1 to 128 characters")
+    return _clean(value, 128)
+
+
+def _int(value: Any, path: str, high: int, default: int | None = None) -> int | None:
+    if value is None:
+        if default is None:
+            raise Invalid(f"{path}: required")
+        return default
+    if type(value) is not int or not 0 <= value <= high:
+        raise Invalid(f"{path}: must be a whole number from 0 to {high}")
+    return value
+
+
+def parse_event(e: Any, i: int, batch_agent: str) -> tuple:
+    if type(e) is not dict:
+        raise Invalid(f"events[{i}]: must be a JSON object")
+    eid = e.get("event_id")
+    if type(eid) is not str or not _HEX32(eid):
+        raise Invalid(f"events[{i}].event_id: must be 32 hex characters")
+    status = e.get("status")
+    if status not in STATUSES:
+        raise Invalid(f"events[{i}].status: must be 'success' or 'failed'")
+    cost = _int(e.get("cost_micros"), f"events[{i}].cost_micros", MAX_COST, 0)
+    duration = e.get("duration_ms")
+    if duration is not None:
+        duration = _int(duration, f"events[{i}].duration_ms", 10**9)
+    agent = e.get("agent_id")
+    return (
+        eid.lower(),
+        _int(e.get("ts_ms"), f"events[{i}].ts_ms", 10**14),
+        _free(e, "request_id", i),
+        batch_agent if agent is None else _ident(agent, f"events[{i}].agent_id", True),
+        _ident(e.get("key_id"), f"events[{i}].key_id", True),
+        _ident(e.get("user_id"), f"events[{i}].user_id", False),
+        _free(e, "user_email", i),
+        _ident(e.get("account"), f"events[{i}].account", False),
+        _free(e, "project", i),
+        _free(e, "environment", i),
+        _free(e, "type", i),
+        _free(e, "url", i),
+        status,
+        _free(e, "error", i),
+        _free(e, "message", i),
+        _free(e, "source_ip", i),
+        duration,
+        cost if status == "success" else 0,  # failures cost nothing, whatever was sent
+    )
+
+
+def parse_batch(data: Any) -> tuple[str, list[tuple]]:
+    """``{"agent_id", "events": [...]}`` → (agent_id, rows); ``Invalid`` if anything is off."""
+    if type(data) is not dict:
+        raise Invalid("request body must be a JSON object")
+    agent = _ident(data.get("agent_id"), "agent_id", True)
+    events = data.get("events")
+    if type(events) is not list:
+        raise Invalid("events: must be a list")
+    if len(events) > MAX_EVENTS:
+        raise Invalid(
+            f"events: at most {MAX_EVENTS} per batch, got {len(events)}", "too_many_events"
+        )
+    assert agent is not None
+    return agent, [parse_event(e, i, agent) for i, e in enumerate(events)]
+
+
+# --- the write --------------------------------------------------------------------------------
+
+
+def _in(n: int) -> str:
+    return ", ".join("?" for _ in range(n))
+
+
+def _insert(tx: Tx, rows: list[tuple], token: int, now_ms: int) -> set[str]:
+    """Insert rows whose event_id is new; return the event_ids this transaction inserted."""
+    inserted: set[str] = set()
+    for start in range(0, len(rows), CHUNK_ROWS):
+        chunk = rows[start : start + CHUNK_ROWS]
+        full = [(r[0], token, *r[1:], now_ms) for r in chunk]
+        if tx.dialect.name == "mysql":
+            # One literal multi-row statement: PyMySQL's per-value formatting is the bottleneck.
+            head = tx.dialect.insert_new("usage_events", COLUMNS, "event_id")
+            head = head[: head.index(" VALUES ")]
+            values = ",".join("(" + ",".join(map(mysql_literal, r)) + ")" for r in full)
+            affected = tx.execute_literal(
+                f"{head} VALUES {values} ON DUPLICATE KEY UPDATE event_id = event_id"
+            )
+        else:
+            affected = tx.executemany(
+                tx.dialect.insert_new("usage_events", COLUMNS, "event_id"), full
+            )
+        # Affected rows count inserts only (a skipped duplicate changes nothing), so the
+        # common all-new and all-duplicate cases need no read-back.
+        if affected == len(chunk):
+            inserted.update(r[0] for r in chunk)
+        elif affected:
+            ids = [r[0] for r in chunk]
+            found = tx.all(
+                f"SELECT event_id FROM usage_events WHERE ingest_token = ?"
+                f" AND event_id IN ({_in(len(ids))})",
+                (token, *ids),
+            )
+            inserted.update(r[0] for r in found)
+    return inserted
+
+
+_DAYS: dict[int, str] = {}
+
+
+def utc_day(ts_ms: int) -> str:
+    n = ts_ms // 86_400_000
+    day = _DAYS.get(n)
+    if day is None:
+        day = (dt.date(1970, 1, 1) + dt.timedelta(days=n)).isoformat()
+        if len(_DAYS) < 10_000:
+            _DAYS[n] = day
+    return day
+
+
+def _charge(tx: Tx, rows: Iterable[tuple]) -> None:
+    """Apply newly stored successes: key balance, the agent's lease remainder, daily count."""
+    per_key: dict[str, int] = defaultdict(int)
+    per_lease: dict[tuple[str, str], int] = defaultdict(int)
+    per_day: dict[tuple[str, str, str], int] = defaultdict(int)
+    for r in rows:
+        if r[STATUS] != "success":
+            continue
+        if r[COST]:
+            per_key[r[KEY]] += r[COST]
+            per_lease[(r[KEY], r[AGENT])] += r[COST]
+        if r[USER] is not None:
+            per_day[(r[USER], utc_day(r[TS]), r[AGENT])] += 1
+    # A few statements per table, rows in sorted order (the documented lock order: keys,
+    # then lease rows): a batch touching 50 keys costs 3 round trips, not 150.
+    for ids in _chunks(sorted(per_key)):
+        cases = " ".join("WHEN ? THEN ?" for _ in ids)
+        tx.execute(
+            f"UPDATE api_keys SET balance_micros = balance_micros - CASE id {cases} ELSE 0 END"
+            f" WHERE id IN ({_in(len(ids))})",
+            (*(x for k in ids for x in (k, per_key[k])), *ids),
+        )
+    for pairs in _chunks(sorted(per_lease)):
+        cost = "CASE " + " ".join("WHEN key_id = ? AND agent_id = ? THEN ?" for _ in pairs)
+        cost += " ELSE 0 END"
+        match = " OR ".join("(key_id = ? AND agent_id = ?)" for _ in pairs)
+        costs = [x for p in pairs for x in (*p, per_lease[p])]
+        tx.execute(
+            f"UPDATE lease_balance SET held_micros = CASE WHEN held_micros > ({cost})"
+            f" THEN held_micros - ({cost}) ELSE 0 END WHERE held_micros > 0 AND ({match})",
+            (*costs, *costs, *(x for p in pairs for x in p)),
+        )
+    if per_day:
+        sql = tx.dialect.upsert(
+            "lease_daily",
+            ("user_id", "day_utc", "agent_id", "granted", "used"),
+            ("user_id", "day_utc", "agent_id"),
+            {"used": "used + " + tx.dialect.new("used")},
+        )
+        head, _, tail = sql.partition(" VALUES (?, ?, ?, ?, ?)")
+        for days in _chunks(sorted(per_day)):
+            values = ", ".join("(?, ?, ?, ?, ?)" for _ in days)
+            tx.execute(
+                f"{head} VALUES {values}{tail}", [x for d in days for x in (*d, 0, per_day[d])]
+            )
+
+
+def _chunks(items: list, size: int = 200) -> Iterable[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def store_events(db: Database, rows: list[tuple], *, now_ms: int) -> set[str]:
+    """Store and charge ``rows`` (unique event_ids) in one transaction; return the new ids."""
+    rows = sorted(rows)  # same insert order in every transaction: fewer lock cycles
+
+    def work(tx: Tx) -> set[str]:
+        token = secrets.randbits(63) or 1  # fresh per attempt: a retry is a new transaction
+        inserted = _insert(tx, rows, token, now_ms)
+        if inserted:
+            _charge(tx, (r for r in rows if r[0] in inserted))
+        return inserted
+
+    return db.transaction(work)
+
+
+@dataclass
+class IngestResult:
+    accepted: int
+    duplicates: int
+
+
+def ingest(db: Database, rows: list[tuple], *, now_ms: int) -> IngestResult:
+    """One batch, one transaction (no grouping)."""
+    return _write_group(db, [rows], now_ms)[0]
+
+
+def _write_group(db: Database, batches: list[list[tuple]], now_ms: int) -> list[IngestResult]:
+    first: dict[str, tuple[int, tuple]] = {}
+    for n, rows in enumerate(batches):
+        for row in rows:
+            first.setdefault(row[0], (n, row))
+    inserted = store_events(db, [row for _, row in first.values()], now_ms=now_ms)
+    accepted = [0] * len(batches)
+    for eid in inserted:
+        accepted[first[eid][0]] += 1
+    return [IngestResult(a, len(rows) - a) for a, rows in zip(accepted, batches, strict=True)]
+
+
+# --- group commit -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Job:
+    rows: list[tuple]
+    done: bool = False
+    result: IngestResult | None = None
+    error: BaseException | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class IngestWriter:
+    """Merges concurrent batches of one process into shared transactions.
+
+    No background thread: the first request to arrive writes (the leader) everything queued
+    while it waits its turn; the others sleep on a condition until their job is done or it
+    is their turn to lead. A merged write that fails for a reason other than an unavailable
+    database is retried batch by batch, so one bad batch cannot fail its neighbours.
+    """
+
+    def __init__(
+        self, db: Database, now_ms: Callable[[], int], max_group_events: int = MAX_GROUP_EVENTS
+    ) -> None:
+        self.db = db
+        self.now_ms = now_ms
+        self.max_group_events = max_group_events
+        self._cond = threading.Condition()
+        self._queue: list[_Job] = []
+        self._busy = False
+        self.groups_written = 0  # for tests and stats
+
+    def submit(self, rows: list[tuple]) -> IngestResult:
+        job = _Job(rows)
+        with self._cond:
+            self._queue.append(job)
+        while True:
+            with self._cond:
+                while self._busy and not job.done:
+                    self._cond.wait()
+                if job.done:
+                    break
+                self._busy = True
+                group = self._take()  # FIFO: our job is in this group or a later one
+            try:
+                self._write(group)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+        if job.error is not None:
+            raise job.error
+        assert job.result is not None
+        return job.result
+
+    def _take(self) -> list[_Job]:
+        group, total = [], 0
+        while self._queue and (
+            not group or total + len(self._queue[0].rows) <= self.max_group_events
+        ):
+            job = self._queue.pop(0)
+            group.append(job)
+            total += len(job.rows)
+        return group
+
+    def _write(self, group: list[_Job]) -> None:
+        try:
+            outcomes = write_batches(self.db, [j.rows for j in group], now_ms=self.now_ms())
+            self.groups_written += 1
+            for job, outcome in zip(group, outcomes, strict=True):
+                if isinstance(outcome, IngestResult):
+                    job.result = outcome
+                else:
+                    job.error = outcome
+        finally:
+            for job in group:
+                if job.result is None and job.error is None:
+                    job.error = StoreUnavailable("ingest write interrupted")
+                job.done = True
+
+
+def write_batches(
+    db: Database, batches: list[list[tuple]], *, now_ms: int
+) -> list[IngestResult | Exception]:
+    """Write several batches in one transaction; if that fails for a reason other than an
+    unavailable database, write them one by one so one bad batch cannot fail the others."""
+    try:
+        return list(_write_group(db, batches, now_ms))
+    except StoreUnavailable as exc:
+        return [exc for _ in batches]
+    except Exception as exc:
+        if len(batches) == 1:
+            return [exc]
+    outcomes: list[IngestResult | Exception] = []
+    for rows in batches:
+        try:
+            outcomes.append(_write_group(db, [rows], now_ms)[0])
+        except Exception as exc:
+            outcomes.append(exc)
+    return outcomes

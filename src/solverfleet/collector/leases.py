@@ -1,0 +1,406 @@
+"""Credit leases: slices of a key's balance, of its calls-per-minute ceiling and of a user's
+daily limit, granted to agents so that the hot path never calls out.
+
+Invariant (per key): the sum of balance leases never exceeds what the pool had when each was
+granted, so Σ held ≤ balance however many agents ask at once. All lease changes for a key
+happen while its ``api_keys`` row is locked (daily leases: its ``users`` row). Lock order,
+everywhere: agents → api_keys → users → lease rows, each set in sorted order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from solverfleet.collector import accounts
+from solverfleet.collector.protocol import LeaseRequest, ReleaseRequest, SyncRequest
+from solverfleet.collector.store import Database, Tx
+
+WINDOW_SLACK = 2  # minutes of agent clock skew we still grant CPM tokens for
+
+
+def grant_amount(want: int, pool: int, min_unit: int) -> int:
+    """``min(want, max(pool // 2, min(pool, min_unit)))``, never negative.
+
+    Half of the pool, so two agents share a small pool instead of one taking it all; but at
+    least ``min_unit`` when the pool has it, so a pool of 1 token is still usable.
+    """
+    if want <= 0 or pool <= 0:
+        return 0
+    return min(want, max(pool // 2, min(pool, min_unit)))
+
+
+def _in(n: int) -> str:
+    return ", ".join("?" for _ in range(n))
+
+
+def _chunks(items: list, size: int = 500) -> Iterable[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# --- voiding (reset, reclaim) -----------------------------------------------------------------
+
+
+def _void_targets(tx: Tx, agents: list[str]) -> tuple[list[str], list[str]]:
+    """Keys and users whose rows must be locked before ``agents``' leases are voided."""
+    if not agents:
+        return [], []
+    marks = _in(len(agents))
+    keys = tx.all(
+        "SELECT DISTINCT key_id FROM lease_balance"
+        f" WHERE agent_id IN ({marks}) AND held_micros > 0",
+        agents,
+    )
+    users = tx.all(
+        f"SELECT DISTINCT user_id FROM lease_daily WHERE agent_id IN ({marks}) AND granted > used",
+        agents,
+    )
+    return [r[0] for r in keys], [r[0] for r in users]
+
+
+def _void(tx: Tx, agents: list[str]) -> None:
+    """Return every balance and daily lease of ``agents`` to the pool (rows must be locked).
+
+    Daily tokens already used stay counted. CPM grants are left alone: the old process may
+    have spent them in this minute, and they expire with the minute anyway.
+    """
+    if not agents:
+        return
+    marks = _in(len(agents))
+    tx.execute(
+        "UPDATE lease_balance SET held_micros = 0"
+        f" WHERE agent_id IN ({marks}) AND held_micros <> 0",
+        agents,
+    )
+    tx.execute(
+        f"UPDATE lease_daily SET granted = used WHERE agent_id IN ({marks}) AND granted > used",
+        agents,
+    )
+    tx.execute(f"UPDATE agents SET holds = 0 WHERE agent_id IN ({marks})", agents)
+
+
+def _stale_agents(tx: Tx, me: str | None, cutoff_ms: int) -> list[str]:
+    """Agents silent since ``cutoff_ms`` that may hold leases, locked and re-checked."""
+    candidates = [
+        r[0]
+        for r in tx.all(
+            "SELECT agent_id FROM agents WHERE holds = 1 AND last_seen_ms < ?", (cutoff_ms,)
+        )
+        if r[0] != me
+    ]
+    if not candidates:
+        return []
+    candidates.sort()
+    # Locking re-read: an agent that synced meanwhile is no longer stale and keeps its leases.
+    rows = tx.all(
+        f"SELECT agent_id FROM agents WHERE agent_id IN ({_in(len(candidates))})"
+        f" AND holds = 1 AND last_seen_ms < ? ORDER BY agent_id{tx.dialect.for_update}",
+        (*candidates, cutoff_ms),
+    )
+    return [r[0] for r in rows]
+
+
+def reclaim_stale(db: Database, *, now_ms: int, ttl_ms: int) -> list[str]:
+    """Void the leases of every agent not seen for ``ttl_ms``; return their ids."""
+
+    def work(tx: Tx) -> list[str]:
+        stale = _stale_agents(tx, None, now_ms - ttl_ms)
+        keys, users = _void_targets(tx, stale)
+        _lock_keys(tx, keys)
+        _lock_users(tx, users)
+        _void(tx, stale)
+        return stale
+
+    return db.transaction(work)
+
+
+# --- locking ----------------------------------------------------------------------------------
+
+
+def _lock_keys(tx: Tx, key_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    ids = sorted(set(key_ids))
+    out: dict[str, dict[str, Any]] = {}
+    for chunk in _chunks(ids):
+        for row in tx.dicts(
+            "SELECT k.id, k.balance_micros, k.cpm, k.active, k.user_id FROM api_keys k"
+            f" WHERE k.id IN ({_in(len(chunk))}) ORDER BY k.id{tx.dialect.for_update}",
+            chunk,
+        ):
+            out[row["id"]] = row
+    return out
+
+
+def _lock_users(tx: Tx, user_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    ids = sorted(set(user_ids))
+    out: dict[str, dict[str, Any]] = {}
+    for chunk in _chunks(ids):
+        for row in tx.dicts(
+            f"SELECT id, daily_limit, active FROM users WHERE id IN ({_in(len(chunk))})"
+            f" ORDER BY id{tx.dialect.for_update}",
+            chunk,
+        ):
+            out[row["id"]] = row
+    return out
+
+
+def _users_active(tx: Tx, user_ids: Iterable[str]) -> dict[str, bool]:
+    ids = sorted(set(user_ids))
+    out: dict[str, bool] = {}
+    for chunk in _chunks(ids):
+        for uid, active in tx.all(
+            f"SELECT id, active FROM users WHERE id IN ({_in(len(chunk))})", chunk
+        ):
+            out[uid] = bool(active)
+    return out
+
+
+# --- one lease at a time ----------------------------------------------------------------------
+
+
+def _balance(
+    tx: Tx, agent: str, req: LeaseRequest, key: dict | None, usable: bool
+) -> tuple[dict, int]:
+    """Take back ``req.give_back``, then grant from the pool; returns (reply, returned)."""
+    own = int(
+        tx.scalar(
+            "SELECT held_micros FROM lease_balance WHERE key_id = ? AND agent_id = ?",
+            (req.key_id, agent),
+            default=0,
+        )
+    )
+    returned = min(req.give_back, own)
+    granted = 0
+    if key is not None and usable and req.want > 0:
+        total = int(
+            tx.scalar(
+                "SELECT SUM(held_micros) FROM lease_balance WHERE key_id = ?",
+                (req.key_id,),
+                default=0,
+            )
+        )
+        pool = int(key["balance_micros"]) - (total - returned)
+        granted = grant_amount(req.want, pool, req.min_unit)
+        if granted < req.min_unit:
+            granted = 0  # a sliver below the agent's minimum is not worth holding
+    held = own - returned + granted
+    if key is not None and held != own:
+        _upsert(
+            tx, "lease_balance", ("key_id", "agent_id"), (req.key_id, agent), "held_micros", held
+        )
+    reply = {
+        "kind": "balance",
+        "key_id": req.key_id,
+        "granted_micros": granted,
+        "held_micros": held,
+    }
+    return reply, returned
+
+
+def _cpm(tx: Tx, agent: str, req: LeaseRequest, key: dict | None, usable: bool, now_win: int):
+    reply = {"kind": "cpm", "key_id": req.key_id, "window": req.window}
+    if key is not None and key["cpm"] is None:
+        # No ceiling: nothing to share, nothing to record.
+        grant = req.want if usable else 0
+        return {**reply, "granted": grant, "held": grant}
+    where = "key_id = ? AND win = ?"
+    own = int(
+        tx.scalar(
+            f"SELECT granted FROM lease_cpm WHERE {where} AND agent_id = ?",
+            (req.key_id, req.window, agent),
+            default=0,
+        )
+    )
+    granted = 0
+    if key is not None and usable and abs(req.window - now_win) <= WINDOW_SLACK:
+        total = int(
+            tx.scalar(
+                f"SELECT SUM(granted) FROM lease_cpm WHERE {where}",
+                (req.key_id, req.window),
+                default=0,
+            )
+        )
+        granted = grant_amount(req.want, int(key["cpm"]) - total, 1)
+    if granted:
+        _upsert(
+            tx,
+            "lease_cpm",
+            ("key_id", "win", "agent_id"),
+            (req.key_id, req.window, agent),
+            "granted",
+            own + granted,
+        )
+    return {**reply, "granted": granted, "held": own + granted}
+
+
+def _daily(tx: Tx, agent: str, req: LeaseRequest, user: dict | None) -> tuple[dict, int]:
+    """Like ``_balance`` for a user's daily tokens; returns (reply, returned)."""
+    reply = {"kind": "daily", "user_id": req.user_id, "day": req.day}
+    if user is not None and user["daily_limit"] is None:
+        grant = req.want if user["active"] else 0
+        return {**reply, "granted": grant, "held": grant}, 0
+    key = (req.user_id, req.day, agent)
+    row = tx.one(
+        "SELECT granted, used FROM lease_daily WHERE user_id = ? AND day_utc = ? AND agent_id = ?",
+        key,
+    )
+    granted_before, used = (int(row[0]), int(row[1])) if row else (0, 0)
+    remainder = max(granted_before - used, 0)
+    returned = min(req.give_back, remainder)
+    granted = 0
+    if user is not None and user["active"] and req.want > 0:
+        # Tokens already used count even where they exceed what was granted (offline spend).
+        total = int(
+            tx.scalar(
+                "SELECT SUM(CASE WHEN granted > used THEN granted ELSE used END)"
+                " FROM lease_daily WHERE user_id = ? AND day_utc = ?",
+                (req.user_id, req.day),
+                default=0,
+            )
+        )
+        pool = int(user["daily_limit"]) - (total - returned)
+        granted = grant_amount(req.want, pool, 1)
+    new_total = max(granted_before, used) - returned + granted
+    if user is not None and (returned or granted):
+        _upsert(tx, "lease_daily", ("user_id", "day_utc", "agent_id"), key, "granted", new_total)
+    return {**reply, "granted": granted, "held": max(new_total - used, 0)}, returned
+
+
+def _upsert(tx: Tx, table: str, key_cols: tuple, key: tuple, column: str, value: int) -> None:
+    extra = ("used",) if table == "lease_daily" else ()
+    columns = (*key_cols, column, *extra)
+    params = (*key, value, *(0 for _ in extra))
+    sql = tx.dialect.upsert(table, columns, key_cols, {column: tx.dialect.new(column)})
+    tx.execute(sql, params)
+
+
+# --- sync and release -------------------------------------------------------------------------
+
+
+def _touch_agent(tx: Tx, req: SyncRequest, now_ms: int) -> None:
+    columns = ("agent_id", "instance", "release_ver", "last_seen_ms", "in_flight", "spool_backlog")
+    updates = {c: tx.dialect.new(c) for c in columns[1:]}
+    tx.execute(
+        tx.dialect.upsert("agents", columns, ("agent_id",), updates),
+        (req.agent_id, req.instance, req.release, now_ms, req.in_flight, req.spool_backlog),
+    )
+
+
+def sync_leases(db: Database, req: SyncRequest, *, now_ms: int, ttl_ms: int) -> dict:
+    """One sync's writes in one transaction: heartbeat, reclaim, reset, returns and grants."""
+    agent = req.agent_id
+    now_win = now_ms // 60_000
+
+    def work(tx: Tx) -> dict:
+        _touch_agent(tx, req, now_ms)  # first: locks our own row (see lock order above)
+        void = _stale_agents(tx, agent, now_ms - ttl_ms)
+        if req.reset:
+            void.append(agent)
+        void_keys, void_users = _void_targets(tx, void)
+        want_keys = [r.key_id for r in req.leases if r.kind in ("balance", "cpm")]
+        keys = _lock_keys(tx, [*void_keys, *want_keys])
+        users = _lock_users(
+            tx, [*void_users, *(r.user_id for r in req.leases if r.kind == "daily")]
+        )
+        _void(tx, void)
+        active_users = _users_active(tx, (k["user_id"] for k in keys.values()))
+
+        grants = []
+        pruned: set[str] = set()
+        for lease in req.leases:
+            key = keys.get(lease.key_id) if lease.key_id else None
+            usable = bool(key and key["active"] and active_users.get(key["user_id"], False))
+            if lease.kind == "balance":
+                grants.append(_balance(tx, agent, lease, key, usable)[0])
+            elif lease.kind == "cpm":
+                if key is not None and lease.key_id not in pruned:
+                    pruned.add(lease.key_id)
+                    tx.execute(
+                        "DELETE FROM lease_cpm WHERE key_id = ? AND win < ?",
+                        (lease.key_id, now_win - 2 * WINDOW_SLACK),
+                    )
+                grants.append(_cpm(tx, agent, lease, key, usable, now_win))
+            else:
+                grants.append(_daily(tx, agent, lease, users.get(lease.user_id))[0])
+        if any(g.get("granted_micros") or g.get("granted") for g in grants):
+            tx.execute("UPDATE agents SET holds = 1 WHERE agent_id = ?", (agent,))
+        balances = _balances(tx, agent, [*want_keys, *req.watch])
+        return {
+            "grants": grants,
+            "balances": balances,
+            "reclaimed": [a for a in void if a != agent],
+        }
+
+    return db.transaction(work)
+
+
+def _balances(tx: Tx, agent: str, key_ids: list[str]) -> dict[str, int]:
+    """Each key's balance outside this agent's own lease."""
+    out: dict[str, int] = {}
+    for chunk in _chunks(sorted(set(key_ids))):
+        for kid, balance, held in tx.all(
+            "SELECT k.id, k.balance_micros, l.held_micros FROM api_keys k"
+            " LEFT JOIN lease_balance l ON l.key_id = k.id AND l.agent_id = ?"
+            f" WHERE k.id IN ({_in(len(chunk))})",
+            (agent, *chunk),
+        ):
+            out[kid] = int(balance) - int(held or 0)
+    return out
+
+
+def sync(db: Database, req: SyncRequest, *, now_ms: int, ttl_ms: int) -> dict:
+    """The full answer to ``POST /agent/v1/sync``."""
+    result = sync_leases(db, req, now_ms=now_ms, ttl_ms=ttl_ms)
+
+    # The snapshot is read after the lease transaction, version first: if a change commits in
+    # between, the agent gets newer data under an older number and simply fetches again.
+    def read(tx: Tx) -> tuple[int, dict | None]:
+        version = accounts.config_version(tx)
+        if req.config_version == version:
+            return version, None
+        return version, accounts.snapshot(tx)
+
+    version, config = db.read(read)
+    return {
+        "config_version": version,
+        "config": config,
+        "grants": result["grants"],
+        "balances": result["balances"],
+        "server_time": now_ms / 1000,
+    }
+
+
+def release(db: Database, req: ReleaseRequest, *, now_ms: int) -> list[dict]:
+    """Return unused leases (graceful stop). A release from an instance that has since been
+    replaced returns nothing: the new instance's reset already voided those leases, and what
+    the agent holds now belongs to the new instance."""
+
+    def work(tx: Tx) -> list[dict]:
+        row = tx.one(
+            "SELECT instance FROM agents WHERE agent_id = ?" + tx.dialect.for_update,
+            (req.agent_id,),
+        )
+        replaced = bool(row and row[0] and req.instance and row[0] != req.instance)
+        keys = _lock_keys(tx, [r.key_id for r in req.leases if r.kind == "balance"])
+        users = _lock_users(tx, [r.user_id for r in req.leases if r.kind == "daily"])
+        out = []
+        for lease in req.leases:
+            if replaced:
+                lease.give_back = 0
+            if lease.kind == "balance":
+                reply, returned = _balance(tx, req.agent_id, lease, keys.get(lease.key_id), False)
+                out.append(
+                    {
+                        "kind": "balance",
+                        "key_id": lease.key_id,
+                        "returned_micros": returned,
+                        "held_micros": reply["held_micros"],
+                    }
+                )
+            else:
+                reply, returned = _daily(tx, req.agent_id, lease, users.get(lease.user_id))
+                out.append({**reply, "returned": returned})
+                del out[-1]["granted"]
+        return out
+
+    return db.transaction(work)

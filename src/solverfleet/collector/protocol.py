@@ -1,0 +1,164 @@
+"""Parsing and checking of the agent protocol's request bodies (docs/ARCHITECTURE.md).
+
+Unknown fields are ignored here on purpose: a newer agent talking to an older collector
+during a rolling upgrade must not be refused for a field this version does not know yet.
+Wrong types and out-of-range values are refused (400) before anything is written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from solverfleet.collector.problems import Invalid
+
+MAX_LEASES = 10_000
+MAX_WATCH = 100_000
+MAX_ID = 128
+MAX_AMOUNT = 10**15
+
+
+def text(value: Any, path: str, *, required: bool = True, limit: int = MAX_ID) -> str | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise Invalid(f"{path}: must be a string of 1 to {limit} characters")
+    return value
+
+
+def integer(
+    value: Any, path: str, *, default: int | None = None, low: int = 0, high: int = MAX_AMOUNT
+) -> int:
+    if value is None and default is not None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise Invalid(f"{path}: must be a whole number from {low} to {high}")
+    return value
+
+
+def day(value: Any, path: str) -> str:
+    if not isinstance(value, str) or len(value) != 10:
+        raise Invalid(f"{path}: must be a UTC date YYYY-MM-DD")
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError:
+        raise Invalid(f"{path}: must be a UTC date YYYY-MM-DD") from None
+    return value
+
+
+def obj(value: Any, path: str) -> dict:
+    if not isinstance(value, dict):
+        raise Invalid(f"{path}: must be a JSON object")
+    return value
+
+
+def listing(value: Any, path: str, limit: int) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > limit:
+        raise Invalid(f"{path}: must be a list of at most {limit} items")
+    return value
+
+
+@dataclass
+class LeaseRequest:
+    kind: str  # balance | cpm | daily
+    key_id: str | None = None
+    user_id: str | None = None
+    window: int | None = None
+    day: str | None = None
+    want: int = 0
+    min_unit: int = 0
+    give_back: int = 0
+
+
+@dataclass
+class SyncRequest:
+    agent_id: str
+    instance: str | None
+    release: str | None
+    reset: bool
+    config_version: int | None
+    leases: list[LeaseRequest] = field(default_factory=list)
+    watch: list[str] = field(default_factory=list)
+    in_flight: int | None = None
+    spool_backlog: int | None = None
+
+
+def lease_request(raw: Any, path: str, *, for_release: bool = False) -> LeaseRequest:
+    raw = obj(raw, path)
+    kind = raw.get("kind")
+    if kind == "balance":
+        return LeaseRequest(
+            "balance",
+            key_id=text(raw.get("key_id"), f"{path}.key_id"),
+            want=0
+            if for_release
+            else integer(raw.get("want_micros"), f"{path}.want_micros", default=0),
+            min_unit=0
+            if for_release
+            else integer(raw.get("min_micros"), f"{path}.min_micros", default=0),
+            give_back=integer(raw.get("return_micros"), f"{path}.return_micros", default=0),
+        )
+    if kind == "cpm" and not for_release:
+        return LeaseRequest(
+            "cpm",
+            key_id=text(raw.get("key_id"), f"{path}.key_id"),
+            window=integer(raw.get("window"), f"{path}.window"),
+            want=integer(raw.get("want"), f"{path}.want", default=0),
+        )
+    if kind == "daily":
+        return LeaseRequest(
+            "daily",
+            user_id=text(raw.get("user_id"), f"{path}.user_id"),
+            day=day(raw.get("day"), f"{path}.day"),
+            want=0 if for_release else integer(raw.get("want"), f"{path}.want", default=0),
+            give_back=integer(raw.get("return"), f"{path}.return", default=0),
+        )
+    kinds = "balance or daily" if for_release else "balance, cpm or daily"
+    raise Invalid(f"{path}.kind: must be {kinds}, not {kind!r}")
+
+
+def sync_request(data: Any) -> SyncRequest:
+    data = obj(data, "(body)")
+    reset = data.get("reset", False)
+    if not isinstance(reset, bool):
+        raise Invalid("reset: must be true or false")
+    version = data.get("config_version")
+    stats = data.get("stats") or {}
+    stats = obj(stats, "stats")
+    watch = listing(data.get("watch"), "watch", MAX_WATCH)
+    return SyncRequest(
+        agent_id=text(data.get("agent_id"), "agent_id"),
+        instance=text(data.get("instance"), "instance", required=False, limit=64),
+        release=text(data.get("release"), "release", required=False, limit=64),
+        reset=reset,
+        config_version=None if version is None else integer(version, "config_version"),
+        leases=[
+            lease_request(item, f"leases[{i}]")
+            for i, item in enumerate(listing(data.get("leases"), "leases", MAX_LEASES))
+        ],
+        watch=[text(k, f"watch[{i}]") for i, k in enumerate(watch)],
+        in_flight=integer(stats.get("in_flight"), "stats.in_flight", default=0),
+        spool_backlog=integer(stats.get("spool_backlog"), "stats.spool_backlog", default=0),
+    )
+
+
+@dataclass
+class ReleaseRequest:
+    agent_id: str
+    instance: str | None
+    leases: list[LeaseRequest]
+
+
+def release_request(data: Any) -> ReleaseRequest:
+    data = obj(data, "(body)")
+    return ReleaseRequest(
+        agent_id=text(data.get("agent_id"), "agent_id"),
+        instance=text(data.get("instance"), "instance", required=False, limit=64),
+        leases=[
+            lease_request(item, f"leases[{i}]", for_release=True)
+            for i, item in enumerate(listing(data.get("leases"), "leases", MAX_LEASES))
+        ],
+    )

@@ -1,0 +1,126 @@
+"""Store: URLs, dialect shim, migrations, transactions — on SQLite and on MariaDB."""
+
+from __future__ import annotations
+
+import pymysql
+import pytest
+
+from solverfleet.collector.store import (
+    Database,
+    StoreUnavailable,
+    UrlError,
+    current_version,
+    migrate,
+    parse_url,
+)
+from solverfleet.collector.store.db import MysqlDialect, SqliteDialect, mysql_literal
+from solverfleet.collector.store.migrations import MIGRATIONS
+
+pytest_plugins = ["tests.support.collector", "tests.support.mariadb"]
+
+
+def test_sqlite_urls() -> None:
+    assert parse_url("sqlite:///solverfleet.db").path == "solverfleet.db"
+    assert parse_url("sqlite:////var/lib/sf/c.db").path == "/var/lib/sf/c.db"
+    with pytest.raises(UrlError):
+        parse_url("sqlite:///:memory:")
+
+
+def test_mysql_urls() -> None:
+    url = parse_url("mysql://sf:p%40ss%3Aw@db.internal:3307/fleet")
+    assert (url.user, url.password, url.host, url.port, url.database) == (
+        "sf",
+        "p@ss:w",
+        "db.internal",
+        3307,
+        "fleet",
+    )
+    assert "p@ss" not in url.redacted()
+    assert parse_url("mysql://u@h/db").port == 3306
+    for bad in ("mysql://u:p@h:1/", "postgres://u@h/db", "nonsense"):
+        with pytest.raises(UrlError):
+            parse_url(bad)
+
+
+def test_dialect_sql() -> None:
+    assert MysqlDialect().sql("SELECT 1 WHERE a LIKE 'x%' AND b = ?") == (
+        "SELECT 1 WHERE a LIKE 'x%%' AND b = %s"
+    )
+    assert SqliteDialect().sql("a = ?") == "a = ?"
+    assert mysql_literal(None) == "NULL"
+    assert mysql_literal(12) == "12"
+    assert mysql_literal("it's \\ x") == "'it\\'s \\\\ x'"
+
+
+def test_migrate_is_versioned_and_idempotent(empty_db_url: str) -> None:
+    assert migrate(empty_db_url) == [m.version for m in MIGRATIONS]
+    assert migrate(empty_db_url) == []
+    db = Database(empty_db_url)
+    try:
+        assert current_version(db) == MIGRATIONS[-1].version
+        rows = db.read(lambda tx: tx.all("SELECT version, name FROM schema_migrations"))
+        assert rows == [(m.version, m.name) for m in MIGRATIONS]
+        assert db.read(lambda tx: tx.scalar("SELECT version FROM config_state WHERE id = 1")) == 1
+    finally:
+        db.close()
+
+
+def test_failed_transaction_commits_nothing(empty_db_url: str) -> None:
+    migrate(empty_db_url)
+    db = Database(empty_db_url)
+
+    def work(tx):
+        tx.execute("INSERT INTO prices (type, price_micros) VALUES (?, ?)", ("x", 1))
+        raise KeyError("boom")
+
+    try:
+        with pytest.raises(KeyError):
+            db.transaction(work)
+        assert db.read(lambda tx: tx.all("SELECT * FROM prices")) == []
+        db.transaction(
+            lambda tx: tx.execute("INSERT INTO prices (type, price_micros) VALUES (?, ?)", ("x", 5))
+        )
+        assert db.read(lambda tx: tx.all("SELECT type, price_micros FROM prices")) == [("x", 5)]
+    finally:
+        db.close()
+
+
+def test_money_columns_hold_large_values(empty_db_url: str) -> None:
+    migrate(empty_db_url)
+    db = Database(empty_db_url)
+    big = 10**15 + 123_456
+    try:
+        db.transaction(
+            lambda tx: tx.execute(
+                "INSERT INTO prices (type, price_micros) VALUES (?, ?)", ("b", big)
+            )
+        )
+        assert db.read(lambda tx: tx.scalar("SELECT price_micros FROM prices")) == big
+    finally:
+        db.close()
+
+
+def test_deadlock_is_retried_and_lock_timeout_is_unavailable(empty_db_url: str) -> None:
+    migrate(empty_db_url)
+    db = Database(empty_db_url)
+    calls = {"n": 0}
+
+    def deadlocks_once(tx):
+        calls["n"] += 1
+        tx.execute("INSERT INTO prices (type, price_micros) VALUES (?, ?)", (f"t{calls['n']}", 1))
+        if calls["n"] == 1:
+            raise pymysql.err.OperationalError(1213, "Deadlock found when trying to get lock")
+        return "done"
+
+    def times_out(tx):
+        raise pymysql.err.OperationalError(1205, "Lock wait timeout exceeded")
+
+    try:
+        assert db.transaction(deadlocks_once) == "done"
+        assert calls["n"] == 2
+        # only the second attempt's write was committed
+        assert db.read(lambda tx: tx.all("SELECT type FROM prices")) == [("t2",)]
+        with pytest.raises(StoreUnavailable):
+            db.transaction(times_out)
+    finally:
+        db.close()
