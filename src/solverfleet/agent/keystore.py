@@ -1,0 +1,113 @@
+"""Key data from the collector's sync snapshot, as an immutable object swapped by reference.
+
+A new snapshot replaces the old one in a single attribute assignment, so a request sees either
+the old or the new data, never a mix, and a deactivation applies to the next request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from solverfleet.agent.clientip import Net, parse_nets
+
+
+class SnapshotError(ValueError):
+    """A config snapshot from the collector that does not parse."""
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    email: str | None
+    role: str
+    daily_limit: int | None
+    active: bool
+    account: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    id: str
+    secret_hash: str
+    user_id: str
+    account: str | None
+    project: str | None
+    environment: str | None
+    allowed_types: frozenset[str] | None
+    cpm: int | None
+    ip_allowlist: tuple[Net, ...] | None
+    active: bool
+    balance_micros: int
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    version: int
+    prices: dict[str, int]
+    users: dict[str, User]
+    keys: dict[str, Key]  # by key id
+    by_hash: dict[str, Key]  # by sha256 hex of the secret
+
+
+def _opt_int(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise SnapshotError(f"{where}: expected a non-negative int or null, got {value!r}")
+    return value
+
+
+def parse_snapshot(version: int, config: dict[str, Any]) -> Snapshot:
+    """The sync response's ``config`` object -> Snapshot; SnapshotError on anything malformed."""
+    try:
+        prices = {str(slug): int(micros) for slug, micros in (config.get("prices") or {}).items()}
+        users = {}
+        for raw in config.get("users") or []:
+            users[raw["id"]] = User(
+                id=raw["id"],
+                email=raw.get("email"),
+                role=raw.get("role") or "user",
+                daily_limit=_opt_int(raw.get("daily_limit"), f"user {raw['id']}.daily_limit"),
+                active=bool(raw.get("active", True)),
+                account=raw.get("account"),
+            )
+        keys, by_hash = {}, {}
+        for raw in config.get("keys") or []:
+            allowed = raw.get("allowed_types")
+            allow_ips = raw.get("ip_allowlist")
+            key = Key(
+                id=raw["id"],
+                secret_hash=str(raw["secret_hash"]).lower(),
+                user_id=raw["user_id"],
+                account=raw.get("account"),
+                project=raw.get("project"),
+                environment=raw.get("environment"),
+                allowed_types=None if allowed is None else frozenset(allowed),
+                cpm=_opt_int(raw.get("cpm"), f"key {raw['id']}.cpm"),
+                ip_allowlist=None if allow_ips is None else parse_nets(allow_ips),
+                active=bool(raw.get("active", True)),
+                balance_micros=int(raw.get("balance_micros") or 0),
+            )
+            keys[key.id] = key
+            by_hash[key.secret_hash] = key
+    except SnapshotError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise SnapshotError(f"malformed config snapshot: {exc!r}") from None
+    return Snapshot(version=int(version), prices=prices, users=users, keys=keys, by_hash=by_hash)
+
+
+class KeyStore:
+    """Holds the current snapshot; ``None`` until the first successful sync."""
+
+    def __init__(self) -> None:
+        self.snapshot: Snapshot | None = None
+
+    def replace(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot  # one reference swap: atomic for readers
+
+    @property
+    def version(self) -> int | None:
+        snap = self.snapshot
+        return None if snap is None else snap.version

@@ -1,0 +1,227 @@
+"""Talking leases with the collector: what to ask for, what to give back, applying answers.
+
+A mixin of ``Ledger`` (it works on the ledger's leases under the ledger's lock). Busy leases
+are topped up before they run dry, sized by demand (``lease_calls`` calls or
+``lease_seconds`` of observed spend); idle or revoked ones are returned so other agents can use
+them; an answer that grants nothing marks the lease starved, so the hot path refuses at once
+instead of waiting for a sync that cannot help.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from itertools import chain, islice
+from typing import Any
+
+from solverfleet.agent.keystore import Snapshot
+from solverfleet.agent.leases import BalanceLease, CountLease, day_num, day_str
+
+DEMAND_RECENT = 10.0  # s: a lease with demand this recent is kept topped up
+RATE_PERIOD = 1.0  # s over which demand rates are measured
+MAX_LEASES_PER_SYNC = 5000  # the collector refuses more than 10,000 in one sync
+
+
+class LeaseNegotiation:
+    _lock: threading.Lock
+    balance: dict[str, BalanceLease]
+    cpm: dict[tuple[str, int], CountLease]
+    daily: dict[tuple[str, int], CountLease]
+    lease_calls: int
+    lease_seconds: float
+    _asked: dict[tuple[str, str, int], int]
+    _mark_time: float | None
+    _pruned: tuple[int, int]
+    _returning: list[str]  # balance returns in the request being built / in flight
+    _unsure: set[str]  # keys whose return's fate is unknown (the sync failed)
+
+    def lease_requests(self, snap: Snapshot, now: float, idle_after: float) -> list[dict[str, Any]]:
+        """The ``leases`` list of the next sync: refills for busy leases, returns for idle ones.
+
+        Returned amounts leave the local lease at once, so a return can never be spent twice.
+        """
+        with self._lock:
+            # Rates are measured over >= 1 s: triggered rounds come at any spacing.
+            elapsed = 0.0
+            if self._mark_time is None or now < self._mark_time:
+                self._mark_time = now
+            elif now - self._mark_time >= RATE_PERIOD:
+                elapsed, self._mark_time = now - self._mark_time, now
+            self._asked = {}
+            self._returning = []
+            # Lazily, so items past the cap are never produced (returns deduct when produced);
+            # they come in the next round.
+            items = chain(
+                self._balance_requests(snap, now, elapsed, idle_after),
+                self._count_requests(snap, now, elapsed, idle_after),
+            )
+            return list(islice(items, MAX_LEASES_PER_SYNC))
+
+    def _balance_requests(self, snap: Snapshot, now: float, elapsed: float, idle_after: float):
+        # A return whose sync failed may or may not have reached the collector: ask for the
+        # lease's true size (want 0) rather than guess; the answer's held_micros settles it.
+        for key_id in sorted(self._unsure):
+            if key_id in self.balance:
+                yield {"kind": "balance", "key_id": key_id, "want_micros": 0,
+                       "min_micros": 0, "return_micros": 0}  # fmt: skip
+        for key_id, bal in self.balance.items():
+            recent = now - bal.last_demand <= DEMAND_RECENT
+            available = bal.held - bal.unacked - bal.holds
+            if not recent and available <= 0:
+                continue  # quiet and empty: the common case among many keys, keep it cheap
+            if elapsed:
+                _update_rate(bal, elapsed)
+            key = snap.keys.get(key_id)
+            if key is None or not key.active or now - bal.last_demand > idle_after:
+                if available > 0:
+                    bal.held -= available
+                    self._returning.append(key_id)
+                    yield {"kind": "balance", "key_id": key_id, "want_micros": 0,
+                           "min_micros": 0, "return_micros": available}  # fmt: skip
+                continue
+            if not recent or not bal.price:
+                continue
+            target = max(self.lease_calls * bal.price, int(bal.rate * self.lease_seconds))
+            if available < bal.price or available * 2 < target:
+                want = target - available
+                self._asked["balance", key_id, 0] = want
+                yield {"kind": "balance", "key_id": key_id, "want_micros": want,
+                       "min_micros": bal.price, "return_micros": 0}  # fmt: skip
+
+    def _count_requests(self, snap: Snapshot, now: float, elapsed: float, idle_after: float):
+        window, today = int(now // 60), int(now // 86400)
+        if window != self._pruned[0]:  # old windows and days go once, when the period turns
+            for ident in [i for i in self.cpm if i[1] < window]:
+                del self.cpm[ident]
+        for (key_id, period), lease in self.cpm.items():
+            if now - lease.last_demand > DEMAND_RECENT:
+                continue  # CPM leases are never returned: nothing to do without demand
+            if elapsed:
+                _update_rate(lease, elapsed)
+            key = snap.keys.get(key_id)
+            if key is None or key.cpm is None or not key.active:
+                continue
+            want = self._count_want(lease, key.cpm, starved_stops=True)
+            if want:
+                self._asked["cpm", key_id, period] = want
+                yield {"kind": "cpm", "key_id": key_id, "window": period, "want": want}
+        if today != self._pruned[1]:
+            for ident in [i for i, lease in self.daily.items() if i[1] < today and not lease.holds]:
+                del self.daily[ident]
+        self._pruned = (window, today)
+        for (user_id, period), lease in self.daily.items():
+            recent = now - lease.last_demand <= DEMAND_RECENT
+            unconsumed = lease.granted - lease.returned - lease.used
+            if lease.held < unconsumed:
+                unconsumed = lease.held
+            unconsumed -= lease.holds
+            if not recent and unconsumed <= 0:
+                continue
+            if elapsed:
+                _update_rate(lease, elapsed)
+            user = snap.users.get(user_id)
+            limit = None if user is None or not user.active else user.daily_limit
+            if limit is None or now - lease.last_demand > idle_after:
+                if unconsumed > 0:
+                    lease.returned += unconsumed
+                    lease.held -= unconsumed
+                    yield {"kind": "daily", "user_id": user_id, "day": day_str(period),
+                           "want": 0, "return": unconsumed}  # fmt: skip
+                continue
+            want = self._count_want(lease, limit, starved_stops=False) if recent else 0
+            if want:
+                self._asked["daily", user_id, period] = want
+                yield {"kind": "daily", "user_id": user_id, "day": day_str(period),
+                       "want": want, "return": 0}  # fmt: skip
+
+    def _count_want(self, lease: CountLease, ceiling: int, starved_stops: bool) -> int:
+        if lease.granted - lease.returned >= ceiling or (starved_stops and lease.starved):
+            return 0  # CPM pools never grow within a window; daily pools can (returns)
+        available = lease.available(ceiling, False)
+        target = min(ceiling, max(1, ceiling // 4, math.ceil(lease.rate * self.lease_seconds)))
+        if available >= 1 and available * 2 >= target:
+            return 0
+        return max(1, min(target - available, ceiling - (lease.granted - lease.returned)))
+
+    def apply_grants(self, grants: list[dict[str, Any]]) -> None:
+        """Take the collector's answer to ``lease_requests`` (``held*`` is authoritative)."""
+        with self._lock:
+            asked, self._asked = self._asked, {}
+            for grant in grants:
+                kind = grant.get("kind")
+                if kind == "balance":
+                    key_id = grant["key_id"]
+                    bal = self.balance.get(key_id)
+                    if bal is None:
+                        bal = self.balance[key_id] = BalanceLease()
+                    bal.held = int(grant["held_micros"])
+                    self._unsure.discard(key_id)
+                    granted = int(grant.get("granted_micros") or 0)
+                    if asked.pop(("balance", key_id, 0), 0):
+                        bal.answered = True
+                        bal.starved = granted <= 0
+                    elif granted > 0:
+                        bal.starved = False
+                elif kind in ("cpm", "daily"):
+                    if kind == "cpm":
+                        ident = (grant["key_id"], int(grant["window"]))
+                        table = self.cpm
+                    else:
+                        ident = (grant["user_id"], day_num(grant["day"]))
+                        table = self.daily
+                    lease = table.get(ident)
+                    if lease is None:
+                        lease = table[ident] = CountLease()
+                    granted = int(grant.get("granted") or 0)
+                    lease.granted += granted
+                    lease.held = int(grant["held"])
+                    if asked.pop((kind, ident[0], ident[1]), 0):
+                        lease.answered = True
+                        lease.starved = granted <= 0
+            # Asked but not answered: the collector has nothing for it (unknown key, ...).
+            for kind, ident, period in asked:
+                lease = (
+                    self.balance.get(ident)
+                    if kind == "balance"
+                    else (self.cpm if kind == "cpm" else self.daily).get((ident, period))
+                )
+                if lease is not None:
+                    lease.answered = True
+                    lease.starved = True
+
+    def sync_failed(self) -> None:
+        with self._lock:
+            self._asked = {}
+            self._unsure.update(self._returning)
+            self._returning = []
+
+    def release_all(self, now: float) -> list[dict[str, Any]]:
+        """Everything unspent, for ``/agent/v1/release`` at shutdown; zeroes the local leases."""
+        today = int(now // 86400)
+        out: list[dict[str, Any]] = []
+        with self._lock:
+            for key_id, bal in self.balance.items():
+                available = bal.held - bal.unacked - bal.holds
+                if available > 0:
+                    bal.held -= available
+                    out.append({"kind": "balance", "key_id": key_id, "return_micros": available})
+            for (user_id, period), lease in self.daily.items():
+                unconsumed = min(lease.granted - lease.returned - lease.used, lease.held)
+                unconsumed -= lease.holds
+                if period == today and unconsumed > 0:
+                    lease.returned += unconsumed
+                    lease.held -= unconsumed
+                    day = day_str(period)
+                    out.append(
+                        {"kind": "daily", "user_id": user_id, "day": day, "return": unconsumed}
+                    )
+        return out
+
+
+def _update_rate(lease: BalanceLease | CountLease, elapsed: float) -> None:
+    """Demand per second: rises at once with a burst, decays slowly after it."""
+    if elapsed <= 0:
+        return
+    instant = (lease.demand - lease.demand_mark) / elapsed
+    lease.demand_mark = lease.demand
+    lease.rate = max(instant, lease.rate * 0.9)

@@ -1,0 +1,151 @@
+"""The hot-path decision: may this key make this call now? Pure in-memory work, no I/O.
+
+Order of checks is part of the contract (ARCHITECTURE.md "Agent rules"): key known (401) ->
+key active (403) -> user active (403) -> type priced (400) -> type allowed (403) -> IP allowed
+(403) -> CPM token (429) -> daily token (429) -> balance >= price (402). ``authenticate`` is the
+first three, so the route can answer auth failures before it parses a body; ``admit`` is the
+rest and takes the holds; ``check`` is both, for benchmarks and tests.
+
+A refusal with ``wait`` set means only a lease is missing: the caller may wait for one sync
+(up to ``lease_wait``) and ask again; otherwise the refusal is final.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+from solverfleet.agent.clientip import in_nets, parse_ip
+from solverfleet.agent.keystore import Key, Snapshot, User
+from solverfleet.agent.ledger import BALANCE, CPM, DAILY, Hold, Ledger, Refusal
+from solverfleet.money import format_micros
+
+_STATUS = {
+    "invalid_key": 401,
+    "key_disabled": 403,
+    "user_disabled": 403,
+    "unknown_type": 400,
+    "type_not_allowed": 403,
+    "ip_not_allowed": 403,
+    CPM: 429,
+    DAILY: 429,
+    BALANCE: 402,
+}
+
+
+class Decision:
+    """Allowed (``code`` None, with the key, user, hold and price) or refused (code, message,
+    HTTP status, optional Retry-After; ``wait``: only a lease is missing)."""
+
+    __slots__ = ("code", "hold", "key", "message", "price", "retry_after", "user", "wait")
+
+    def __init__(
+        self,
+        code: str | None,
+        message: str = "",
+        retry_after: int | None = None,
+        wait: bool = False,
+        key: Key | None = None,
+        user: User | None = None,
+        hold: Hold | None = None,
+        price: int = 0,
+    ) -> None:
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+        self.wait = wait
+        self.key = key
+        self.user = user
+        self.hold = hold
+        self.price = price
+
+    @property
+    def allowed(self) -> bool:
+        return self.code is None
+
+    @property
+    def status(self) -> int:
+        return 200 if self.code is None else _STATUS[self.code]
+
+    def __repr__(self) -> str:
+        return f"Decision({self.code or 'allowed'}, wait={self.wait})"
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 64 else text[:61] + "..."
+
+
+def authenticate(snap: Snapshot, secret: str | None) -> tuple[Key, User] | Decision:
+    """Key known, key active, user active: ``(key, user)`` or the refusal."""
+    if not secret:
+        return Decision("invalid_key", "missing API key (Authorization: Bearer <key>)")
+    key = snap.by_hash.get(hashlib.sha256(secret.encode()).hexdigest())
+    if key is None:
+        return Decision("invalid_key", "unknown API key")
+    if not key.active:
+        return Decision("key_disabled", "this API key is disabled")
+    user = snap.users.get(key.user_id)
+    if user is None or not user.active:
+        return Decision("user_disabled", "the user of this API key is disabled")
+    return key, user
+
+
+def admit(
+    snap: Snapshot,
+    ledger: Ledger,
+    key: Key,
+    user: User,
+    slug: str,
+    client_ip: str,
+    now: float,
+    *,
+    offline: bool = False,
+    allowance: int = 0,
+) -> Decision:
+    """Type priced, type allowed, IP allowed, then CPM/daily/balance leases (taking holds)."""
+    return _admit(snap, ledger, key, user, slug, client_ip, now, offline, allowance)
+
+
+def check(
+    snap: Snapshot,
+    ledger: Ledger,
+    secret: str | None,
+    slug: str,
+    client_ip: str,
+    now: float,
+    *,
+    offline: bool = False,
+    allowance: int = 0,
+) -> Decision:
+    auth = authenticate(snap, secret)
+    if isinstance(auth, Decision):
+        return auth
+    return _admit(snap, ledger, auth[0], auth[1], slug, client_ip, now, offline, allowance)
+
+
+def _admit(snap, ledger, key, user, slug, client_ip, now, offline, allowance) -> Decision:
+    # Positional and flat on purpose: this runs on every call (see bench/bench_precheck.py).
+    price = snap.prices.get(slug)
+    if price is None:
+        return Decision("unknown_type", f"no price for captcha type {_short(slug)!r}")
+    if key.allowed_types is not None and slug not in key.allowed_types:
+        return Decision("type_not_allowed", f"type {_short(slug)!r} is not allowed for this key")
+    if key.ip_allowlist is not None and not in_nets(parse_ip(client_ip), key.ip_allowlist):
+        return Decision("ip_not_allowed", f"source address {_short(client_ip)} is not allowed")
+    outcome = ledger.admit(key, user, price, now, offline, allowance)
+    if outcome.__class__ is Refusal:
+        return refusal(outcome, price, now)  # type: ignore[arg-type]
+    return Decision(None, "", None, False, key, user, outcome, price)  # type: ignore[arg-type]
+
+
+def refusal(outcome: Refusal, price: int, now: float) -> Decision:
+    if outcome.code == CPM:
+        retry = max(1, math.ceil(60 - now % 60))
+        message = f"calls-per-minute limit of this key reached; retry in {retry} s"
+        return Decision(CPM, message, retry, outcome.wait)
+    if outcome.code == DAILY:
+        retry = max(1, math.ceil(86400 - now % 86400))
+        message = "daily limit of this user reached; it resets at 00:00 UTC"
+        return Decision(DAILY, message, retry, outcome.wait)
+    message = f"balance too low for this call (costs {format_micros(price)})"
+    return Decision(BALANCE, message, None, outcome.wait, price=price)

@@ -1,0 +1,268 @@
+"""The native API: ``/solve``, ``/balance``, ``/healthz``, ``/readyz``, ``/admin/drain``.
+
+Every failure is JSON ``{"error": code, "message": text}``. The solve path: readiness ->
+size -> authenticate -> body -> admit (may wait once for a lease) -> worker -> spool the usage
+event -> commit or release the hold -> answer. The event is on disk before the answer leaves.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from solverfleet.agent import precheck
+from solverfleet.agent.clientip import client_ip
+from solverfleet.agent.keystore import Key, Snapshot, User
+from solverfleet.agent.lifecycle import Agent
+from solverfleet.agent.settings import MAX_BODY_BYTES
+from solverfleet.agent.spool import SpoolError
+from solverfleet.agent.usage import build_event, new_id
+from solverfleet.money import CURRENCY, format_micros
+
+log = logging.getLogger(__name__)
+bp = Blueprint("agent", __name__)
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+MAX_URL = 4096
+MAX_TYPE = 64
+
+
+def _agent() -> Agent:
+    return current_app.extensions["solverfleet.agent"]
+
+
+def error(code: str, message: str, status: int, retry_after: int | None = None) -> Response:
+    resp = jsonify(error=code, message=message)
+    resp.status_code = status
+    if retry_after is not None:
+        resp.headers["Retry-After"] = str(retry_after)
+    return resp
+
+
+def _deny(decision: precheck.Decision) -> Response:
+    assert decision.code is not None
+    return error(decision.code, decision.message, decision.status, decision.retry_after)
+
+
+def _secret() -> str | None:
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    return request.headers.get("X-API-Key", "").strip() or None
+
+
+@dataclass(slots=True)
+class SolveBody:
+    type: str
+    url: str
+    params: dict[str, Any]
+
+    def for_worker(self) -> dict[str, Any]:
+        return {"type": self.type, "url": self.url, "params": self.params}
+
+
+def _parse_body() -> SolveBody | str:
+    """The solve body, or a message saying what is wrong with it."""
+    try:
+        data = json.loads(request.get_data(cache=False))
+    except (ValueError, UnicodeDecodeError):
+        return "body must be a JSON object"
+    if not isinstance(data, dict):
+        return "body must be a JSON object"
+    slug, url, params = data.get("type"), data.get("url"), data.get("params", {})
+    if not isinstance(slug, str) or not slug or len(slug) > MAX_TYPE:
+        return f"field 'type' must be a captcha type slug (1-{MAX_TYPE} characters)"
+    if (
+        not isinstance(url, str)
+        or len(url) > MAX_URL
+        or not url.lower().startswith(("http://", "https://"))
+    ):
+        return f"field 'url' must be an http(s) URL of at most {MAX_URL} characters"
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        return "field 'params' must be a JSON object"
+    return SolveBody(slug, url, params)
+
+
+def _admit(
+    agent: Agent, snap: Snapshot, secret: str, key: Key, user: User, slug: str, ip: str
+) -> precheck.Decision:
+    """Admit, waiting (up to lease_wait) for a sync when only a lease is missing."""
+    deadline = time.monotonic() + agent.settings.lease_wait
+    while True:
+        decision = precheck.admit(
+            snap, agent.ledger, key, user, slug, ip, agent.clock(),
+            offline=agent.offline, allowance=agent.allowance,
+        )  # fmt: skip
+        if decision.allowed or not decision.wait:
+            return decision
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            decision.wait = False
+            return decision
+        round_no = agent.loop.next_round()
+        agent.loop.trigger()
+        agent.loop.wait_round(round_no, remaining)
+        if agent.keystore.snapshot is not snap:  # new key data arrived meanwhile: re-check it
+            snap = agent.keystore.snapshot
+            auth = precheck.authenticate(snap, secret)
+            if isinstance(auth, precheck.Decision):
+                return auth
+            key, user = auth
+
+
+@bp.post("/solve")
+def solve() -> Response:
+    agent = _agent()
+    started = time.monotonic()
+    request_id = request.headers.get("X-Request-ID", "")
+    if not _REQUEST_ID.match(request_id):
+        request_id = new_id()
+    with agent.tracking():
+        resp = _solve(agent, started, request_id)
+    resp.headers["X-Request-ID"] = request_id
+    return resp
+
+
+def _solve(agent: Agent, started: float, request_id: str) -> Response:
+    code, message = agent.readiness()
+    snap = agent.keystore.snapshot
+    if code is not None or snap is None:
+        return error(code or "not_ready", message, 503)
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        return error("too_large", f"body is over {MAX_BODY_BYTES} bytes", 413)
+    secret = _secret()
+    auth = precheck.authenticate(snap, secret)
+    if isinstance(auth, precheck.Decision):
+        return _deny(auth)
+    body = _parse_body()
+    if isinstance(body, str):
+        return error("bad_request", body, 400)
+    ip = client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"), agent.trusted)
+    assert secret is not None
+    decision = _admit(agent, snap, secret, *auth, body.type, ip)
+    if not decision.allowed:
+        return _deny(decision)
+    hold = decision.hold
+    assert hold is not None and decision.key is not None and decision.user is not None
+    if hold.low:
+        agent.loop.trigger()  # refill off the hot path: the fleet loop does the call
+    try:
+        return _call_and_record(agent, decision, body, ip, started, request_id)
+    finally:
+        agent.ledger.release(hold)  # no-op once committed; frees the hold on any failure
+
+
+def _call_and_record(
+    agent: Agent,
+    decision: precheck.Decision,
+    body: SolveBody,
+    ip: str,
+    started: float,
+    request_id: str,
+) -> Response:
+    hold = decision.hold
+    assert hold is not None and decision.key is not None and decision.user is not None
+    outcome = agent.worker.solve(body.for_worker(), request_id)
+    duration_ms = int((time.monotonic() - started) * 1000)
+    event = build_event(
+        agent_id=agent.settings.agent_id, request_id=request_id, key=decision.key,
+        user=decision.user, slug=body.type, url=body.url, ok=outcome.ok, error=outcome.error,
+        message=outcome.message, source_ip=ip, duration_ms=duration_ms, cost_micros=decision.price,
+    )  # fmt: skip
+    try:
+        agent.spool.append(event)  # on disk before we answer: kill -9 cannot lose it
+    except SpoolError as exc:
+        log.error("usage not recorded (%s); call not charged", exc.strerror)
+        return error("not_ready", "usage could not be recorded; this call is not charged", 503)
+    if not outcome.ok:
+        status = 504 if outcome.error == "worker_timeout" else 502
+        return error(outcome.error or "worker_failed", outcome.message or "worker failed", status)
+    agent.ledger.commit(hold)
+    return jsonify(
+        status="success",
+        result=outcome.result,
+        cost=format_micros(decision.price),
+        duration_ms=duration_ms,
+        request_id=request_id,
+    )
+
+
+@bp.get("/balance")
+def balance() -> Response:
+    agent = _agent()
+    snap = agent.keystore.snapshot
+    if snap is None:
+        return error("not_ready", "no key data from the collector yet", 503)
+    auth = precheck.authenticate(snap, _secret())
+    if isinstance(auth, precheck.Decision):
+        return _deny(auth)
+    key = auth[0]
+    agent.loop.watch(key.id)
+    outside = agent.loop.balances.get(key.id)
+    if outside is None and not agent.offline:  # first ask for this key: fetch it once
+        round_no = agent.loop.next_round()
+        agent.loop.trigger()
+        agent.loop.wait_round(round_no, agent.settings.lease_wait)
+        outside = agent.loop.balances.get(key.id)
+    remainder = agent.ledger.remainder(key.id)
+    if outside is None:  # still unknown: the snapshot's total minus our unshipped spend
+        total = key.balance_micros - agent.ledger.unacked(key.id)
+    else:
+        total = outside + remainder
+    return jsonify(key=key.id, balance=format_micros(total), currency=CURRENCY)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    agent = _agent()
+    code, message = agent.readiness()
+    if code is not None:
+        return error(code, message, 503)
+    return jsonify(status="ready", **agent.stats())
+
+
+def _local_admin() -> bool:
+    """A loopback peer that no proxy forwarded: only someone on this host."""
+    if any(h in request.headers for h in ("X-Forwarded-For", "Forwarded", "X-Real-IP")):
+        return False
+    try:
+        return ipaddress.ip_address(request.remote_addr or "").is_loopback
+    except ValueError:
+        return False
+
+
+@bp.post("/admin/drain")
+def drain() -> Response:
+    if not _local_admin():
+        return error("forbidden", "drain is accepted from this host's loopback only", 403)
+    agent = _agent()
+    agent.begin_drain()
+    return jsonify(status="draining", in_flight=agent.in_flight)
+
+
+def register_errors(app: Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        if exc.code == 413:
+            return error("too_large", f"body is over {MAX_BODY_BYTES} bytes", 413)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.code or 0, "bad_request")
+        return error(code, exc.description or code, exc.code or 400)
+
+    @app.errorhandler(Exception)
+    def internal_error(exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return error("internal", "internal error", 500)

@@ -1,0 +1,76 @@
+"""Agent settings: the fields of ARCHITECTURE.md's settings table plus a few tuning knobs.
+
+Loaded with ``solverfleet.settings.load_settings(AgentSettings)`` (YAML file named by
+``SOLVERFLEET_CONFIG``, then ``SOLVERFLEET_<FIELD>`` variables). This module stays import-light:
+gunicorn's master imports it through ``gunicorn_conf`` before the worker patches with gevent.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass, field
+
+from solverfleet.money import MoneyError, to_micros
+from solverfleet.settings import SettingsError, load_settings
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    collector_url: str
+    fleet_token: str = field(repr=False)  # a secret: never in a repr, a log line or a traceback
+    worker_url: str = "http://127.0.0.1:8500"
+    agent_id: str = field(default_factory=socket.gethostname)
+    state_dir: str = "/var/lib/solverfleet/agent"
+    trusted_proxies: tuple[str, ...] = ()
+    worker_timeout: float = 30.0
+    sync_interval: float = 0.25
+    offline_grace: float = 60.0  # must stay below the collector's lease_ttl (300 s)
+    offline_allowance: str = "0"
+    drain_grace: float = 30.0
+    # Beyond the table: tuning knobs with safe defaults.
+    lease_wait: float = 1.0  # s a request waits for its first lease
+    bind: str = "0.0.0.0:8600"  # gunicorn_conf only; `gunicorn -b` overrides it
+    collector_timeout: float = 5.0  # s per collector HTTP call
+    ship_timeout: float = 10.0  # s SIGTERM spends flushing the spool
+    lease_calls: int = 20  # a balance lease covers at least this many calls
+    lease_seconds: float = 5.0  # ... or this many seconds of observed spend
+    lease_idle: float = 60.0  # s without demand before a lease is given back
+
+    def __post_init__(self) -> None:
+        for name in ("collector_url", "worker_url"):
+            url = getattr(self, name)
+            if not url.startswith(("http://", "https://")):
+                raise SettingsError(f"{name}: must be an http(s) URL, got {url!r}")
+            object.__setattr__(self, name, url.rstrip("/"))
+        if not self.fleet_token:
+            raise SettingsError("fleet_token: must not be empty")
+        if not self.agent_id:
+            raise SettingsError("agent_id: must not be empty")
+        for name in ("worker_timeout", "sync_interval", "collector_timeout", "lease_seconds"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name}: must be > 0")
+        for name in ("offline_grace", "drain_grace", "lease_wait", "ship_timeout", "lease_idle"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{name}: must be >= 0")
+        if self.lease_calls < 1:
+            raise SettingsError("lease_calls: must be >= 1")
+        try:
+            to_micros(self.offline_allowance)
+        except MoneyError as exc:
+            raise SettingsError(f"offline_allowance: {exc}") from None
+        for cidr in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise SettingsError(f"trusted_proxies: not a CIDR: {cidr!r}") from None
+
+    @property
+    def offline_allowance_micros(self) -> int:
+        return to_micros(self.offline_allowance)
+
+
+def load(**overrides: object) -> AgentSettings:
+    return load_settings(AgentSettings, overrides=overrides or None)

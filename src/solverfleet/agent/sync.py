@@ -1,0 +1,215 @@
+"""The fleet loop: ship the spool, then ``/agent/v1/sync`` (config, leases, balances), repeat.
+
+One background thread (a greenlet under gunicorn's gevent worker) every ``sync_interval``, or
+at once when the hot path calls ``trigger()`` for a lease. Shipping and syncing never overlap,
+so each sync answer matches the acknowledgements the ledger has seen (see ledger.py).
+
+A new process first ships its whole spool (the previous process's usage), then sends its
+first sync with ``reset: true`` so the collector voids that agent's old leases; until then it
+has no key data and is not ready.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from solverfleet import __version__
+from solverfleet.agent.fleetclient import CollectorError, FleetClient
+from solverfleet.agent.keystore import KeyStore, SnapshotError, parse_snapshot
+from solverfleet.agent.ledger import Ledger
+from solverfleet.agent.settings import AgentSettings
+from solverfleet.agent.shipper import Backoff, Shipper
+
+log = logging.getLogger(__name__)
+SHIP_BATCHES_PER_ROUND = 5
+WATCH_TTL = 300.0  # s a key asked about in /balance stays on the watch list
+
+
+class FleetLoop:
+    def __init__(
+        self,
+        settings: AgentSettings,
+        client: FleetClient,
+        keystore: KeyStore,
+        ledger: Ledger,
+        shipper: Shipper,
+        instance: str,
+        stats: Callable[[], dict[str, int]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.keystore = keystore
+        self.ledger = ledger
+        self.shipper = shipper
+        self.instance = instance
+        self.stats = stats
+        self.clock = clock
+        self.reset_done = False
+        self.online = False  # the last sync succeeded
+        self.last_ok: float | None = None  # monotonic time of the last successful sync
+        self.balances: dict[str, int] = {}  # key id -> balance outside this agent's leases
+        self._watch: dict[str, float] = {}
+        self._trigger = threading.Event()
+        self._stop = threading.Event()
+        self._rounds = threading.Condition()
+        self.rounds_started = 0
+        self.rounds_done = 0
+        self._sync_backoff = Backoff(settings.sync_interval)
+        self._ship_backoff = Backoff(settings.sync_interval)
+        self._ship_after = 0.0
+        self._thread: threading.Thread | None = None
+        self._last_error = ""
+
+    # ---- control ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="solverfleet-fleet", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        self._stop.set()
+        self._trigger.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        with self._rounds:
+            self._rounds.notify_all()
+
+    def trigger(self) -> None:
+        """Ask for a round now (a lease is missing or low); never blocks."""
+        self._trigger.set()
+
+    def next_round(self) -> int:
+        """The number of the round that will start after now; pass it to ``wait_round``."""
+        with self._rounds:
+            return self.rounds_started + 1
+
+    def wait_round(self, number: int, timeout: float) -> bool:
+        with self._rounds:
+            return self._rounds.wait_for(
+                lambda: self.rounds_done >= number or self._stop.is_set(), timeout
+            )
+
+    def watch(self, key_id: str) -> None:
+        self._watch[key_id] = time.monotonic()
+
+    # ---- the loop ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        delay = 0.0
+        while not self._stop.is_set():
+            if delay > self.settings.sync_interval:
+                self._stop.wait(delay)  # backing off: the hot path cannot hurry us
+            else:
+                self._trigger.wait(delay)
+            if self._stop.is_set():
+                break
+            self._trigger.clear()
+            try:
+                ok = self.run_once()
+            except Exception:  # the loop must outlive any bug in one round
+                log.exception("fleet loop round failed")
+                ok = False
+            delay = self.settings.sync_interval if ok else self._sync_backoff.next()
+            if ok:
+                self._sync_backoff.reset()
+
+    def run_once(self) -> bool:
+        """One round: ship what is pending, then sync. True when the sync succeeded."""
+        with self._rounds:
+            self.rounds_started += 1
+        try:
+            if not self.reset_done:
+                if not self._ship(everything=True):
+                    return False
+            else:
+                self._ship(everything=False)
+            return self._sync()
+        finally:
+            with self._rounds:
+                self.rounds_done += 1
+                self._rounds.notify_all()
+
+    def _ship(self, everything: bool) -> bool:
+        """Ship pending usage; False when the collector failed (retried after a backoff)."""
+        if time.monotonic() < self._ship_after:
+            return False
+        batches = 0
+        try:
+            while self.shipper.ship_batch() > 0:
+                batches += 1
+                if not everything and batches >= SHIP_BATCHES_PER_ROUND:
+                    break  # the rest next round: keep the sync cadence
+        except CollectorError as exc:
+            self._ship_after = time.monotonic() + self._ship_backoff.next()
+            self._note_error(f"usage shipping failed: {exc}")
+            return False
+        self._ship_backoff.reset()
+        return True
+
+    def _sync(self) -> bool:
+        snap = self.keystore.snapshot
+        now = self.clock()
+        leases = self.ledger.lease_requests(snap, now, self.settings.lease_idle) if snap else []
+        payload = {
+            "agent_id": self.settings.agent_id,
+            "instance": self.instance,
+            "release": __version__,
+            "reset": not self.reset_done,
+            "config_version": None if snap is None else snap.version,
+            "leases": leases,
+            "watch": self._watch_list(),
+            "stats": self.stats(),
+        }
+        try:
+            answer = self.client.post("/agent/v1/sync", payload)
+            grants = answer.get("grants") or []
+            balances = answer.get("balances") or {}
+        except (CollectorError, AttributeError) as exc:
+            self.ledger.sync_failed()
+            self.online = False
+            self._note_error(f"sync failed: {exc}")
+            return False
+        try:
+            self.ledger.apply_grants(grants)
+            self.balances.update({str(k): int(v) for k, v in balances.items()})
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            self._note_error(f"sync answer malformed: {exc!r}")
+            return False
+        if answer.get("config") is not None:
+            try:
+                self.keystore.replace(parse_snapshot(answer["config_version"], answer["config"]))
+            except (SnapshotError, KeyError, TypeError, ValueError) as exc:
+                # Keep serving on the old data; our old version makes the collector resend.
+                self._note_error(f"config snapshot rejected: {exc}")
+        self.reset_done = True
+        self.online = True
+        self.last_ok = time.monotonic()
+        if self._last_error:
+            log.info("collector reachable again")
+            self._last_error = ""
+        return True
+
+    def _watch_list(self) -> list[str]:
+        cutoff = time.monotonic() - WATCH_TTL
+        for key_id in [k for k, t in self._watch.items() if t < cutoff]:
+            del self._watch[key_id]
+        return sorted(set(self._watch) | set(self.ledger.leased_keys()))
+
+    def _note_error(self, message: str) -> None:
+        if message != self._last_error:  # log a failure once, not four times a second
+            log.warning("%s", message)
+            self._last_error = message
+
+    def release(self, timeout: float) -> list[Any]:
+        """Give every unspent lease back (graceful stop); returns what the collector took."""
+        leases = self.ledger.release_all(self.clock())
+        if not leases:
+            return []
+        payload = {"agent_id": self.settings.agent_id, "instance": self.instance, "leases": leases}
+        answer = self.client.post("/agent/v1/release", payload, timeout)
+        return list(answer.get("returned") or [])

@@ -1,0 +1,168 @@
+"""The fleet loop against a fake collector: spool first, reset, snapshots, grants, balances."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from solverfleet.agent import precheck
+from solverfleet.agent.lifecycle import Agent
+from solverfleet.agent.spool import Spool
+from tests.support.fake_collector import (  # noqa: F401
+    agent_settings,
+    fake_collector,
+    standard_setup,
+)
+from tests.support.fake_collector import usage_event as event
+
+
+@pytest.fixture
+def setup(tmp_path, fake_collector):  # noqa: F811
+    secrets = standard_setup(fake_collector)
+    made = []
+
+    def make(**overrides):
+        agent = Agent(agent_settings(tmp_path, fake_collector.url, **overrides))
+        made.append(agent)
+        return agent
+
+    yield fake_collector, secrets, make
+    for agent in made:
+        agent.close()
+
+
+def admit(agent, secret, slug="turnstile"):
+    return precheck.check(
+        agent.keystore.snapshot, agent.ledger, secret, slug, "10.0.0.1", time.time()
+    )
+
+
+def test_first_round_ships_the_old_spool_then_resets(setup, tmp_path):
+    collector, _, make = setup
+    old = Spool(tmp_path / "agent-state" / "spool")
+    leftover = event(agent_id="test-agent", key_id="alice-web", user_id="alice")
+    old.append(leftover)
+    old.close()
+    agent = make()
+    assert agent.keystore.snapshot is None and agent.readiness()[0] == "not_ready"
+    assert agent.loop.run_once()
+    assert [name for name, _ in collector.log] == ["usage", "sync"]
+    first_sync = collector.calls("sync")[0]
+    assert first_sync["reset"] is True and first_sync["config_version"] is None
+    assert leftover["event_id"] in collector.events
+    assert agent.readiness() == (None, "")
+    assert agent.loop.run_once()
+    assert collector.calls("sync")[1]["reset"] is False
+
+
+def test_no_reset_until_the_old_spool_is_shipped(setup, tmp_path):
+    collector, _, make = setup
+    Spool(tmp_path / "agent-state" / "spool").append(event(key_id="alice-web", user_id="alice"))
+    collector.usage_down = True
+    agent = make()
+    assert not agent.loop.run_once()
+    assert collector.calls("sync") == [] and agent.keystore.snapshot is None
+
+
+def test_snapshot_kept_when_unchanged_and_replaced_on_change(setup):
+    collector, secrets, make = setup
+    agent = make()
+    agent.loop.run_once()
+    snap = agent.keystore.snapshot
+    agent.loop.run_once()
+    assert agent.keystore.snapshot is snap  # config: null -> nothing swapped
+    collector.update_key("alice-web", active=False)
+    agent.loop.run_once()
+    assert agent.keystore.snapshot is not snap
+    assert admit(agent, secrets["alice-web"]).code == "key_disabled"  # revoked next round
+
+
+def test_grants_make_a_waiting_key_admissible(setup):
+    collector, secrets, make = setup
+    agent = make()
+    agent.loop.run_once()
+    decision = admit(agent, secrets["alice-web"])
+    assert (decision.code, decision.wait) == ("insufficient_balance", True)
+    agent.loop.run_once()
+    assert admit(agent, secrets["alice-web"]).allowed
+    leased = collector.leased("alice-web")
+    assert leased == 40_000  # 20 calls x 0.002
+    agent.loop.watch("alice-web")
+    agent.loop.run_once()
+    assert agent.loop.balances["alice-web"] == 1_000_000 - leased
+
+
+def test_small_balance_pool_is_shared_and_then_starved(setup):
+    collector, secrets, make = setup
+    agent = make()
+    agent.loop.run_once()
+    admit(agent, secrets["alice-poor"])  # balance 2500: one call's worth
+    agent.loop.run_once()
+    assert collector.leased("alice-poor") == 2000  # min(want, max(pool // 2, min(pool, min)))
+    assert admit(agent, secrets["alice-poor"]).allowed
+    decision = admit(agent, secrets["alice-poor"])
+    assert decision.code == "insufficient_balance" and decision.wait  # ask once more
+    agent.loop.run_once()
+    decision = admit(agent, secrets["alice-poor"])
+    assert decision.code == "insufficient_balance" and not decision.wait  # pool is empty
+
+
+def test_collector_down_means_offline_but_leases_still_serve(setup):
+    collector, secrets, make = setup
+    agent = make()
+    agent.loop.run_once()
+    admit(agent, secrets["alice-web"])
+    agent.loop.run_once()
+    collector.sync_down = True
+    assert not agent.loop.run_once()
+    assert agent.offline and agent.readiness() == (None, "")  # within offline_grace
+    assert admit(agent, secrets["alice-web"]).allowed
+    decision = precheck.check(agent.keystore.snapshot, agent.ledger, secrets["bob-web"],
+                              "turnstile", "10.0.0.1", time.time(), offline=True)  # fmt: skip
+    assert decision.code == "insufficient_balance" and not decision.wait
+
+
+def test_offline_grace_expiry_fails_readiness(setup):
+    collector, _, make = setup
+    agent = make(offline_grace=0.0)
+    agent.loop.run_once()
+    collector.sync_down = True
+    agent.loop.run_once()
+    assert agent.readiness()[0] == "not_ready"
+
+
+def test_malformed_snapshot_keeps_the_old_data(setup):
+    collector, _, make = setup
+    agent = make()
+    agent.loop.run_once()
+    snap = agent.keystore.snapshot
+    collector.keys["alice-web"]["ip_allowlist"] = ["10.0.0.0/33"]
+    collector.version += 1
+    assert agent.loop.run_once()
+    assert agent.keystore.snapshot is snap
+
+
+def test_release_returns_every_unused_lease(setup):
+    collector, secrets, make = setup
+    agent = make()
+    agent.loop.run_once()
+    admit(agent, secrets["bob-web"])
+    agent.loop.run_once()
+    assert collector.leased("bob-web") > 0
+    agent.loop.release(timeout=2)
+    assert collector.leased("bob-web") == 0
+    assert collector.daily_held == {
+        ("test-agent", "bob", time.strftime("%Y-%m-%d", time.gmtime())): 0
+    }
+
+
+def test_trigger_runs_a_round_at_once(setup):
+    collector, _, make = setup
+    agent = make(sync_interval=30)  # the timer alone would not fire during this test
+    agent.start()
+    assert agent.loop.wait_round(1, timeout=5)
+    number = agent.loop.next_round()
+    agent.loop.trigger()
+    assert agent.loop.wait_round(number, timeout=5)
+    assert len(collector.calls("sync")) >= 2
