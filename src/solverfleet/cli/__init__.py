@@ -1,0 +1,31 @@
+"""The ``solverfleet`` command: a local stack, team config as code, day-to-day admin.
+
+Commands live in one module each (``local_cmd``, ``apply``, ``admin``); the lab's commands come
+from ``solverfleet.lab.cli``. Reusable pieces: ``LocalStack`` (``cli.local``) and
+``AdminClient`` (``cli.adminclient``).
+"""
+
+from __future__ import annotations
+
+import click
+
+from solverfleet import __version__
+from solverfleet.cli.admin import keys_group, users_group
+from solverfleet.cli.apply import apply_command
+from solverfleet.cli.local_cmd import local_command
+from solverfleet.lab.cli import lab_group
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="solverfleet")
+def main() -> None:
+    """Run and administer a solverfleet: agents, collector, API keys and team config."""
+
+
+main.add_command(local_command)
+main.add_command(apply_command)
+main.add_command(keys_group)
+main.add_command(users_group)
+main.add_command(lab_group)
+
+__all__ = ["main"]

@@ -1,0 +1,153 @@
+"""A small client for the collector's admin API (``/admin/v1/*``, docs/ARCHITECTURE.md).
+
+Every failure — unreachable collector, timeout, HTTP error, a body that is not JSON — becomes an
+``AdminError`` with a message fit to show a person. Decimal numbers in answers are parsed as
+``Decimal`` so money never passes through a float.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+DEFAULT_TIMEOUT = 30.0  # s; an apply of a large team runs one transaction
+
+
+class AdminError(Exception):
+    """An admin API call that did not succeed. ``status`` and ``code`` when the server answered."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class AdminClient:
+    def __init__(self, base_url: str, token: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        if not base_url:
+            raise AdminError("no collector URL (--collector or SOLVERFLEET_COLLECTOR)")
+        if not token:
+            raise AdminError("no admin token (--token or SOLVERFLEET_TOKEN)")
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self._session = requests.Session()
+        self._session.headers["Authorization"] = f"Bearer {token}"
+        self._session.headers["User-Agent"] = "solverfleet-cli"
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> AdminClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # admin API
+
+    def apply(self, config: dict, *, dry_run: bool = False) -> dict:
+        params = {"dry_run": "1"} if dry_run else None
+        return self._call("POST", "/admin/v1/apply", json_body=config, params=params)
+
+    def list_keys(self) -> list[dict]:
+        return self._call("GET", "/admin/v1/keys")["keys"]
+
+    def get_key(self, key_id: str) -> dict:
+        return self._call("GET", f"/admin/v1/keys/{_seg(key_id)}")
+
+    def topup(self, key_id: str, amount: str, reason: str | None = None) -> dict:
+        body: dict[str, Any] = {"amount": amount}
+        if reason:
+            body["reason"] = reason
+        return self._call("POST", f"/admin/v1/keys/{_seg(key_id)}/topup", json_body=body)
+
+    def set_key_active(self, key_id: str, active: bool) -> dict:
+        action = "activate" if active else "deactivate"
+        return self._call("POST", f"/admin/v1/keys/{_seg(key_id)}/{action}")
+
+    def list_users(self) -> list[dict]:
+        return self._call("GET", "/admin/v1/users")["users"]
+
+    def set_user_active(self, user_id: str, active: bool) -> dict:
+        action = "activate" if active else "deactivate"
+        return self._call("POST", f"/admin/v1/users/{_seg(user_id)}/{action}")
+
+    def usage(self, key_id: str | None = None, limit: int | None = None) -> dict:
+        params = {k: v for k, v in (("key_id", key_id), ("limit", limit)) if v is not None}
+        return self._call("GET", "/admin/v1/usage", params=params)
+
+    def summary(self) -> dict:
+        return self._call("GET", "/admin/v1/summary")
+
+    def agents(self) -> list[dict]:
+        return self._call("GET", "/admin/v1/agents")["agents"]
+
+    # transport
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: dict | None = None,
+    ) -> Any:
+        url = self.base_url + path
+        try:
+            resp = self._session.request(
+                method, url, json=json_body, params=params, timeout=self.timeout
+            )
+        except requests.Timeout:
+            raise AdminError(
+                f"no answer from the collector within {self.timeout:g} s ({url})"
+            ) from None
+        except requests.RequestException as exc:
+            raise AdminError(
+                f"cannot reach the collector at {self.base_url}: {_reason(exc)}"
+            ) from None
+        body = _json(resp)
+        if resp.status_code >= 400:
+            raise _http_error(resp, body)
+        if not isinstance(body, dict):
+            raise AdminError(
+                f"unexpected answer from {method} {path} (HTTP {resp.status_code}): not JSON"
+            )
+        return body
+
+
+def _seg(value: str) -> str:
+    return quote(str(value), safe="")
+
+
+def _json(resp: requests.Response) -> Any:
+    try:
+        return json.loads(resp.content, parse_float=Decimal)
+    except ValueError:
+        return None
+
+
+def _http_error(resp: requests.Response, body: Any) -> AdminError:
+    if isinstance(body, dict) and (body.get("message") or body.get("error")):
+        code = str(body.get("error") or "")
+        message = str(body.get("message") or code)
+        return AdminError(message, status=resp.status_code, code=code or None)
+    if resp.status_code == 401:
+        return AdminError("the collector refused the admin token (HTTP 401)", status=401)
+    return AdminError(f"the collector answered HTTP {resp.status_code}", status=resp.status_code)
+
+
+def _reason(exc: requests.RequestException) -> str:
+    # requests nests the OS error several levels deep; the innermost text is the useful one.
+    inner: BaseException = exc
+    for _ in range(10):
+        nested = inner.args[0] if inner.args and isinstance(inner.args[0], BaseException) else None
+        nested = nested or getattr(inner, "reason", None) or inner.__context__
+        if not isinstance(nested, BaseException):
+            break
+        inner = nested
+    text = str(inner)
+    return text.split("] ", 1)[-1] if text.startswith("[Errno") else text

@@ -1,0 +1,157 @@
+"""``solverfleet local``: run a whole fleet on this machine in the foreground until stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from solverfleet.cli.common import CliError, console
+from solverfleet.cli.local import STACK_FILE, LocalStack, StackError
+from solverfleet.settings import SettingsError
+from solverfleet.worker import WorkerSettings
+
+
+def _latency(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        WorkerSettings(latency_ms=value)
+    except SettingsError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+@click.command("local")
+@click.option("--agents", type=click.IntRange(0, 64), default=3, show_default=True)
+@click.option(
+    "--state",
+    "state_dir",
+    type=click.Path(file_okay=False),
+    default=".demo",
+    show_default=True,
+    help="Database, agent state, logs and stack.json live here; kept after stopping.",
+)
+@click.option("--demo", is_flag=True, help="Apply a demo team, print a guide, run a short burst.")
+@click.option(
+    "--team",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Team config for --demo [default: examples/team.yaml].",
+)
+@click.option(
+    "--agent-port-base",
+    type=click.IntRange(1024, 65000),
+    default=None,
+    help="Agent i listens on PORT+i [default: any free port].",
+)
+@click.option(
+    "--worker-latency",
+    default="50",
+    show_default=True,
+    callback=_latency,
+    help="Demo worker latency in ms: fixed (50) or a range (20-80).",
+)
+@click.option("--worker-failure-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True)
+def local_command(
+    agents: int,
+    state_dir: str,
+    demo: bool,
+    team: str | None,
+    agent_port_base: int | None,
+    worker_latency: str,
+    worker_failure_rate: float,
+) -> None:
+    """Run a collector, a demo solver worker and N agents on 127.0.0.1, until Ctrl-C or SIGTERM.
+
+    Writes STATE/stack.json (URLs and the admin token, mode 0600) once everything is ready.
+    Stopping is graceful: agents first (they ship their usage), then worker and collector.
+    """
+    if demo and agents < 1:
+        raise CliError("--demo needs at least one agent", exit_code=2)
+    if demo:
+        from solverfleet.cli.demo import find_team_file, run_demo
+
+        team_file = find_team_file(team)
+    stack = LocalStack(
+        state_dir,
+        agents=agents,
+        worker_latency_ms=worker_latency,
+        worker_failure_rate=worker_failure_rate,
+        agent_port_base=agent_port_base,
+    )
+    previous = _on_stop_signals(_interrupt)
+    failed: Exception | None = None
+    try:
+        console.print(f"Starting collector, worker and {agents} agent(s) in {state_dir} ...")
+        stack.start()
+        _print_stack(stack)
+        if demo:
+            run_demo(stack, team_file)
+        console.print("\nRunning. Ctrl-C (or SIGTERM) stops everything gracefully.")
+        _watch(stack)
+    except KeyboardInterrupt:
+        pass
+    except (StackError, CliError, OSError) as exc:
+        failed = exc
+    finally:
+        # A second Ctrl-C must not abandon the children half-stopped.
+        _on_stop_signals(_stopping)
+        console.print("\nStopping: agents (shipping usage), worker, collector ...")
+        for name, code in stack.stop().items():
+            if code:
+                console.print(f"[yellow]warning:[/] {name} exited with code {code}; see its log")
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if failed is not None:
+        raise failed if isinstance(failed, CliError) else CliError(str(failed)) from None
+    console.print(f"Stopped. Database, agent state and logs are kept in {state_dir}.")
+
+
+def _print_stack(stack: LocalStack) -> None:
+    urls = stack.urls
+    echo = click.echo  # plain text: URLs must stay whole for copying
+    echo("")
+    echo(f"collector  {urls['collector']}   (admin API; token in {_rel(stack.stack_file)})")
+    echo(f"worker     {urls['worker']}   (demo solver, latency {stack.worker_latency_ms} ms)")
+    for i, url in enumerate(urls["agents"]):
+        echo(f"agent {i:<4} {url}   (agent id {stack.agent_id(i)})")
+    echo(f"logs       {_rel(stack.log_dir)}/")
+    echo(f"stop       Ctrl-C here, or: kill -TERM {os.getpid()}")
+
+
+def _watch(stack: LocalStack) -> None:
+    """Stay in the foreground; report parts that exit on their own (they are not restarted)."""
+    reported: set[str] = set()
+    while True:
+        time.sleep(1.0)
+        for name, code in stack.dead_parts():
+            if name not in reported:
+                reported.add(name)
+                console.print(
+                    f"[red]warning:[/] {name} exited (code {code}); "
+                    f"see {_rel(stack.log_dir / (name + '.log'))}"
+                )
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _stopping(signum: int, frame: FrameType | None) -> None:
+    os.write(2, b"\nalready stopping; waiting for agents to ship usage ...\n")
+
+
+def _on_stop_signals(handler) -> dict:
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+__all__ = ["STACK_FILE", "local_command"]
