@@ -10,7 +10,7 @@ from solverfleet.process import Service, free_port, wait_until
 
 CONFIG = """\
 global
-    maxconn 20000
+    maxconn 8000
 defaults
     mode http
     timeout connect 5s
