@@ -137,6 +137,17 @@ def test_a_well_stocked_lease_is_not_refilled_and_a_low_one_is():
     assert request["want_micros"] == 40_000 - 16_000 and request["min_micros"] == 2000
 
 
+def test_a_burst_asks_for_at_least_what_is_in_flight():
+    snap, ledger = make_snap(), Ledger()
+    ledger.apply_grants([balance_grant(200_000)])  # 100 calls' worth
+    holds = [admit(ledger, snap) for _ in range(100)]  # all of it in flight at once
+    assert all(isinstance(h, Hold) for h in holds)
+    assert isinstance(admit(ledger, snap), Refusal)  # the 101st waits for a refill
+    (request,) = ledger.lease_requests(snap, NOW, 60)
+    # Sized by the burst (100 in flight), not by the 20-call default.
+    assert request["want_micros"] >= 100 * 2000
+
+
 def test_idle_and_deactivated_leases_are_returned():
     snap, ledger = make_snap(), Ledger()
     ledger.apply_grants([balance_grant(40_000)])

@@ -103,6 +103,9 @@ class Ledger(LeaseNegotiation):
                     return REFUSALS[DAILY, wait]
             available = bal.held - bal.unacked - bal.holds
             if available < price:
+                # Unmet demand counts toward the refill size, so a burst is sized by what it
+                # asked for rather than by the trickle the old lease let through.
+                bal.demand += price
                 if not offline:
                     return REFUSALS[BALANCE, not (bal.answered and bal.starved)]
                 if price - available > allowance:  # overdraft past the offline allowance

@@ -81,7 +81,11 @@ class LeaseNegotiation:
                 continue
             if not recent or not bal.price:
                 continue
-            target = max(self.lease_calls * bal.price, int(bal.rate * self.lease_seconds))
+            # Also at least what is in flight now: in a burst the lease doubles each round
+            # instead of trailing the rate estimate.
+            target = max(
+                self.lease_calls * bal.price, int(bal.rate * self.lease_seconds), bal.holds
+            )
             if available < bal.price or available * 2 < target:
                 want = target - available
                 self._asked["balance", key_id, 0] = want
