@@ -43,7 +43,8 @@ wheelhouse: venv
 	rm -rf wheelhouse
 	$(PIP) wheel -c constraints.txt -w wheelhouse .
 
-bench: venv system-deps
+bench: venv
+	bash scripts/install-system-deps.sh wrk
 	$(BIN)/python bench/run_all.py
 
 clean:

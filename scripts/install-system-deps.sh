@@ -2,7 +2,8 @@
 # Installs the Debian packages the test suite and benchmarks run for real, only those missing.
 set -euo pipefail
 # Services the suite runs for real, plus what the namespace lab needs (lab/requirements-apt.txt).
-wanted=(mariadb-server haproxy supervisor)
+# Extra packages may be named on the command line (make bench adds wrk).
+wanted=(mariadb-server haproxy supervisor "$@")
 while read -r pkg; do
   [ -n "$pkg" ] && [ "${pkg:0:1}" != "#" ] && wanted+=("$pkg")
 done < "$(dirname "$0")/../lab/requirements-apt.txt"
