@@ -15,6 +15,9 @@ _QUANTUM = Decimal("0.000001")
 _PLAIN_DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 # Far above any real balance, far below BIGINT: 10^12 units is 10^18 micros.
 MAX_UNITS = 10**12
+# The largest single amount accepted anywhere (team config, top-up): 10^9 units keeps every
+# sum of amounts far inside a signed 64-bit count of micros.
+MAX_AMOUNT_MICROS = 10**15
 
 
 class MoneyError(ValueError):

@@ -24,12 +24,10 @@ from typing import Any
 
 import yaml
 
-from solverfleet.money import MoneyError, format_micros, to_micros
+from solverfleet.money import MAX_AMOUNT_MICROS, MoneyError, format_micros, to_micros
 
 ROLES = ("admin", "user", "service")
 ENV_PREFIX = "ENV:"
-# 1e9 units keeps every sum of amounts far inside a signed 64-bit count of micros.
-MAX_AMOUNT_MICROS = 10**15
 MAX_COUNT = 10**9
 MAX_ERRORS = 50
 MAX_DEPTH = 20

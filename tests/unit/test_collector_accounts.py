@@ -98,6 +98,25 @@ def test_opening_balance_only_at_creation(collector_app: AppHarness) -> None:
     assert accounts.get_key(h.db, "alice-web")["balance"] == "4.00"
 
 
+def test_low_balance_alert_is_stored_as_micros(collector_app: AppHarness) -> None:
+    h = collector_app
+
+    def stored():
+        return h.db.read(
+            lambda tx: tx.one(
+                "SELECT low_balance_enabled, low_balance_threshold_micros FROM accounts"
+            )
+        )
+
+    apply(h, team_config(low_balance_alert={"enabled": True, "threshold": "5.00"}))
+    assert stored() == (1, 5_000_000)
+    again = apply(h, team_config(low_balance_alert={"enabled": True, "threshold": "5"}))
+    assert ("account", "acme") in {(u["kind"], u["id"]) for u in again["unchanged"]}
+    changed = apply(h, team_config(low_balance_alert=None))
+    assert {"kind": "account", "id": "acme", "fields": ["low_balance_alert"]} in changed["changed"]
+    assert stored() == (0, None)
+
+
 def test_dry_run_changes_nothing(collector_app: AppHarness) -> None:
     h = collector_app
     before = (counts(h), version(h))

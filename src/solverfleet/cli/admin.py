@@ -55,24 +55,36 @@ def keys_topup(client: AdminClient, key_id: str, amount: str, reason: str | None
     )
 
 
-@keys_group.command("deactivate")
-@click.argument("key_id")
-@admin_options
-def keys_deactivate(client: AdminClient, key_id: str) -> None:
-    """Refuse every call with KEY_ID (on every agent within about a second)."""
-    _report_active("key", key_id, client.set_key_active(key_id, False))
+def _set_active_command(group: click.Group, kind: str, active: bool, help: str) -> None:
+    """Add ``activate`` or ``deactivate`` (of a ``"key"`` or ``"user"``) to ``group``."""
+
+    @group.command("activate" if active else "deactivate", help=help)
+    @click.argument("ident", metavar=f"{kind.upper()}_ID")
+    @admin_options
+    def command(client: AdminClient, ident: str) -> None:
+        result = getattr(client, f"set_{kind}_active")(ident, active)
+        now = result.get("active")
+        state = "active" if now else "deactivated" if now is False else "unknown"
+        console.print(f"{kind} {result.get(kind, ident)}: {state}", markup=False)
 
 
-@keys_group.command("activate")
-@click.argument("key_id")
-@admin_options
-def keys_activate(client: AdminClient, key_id: str) -> None:
-    """Accept calls with KEY_ID again."""
-    _report_active("key", key_id, client.set_key_active(key_id, True))
+_set_active_command(
+    keys_group,
+    "key",
+    False,
+    "Refuse every call with KEY_ID (on every agent within about a second).",
+)
+_set_active_command(keys_group, "key", True, "Accept calls with KEY_ID again.")
+_set_active_command(users_group, "user", False, "Refuse every call with any of USER_ID's keys.")
+_set_active_command(users_group, "user", True, "Accept calls with USER_ID's keys again.")
+
+_json_flag = click.option(
+    "--json", "as_json", is_flag=True, help="Print the API's JSON instead of a table."
+)
 
 
 @keys_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON instead of a table.")
+@_json_flag
 @admin_options
 def keys_list(client: AdminClient, as_json: bool) -> None:
     """Every key with its balance and limits (never secrets)."""
@@ -104,24 +116,8 @@ def keys_list(client: AdminClient, as_json: bool) -> None:
     console.print(table)
 
 
-@users_group.command("deactivate")
-@click.argument("user_id")
-@admin_options
-def users_deactivate(client: AdminClient, user_id: str) -> None:
-    """Refuse every call with any of USER_ID's keys."""
-    _report_active("user", user_id, client.set_user_active(user_id, False))
-
-
-@users_group.command("activate")
-@click.argument("user_id")
-@admin_options
-def users_activate(client: AdminClient, user_id: str) -> None:
-    """Accept calls with USER_ID's keys again."""
-    _report_active("user", user_id, client.set_user_active(user_id, True))
-
-
 @users_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON instead of a table.")
+@_json_flag
 @admin_options
 def users_list(client: AdminClient, as_json: bool) -> None:
     """Every user with role, daily limit and state."""
@@ -140,12 +136,6 @@ def users_list(client: AdminClient, as_json: bool) -> None:
             _active(user.get("active")),
         )
     console.print(table)
-
-
-def _report_active(kind: str, ident: str, result: dict) -> None:
-    active = result.get("active")
-    state = "active" if active else "deactivated" if active is False else "unknown"
-    console.print(f"{kind} {result.get(kind, ident)}: {state}", markup=False)
 
 
 def _cell(value: Any, none: str = "-") -> Text:

@@ -11,11 +11,10 @@ import json
 import time
 from typing import Any
 
-from solverfleet import keyhash
-from solverfleet.collector import configcheck
-from solverfleet.collector.problems import Conflict, Invalid, NotFound
+from solverfleet import keyhash, teamconfig
+from solverfleet.collector.problems import ConfigInvalid, Conflict, Invalid, NotFound
 from solverfleet.collector.store import Database, Tx
-from solverfleet.money import format_micros
+from solverfleet.money import MAX_AMOUNT_MICROS, format_micros, to_micros
 
 OPENING_REASON = "opening balance (team config)"
 KEY_COLUMNS = (
@@ -90,14 +89,17 @@ class _DryRun(Exception):
 def apply_config(
     db: Database, config: Any, dry_run: bool = False, *, now_ms: int | None = None
 ) -> dict:
-    """Apply a normalized team config in one transaction: all of it or none of it.
+    """Validate a team config and apply it in one transaction: all of it or none of it.
 
+    ``config`` goes through ``teamconfig.parse`` (with no environment: ``ENV:`` values are
+    refused, the CLI resolves them); an invalid one raises ``ConfigInvalid``, changing nothing.
+    Amounts are stored as micros; CIDRs come out of ``parse`` in canonical form already.
     Creates and updates; never deletes (a user or key absent from the file is left alone).
     A key's ``balance`` is its opening balance, applied only when the key is created (as a
     ledger transaction); later changes go through top-ups, so re-applying the same file never
     refills spent credit. With ``dry_run`` the same work is done and then rolled back.
     """
-    cfg = configcheck.check(config)
+    cfg = _parse(config)
     stamp = int(time.time() * 1000) if now_ms is None else now_ms
 
     def work(tx: Tx) -> dict:
@@ -110,6 +112,13 @@ def apply_config(
         return db.transaction(work)
     except _DryRun as done:
         return done.result
+
+
+def _parse(config: Any) -> dict:
+    try:
+        return teamconfig.parse(config, env=None)
+    except teamconfig.TeamConfigError as exc:
+        raise ConfigInvalid(exc.errors) from None
 
 
 def _apply(tx: Tx, cfg: dict, *, now_ms: int, dry_run: bool) -> dict:
@@ -128,8 +137,8 @@ def _apply(tx: Tx, cfg: dict, *, now_ms: int, dry_run: bool) -> dict:
 
     account = cfg["account"]
     note("account", account, _apply_account(tx, account, cfg["low_balance_alert"], now_ms))
-    for type_, micros in cfg["prices"].items():
-        note("price", type_, _apply_price(tx, type_, micros))
+    for type_, price in cfg["prices"].items():
+        note("price", type_, _apply_price(tx, type_, to_micros(price)))
 
     users = cfg["users"]
     existing_users = {
@@ -194,7 +203,7 @@ def _secret_hashes(
 
 def _apply_account(tx: Tx, account: str, alert: dict | None, now_ms: int) -> list[str] | None:
     enabled = 1 if alert and alert["enabled"] else 0
-    threshold = alert["threshold_micros"] if alert else None
+    threshold = to_micros(alert["threshold"]) if alert else None
     row = tx.one(
         "SELECT low_balance_enabled, low_balance_threshold_micros FROM accounts WHERE id = ?"
         + tx.dialect.for_update,
@@ -282,7 +291,7 @@ def _apply_key(
     stored["ip_allowlist"] = _json_list(want["ip_allowlist"])
     stored["active"] = 1 if want["active"] else 0
     if row is None:
-        opening = key["balance_micros"]
+        opening = to_micros(key["balance"])
         tx.execute(
             f"INSERT INTO api_keys ({KEY_COLUMNS}, updated_ms)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -333,7 +342,7 @@ def topup(db: Database, key_id: str, amount_micros: int, reason: str, *, now_ms:
     """Add credit to a key as a ledger transaction; returns the new balance and its id."""
     if isinstance(amount_micros, bool) or not isinstance(amount_micros, int) or amount_micros <= 0:
         raise Invalid("amount must be greater than zero", "invalid_amount")
-    if amount_micros > configcheck.MAX_AMOUNT_MICROS:
+    if amount_micros > MAX_AMOUNT_MICROS:
         raise Invalid("amount too large", "invalid_amount")
 
     def work(tx: Tx) -> dict:

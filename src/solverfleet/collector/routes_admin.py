@@ -11,7 +11,6 @@ from flask import Blueprint, jsonify, request
 from solverfleet.collector import accounts, auth, reports
 from solverfleet.collector.context import current
 from solverfleet.collector.errors import bad_request, read_object
-from solverfleet.collector.problems import ConfigInvalid
 from solverfleet.money import MoneyError, to_micros
 
 MAX_BODY = 1024 * 1024
@@ -38,17 +37,8 @@ def _flag(name: str) -> bool:
 def apply():
     dry_run = _flag("dry_run")
     data = read_object()
-    # Imported here: the validator is its own module and may evolve independently.
-    from solverfleet import teamconfig
-
-    try:
-        normalized = teamconfig.parse(data, env=None)
-    except teamconfig.TeamConfigError as exc:
-        raise ConfigInvalid(exc.errors) from None
-    except RecursionError:  # absurd nesting that json.loads still accepted
-        raise bad_request("team config nested too deeply", "invalid_config") from None
-    c = current()
-    return jsonify(accounts.apply_config(c.db, normalized, dry_run=dry_run, now_ms=c.now_ms()))
+    c = current()  # apply_config validates (400 invalid_config with every error) before writing
+    return jsonify(accounts.apply_config(c.db, data, dry_run=dry_run, now_ms=c.now_ms()))
 
 
 @bp.get("/keys")

@@ -126,19 +126,13 @@ class SqliteDialect(Dialect):
         return f"excluded.{column}"
 
     def upsert(self, table, columns, conflict, updates):
-        marks = ", ".join("?" for _ in columns)
-        sets = ", ".join(f"{col} = {expr}" for col, expr in updates.items())
         return (
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) "
-            f"ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {sets}"
+            f"{_insert(table, columns)} ON CONFLICT ({', '.join(conflict)}) "
+            f"DO UPDATE SET {_sets(updates)}"
         )
 
     def insert_new(self, table, columns, conflict):
-        marks = ", ".join("?" for _ in columns)
-        return (
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) "
-            f"ON CONFLICT ({conflict}) DO NOTHING"
-        )
+        return f"{_insert(table, columns)} ON CONFLICT ({conflict}) DO NOTHING"
 
 
 class MysqlDialect(Dialect):
@@ -154,20 +148,20 @@ class MysqlDialect(Dialect):
     def upsert(self, table, columns, conflict, updates):
         # MySQL evaluates these assignments left to right and later ones see earlier results;
         # callers order them so that the outcome matches SQLite (which sees old values only).
-        marks = ", ".join("?" for _ in columns)
-        sets = ", ".join(f"{col} = {expr}" for col, expr in updates.items())
-        return (
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) "
-            f"ON DUPLICATE KEY UPDATE {sets}"
-        )
+        return f"{_insert(table, columns)} ON DUPLICATE KEY UPDATE {_sets(updates)}"
 
     def insert_new(self, table, columns, conflict):
         # Not INSERT IGNORE: that would also turn bad values into silent warnings.
-        marks = ", ".join("?" for _ in columns)
-        return (
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) "
-            f"ON DUPLICATE KEY UPDATE {conflict} = {conflict}"
-        )
+        return f"{_insert(table, columns)} ON DUPLICATE KEY UPDATE {conflict} = {conflict}"
+
+
+def _insert(table: str, columns: Sequence[str]) -> str:
+    marks = ", ".join("?" for _ in columns)
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+
+
+def _sets(updates: dict[str, str]) -> str:
+    return ", ".join(f"{col} = {expr}" for col, expr in updates.items())
 
 
 @lru_cache(maxsize=512)

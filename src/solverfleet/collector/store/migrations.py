@@ -66,20 +66,21 @@ def _applied(tx: Tx) -> set[int]:
     return {row[0] for row in tx.all("SELECT version FROM schema_migrations")}
 
 
-def _migrate_sqlite(db: Database) -> list[int]:
-    def step(tx: Tx) -> list[int]:
-        for statement in schema.render(schema.SCHEMA_MIGRATIONS, tx.dialect):
-            tx.execute(statement)
-        done = _applied(tx)
-        applied = []
-        for migration in MIGRATIONS:
-            if migration.version not in done:
-                migration.apply(tx)
-                _record(tx, migration)
-                applied.append(migration.version)
-        return applied
+def _apply_pending(tx: Tx) -> list[int]:
+    for statement in schema.render(schema.SCHEMA_MIGRATIONS, tx.dialect):
+        tx.execute(statement)
+    done = _applied(tx)
+    applied = []
+    for migration in MIGRATIONS:
+        if migration.version not in done:
+            migration.apply(tx)
+            _record(tx, migration)
+            applied.append(migration.version)
+    return applied
 
-    return db.transaction(step)
+
+def _migrate_sqlite(db: Database) -> list[int]:
+    return db.transaction(_apply_pending)
 
 
 def _migrate_mysql(db: Database) -> list[int]:
@@ -90,15 +91,6 @@ def _migrate_mysql(db: Database) -> list[int]:
     if tx.scalar("SELECT GET_LOCK(?, 60)", (lock,)) != 1:
         raise StoreUnavailable("timed out waiting for another process's schema migration")
     try:
-        for statement in schema.render(schema.SCHEMA_MIGRATIONS, tx.dialect):
-            tx.execute(statement)
-        done = _applied(tx)
-        applied = []
-        for migration in MIGRATIONS:
-            if migration.version not in done:
-                migration.apply(tx)  # autocommit: DDL commits implicitly anyway
-                _record(tx, migration)
-                applied.append(migration.version)
-        return applied
+        return _apply_pending(tx)  # autocommit, not a transaction: MySQL DDL commits anyway
     finally:
         tx.scalar("SELECT RELEASE_LOCK(?)", (lock,))
