@@ -72,6 +72,21 @@ def test_failures_cost_nothing(collector_app: AppHarness) -> None:
     assert logged["events"][1]["error"] == "worker_error"
 
 
+def test_report_events_are_logged_never_charged_and_idempotent(collector_app: AppHarness) -> None:
+    h = collector_app
+    h.apply(team_config())
+    ok = event(cost=2000)
+    bad, good = event(status="report_bad"), event(status="report_good")
+    bad["cost_micros"] = 2000  # a report never charges, whatever was sent
+    assert h.usage([ok, bad, good]) == {"accepted": 3, "duplicates": 0}
+    assert h.usage([bad, good]) == {"accepted": 0, "duplicates": 2}
+    s = h.summary()
+    assert (s["events"], s["successes"], s["usage_micros"]) == (3, 1, 2000)
+    assert balance(h) == 10_000_000 - 2000
+    logged = h.admin("GET", "/admin/v1/usage?key_id=alice-web").get_json()["events"]
+    assert sorted(e["status"] for e in logged) == ["report_bad", "report_good", "success"]
+
+
 def test_unknown_key_is_logged_not_charged(collector_app: AppHarness) -> None:
     h = collector_app
     h.apply(team_config())

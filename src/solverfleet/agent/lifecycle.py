@@ -14,7 +14,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from solverfleet.agent.clientip import parse_nets
@@ -25,6 +25,7 @@ from solverfleet.agent.settings import AgentSettings
 from solverfleet.agent.shipper import Shipper
 from solverfleet.agent.spool import Spool
 from solverfleet.agent.sync import FleetLoop
+from solverfleet.agent.tasks import TaskStore
 from solverfleet.agent.workerclient import WorkerClient
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,10 @@ class Agent:
             clock=lambda: self.clock(),
         )
         self.worker = WorkerClient(settings.worker_url, settings.worker_timeout)
+        self.tasks = TaskStore(
+            settings.node_id, settings.compat_result_ttl, settings.compat_max_tasks
+        )  # in.php tasks (compat_solve.py)
+        self.stop_hooks: list[Callable[[], None]] = []  # run once solves are finished
         self.draining = False
         self.in_flight = 0
         self._idle = threading.Condition()
@@ -101,15 +106,23 @@ class Agent:
     @contextlib.contextmanager
     def tracking(self) -> Iterator[None]:
         """Count a request as in flight, so drain waits for it."""
-        with self._idle:
-            self.in_flight += 1
+        self.begin_work()
         try:
             yield
         finally:
-            with self._idle:
-                self.in_flight -= 1
-                if self.in_flight == 0:
-                    self._idle.notify_all()
+            self.end_work()
+
+    def begin_work(self) -> None:
+        """Count work in flight; a background solve begins before its request answers, so
+        drain can never see a gap between the two."""
+        with self._idle:
+            self.in_flight += 1
+
+    def end_work(self) -> None:
+        with self._idle:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._idle.notify_all()
 
     def wait_idle(self, timeout: float) -> bool:
         with self._idle:
@@ -140,6 +153,11 @@ class Agent:
         self.begin_drain(quiet=True)
         if not self.wait_idle(grace):
             log.warning("drain grace over with %d solves still in flight", self.in_flight)
+        for hook in self.stop_hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("stop hook failed")
         self.loop.stop(settings.collector_timeout + 1.0)
         self._ship(ship_budget)
         try:

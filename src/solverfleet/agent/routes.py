@@ -20,11 +20,11 @@ from werkzeug.exceptions import HTTPException
 
 from solverfleet.agent import precheck
 from solverfleet.agent.clientip import client_ip
-from solverfleet.agent.keystore import Key, Snapshot, User
 from solverfleet.agent.lifecycle import Agent
 from solverfleet.agent.settings import MAX_BODY_BYTES
+from solverfleet.agent.solvepath import admit_waiting, balance_micros, usage_event
 from solverfleet.agent.spool import SpoolError
-from solverfleet.agent.usage import build_event, new_id
+from solverfleet.agent.usage import new_id
 from solverfleet.money import CURRENCY, format_micros
 
 log = logging.getLogger(__name__)
@@ -92,33 +92,6 @@ def _parse_body() -> SolveBody | str:
     return SolveBody(slug, url, params)
 
 
-def _admit(
-    agent: Agent, snap: Snapshot, secret: str, key: Key, user: User, slug: str, ip: str
-) -> precheck.Decision:
-    """Admit, waiting (up to lease_wait) for a sync when only a lease is missing."""
-    deadline = time.monotonic() + agent.settings.lease_wait
-    while True:
-        decision = precheck.admit(
-            snap, agent.ledger, key, user, slug, ip, agent.clock(),
-            offline=agent.offline, allowance=agent.allowance,
-        )  # fmt: skip
-        if decision.allowed or not decision.wait:
-            return decision
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            decision.wait = False
-            return decision
-        round_no = agent.loop.next_round()
-        agent.loop.trigger()
-        agent.loop.wait_round(round_no, remaining)
-        if agent.keystore.snapshot is not snap:  # new key data arrived meanwhile: re-check it
-            snap = agent.keystore.snapshot
-            auth = precheck.authenticate(snap, secret)
-            if isinstance(auth, precheck.Decision):
-                return auth
-            key, user = auth
-
-
 @bp.post("/solve")
 def solve() -> Response:
     agent = _agent()
@@ -148,13 +121,11 @@ def _solve(agent: Agent, started: float, request_id: str) -> Response:
         return error("bad_request", body, 400)
     ip = client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"), agent.trusted)
     assert secret is not None
-    decision = _admit(agent, snap, secret, *auth, body.type, ip)
+    decision = admit_waiting(agent, snap, secret, *auth, body.type, ip)
     if not decision.allowed:
         return _deny(decision)
     hold = decision.hold
     assert hold is not None and decision.key is not None and decision.user is not None
-    if hold.low:
-        agent.loop.trigger()  # refill off the hot path: the fleet loop does the call
     try:
         return _call_and_record(agent, decision, body, ip, started, request_id)
     finally:
@@ -173,10 +144,9 @@ def _call_and_record(
     assert hold is not None and decision.key is not None and decision.user is not None
     outcome = agent.worker.solve(body.for_worker(), request_id)
     duration_ms = int((time.monotonic() - started) * 1000)
-    event = build_event(
-        agent_id=agent.settings.agent_id, request_id=request_id, key=decision.key,
-        user=decision.user, slug=body.type, url=body.url, ok=outcome.ok, error=outcome.error,
-        message=outcome.message, source_ip=ip, duration_ms=duration_ms, cost_micros=decision.price,
+    event = usage_event(
+        agent, decision, request_id=request_id, slug=body.type, url=body.url, ok=outcome.ok,
+        error=outcome.error, message=outcome.message, source_ip=ip, duration_ms=duration_ms,
     )  # fmt: skip
     try:
         agent.spool.append(event)  # on disk before we answer: kill -9 cannot lose it
@@ -206,18 +176,7 @@ def balance() -> Response:
     if isinstance(auth, precheck.Decision):
         return _deny(auth)
     key = auth[0]
-    agent.loop.watch(key.id)
-    outside = agent.loop.balances.get(key.id)
-    if outside is None and not agent.offline:  # first ask for this key: fetch it once
-        round_no = agent.loop.next_round()
-        agent.loop.trigger()
-        agent.loop.wait_round(round_no, agent.settings.lease_wait)
-        outside = agent.loop.balances.get(key.id)
-    remainder = agent.ledger.remainder(key.id)
-    if outside is None:  # still unknown: the snapshot's total minus our unshipped spend
-        total = key.balance_micros - agent.ledger.unacked(key.id)
-    else:
-        total = outside + remainder
+    total = balance_micros(agent, key)
     return jsonify(key=key.id, balance=format_micros(total), currency=CURRENCY)
 
 
@@ -255,8 +214,13 @@ def drain() -> Response:
 
 
 def register_errors(app: Flask) -> None:
+    from solverfleet.agent.compat_routes import protocol_error  # imports this module
+
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
+        compat = protocol_error(exc)  # in.php / res.php answer in their own protocol
+        if compat is not None:
+            return compat
         if exc.code == 413:
             return error("too_large", f"body is over {MAX_BODY_BYTES} bytes", 413)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.code or 0, "bad_request")
@@ -264,5 +228,8 @@ def register_errors(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def internal_error(exc: Exception) -> Response:
+        compat = protocol_error(exc)
+        if compat is not None:
+            return compat
         log.exception("unhandled error")
         return error("internal", "internal error", 500)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import zlib
 from dataclasses import dataclass, field
 
 from solverfleet.money import MoneyError, to_micros
@@ -38,6 +39,10 @@ class AgentSettings:
     lease_calls: int = 20  # a balance lease covers at least this many calls
     lease_seconds: float = 5.0  # ... or this many seconds of observed spend
     lease_idle: float = 60.0  # s without demand before a lease is given back
+    # The 2captcha-style surface (in.php/res.php, see docs/PROTOCOL_2CAPTCHA.md).
+    node_id: int = 0  # 1..999, leading digits of task ids (LB routes res.php by it); 0 = derive
+    compat_result_ttl: float = 600.0  # s a finished task's result stays fetchable
+    compat_max_tasks: int = 10_000  # pending + finished tasks kept in memory; over it: no slot
 
     def __post_init__(self) -> None:
         for name in ("collector_url", "worker_url"):
@@ -55,6 +60,14 @@ class AgentSettings:
         for name in ("offline_grace", "drain_grace", "lease_wait", "ship_timeout", "lease_idle"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name}: must be >= 0")
+        if self.node_id == 0:  # stable per agent_id, so a restart keeps its task-id prefix
+            object.__setattr__(self, "node_id", 1 + zlib.crc32(self.agent_id.encode()) % 999)
+        if not 1 <= self.node_id <= 999:
+            raise SettingsError("node_id: must be 1..999 (or 0 to derive it from agent_id)")
+        if self.compat_result_ttl <= 0:
+            raise SettingsError("compat_result_ttl: must be > 0")
+        if self.compat_max_tasks < 1:
+            raise SettingsError("compat_max_tasks: must be >= 1")
         if self.lease_calls < 1:
             raise SettingsError("lease_calls: must be >= 1")
         try:

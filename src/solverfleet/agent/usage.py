@@ -24,7 +24,7 @@ def build_event(
     key: Key,
     user: User,
     slug: str,
-    url: str,
+    url: str | None,
     ok: bool,
     error: str | None,
     message: str | None,

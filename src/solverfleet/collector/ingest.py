@@ -31,7 +31,9 @@ MAX_EVENTS = 5_000
 MAX_GROUP_EVENTS = 20_000
 CHUNK_ROWS = 1_000
 MAX_COST = 10**12
-STATUSES = ("success", "failed")
+# report_good/report_bad: a client's verdict on a delivered in.php answer (the agent's
+# res.php reportgood/reportbad); logged like any event, never charged.
+STATUSES = ("success", "failed", "report_good", "report_bad")
 _HEX32 = re.compile(r"[0-9a-fA-F]{32}").fullmatch
 
 # Row layout (without ingest_token and received_ms, added at write time).
@@ -119,7 +121,7 @@ def parse_event(e: Any, i: int, batch_agent: str) -> tuple:
         raise Invalid(f"events[{i}].event_id: must be 32 hex characters")
     status = e.get("status")
     if status not in STATUSES:
-        raise Invalid(f"events[{i}].status: must be 'success' or 'failed'")
+        raise Invalid(f"events[{i}].status: must be one of {', '.join(STATUSES)}")
     cost = _int(e.get("cost_micros"), f"events[{i}].cost_micros", MAX_COST, 0)
     duration = e.get("duration_ms")
     if duration is not None:

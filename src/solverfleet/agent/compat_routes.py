@@ -1,0 +1,197 @@
+"""The 2captcha-style surface: ``/in.php`` and ``/res.php`` (docs/PROTOCOL_2CAPTCHA.md).
+
+Existing client libraries speak it unchanged. Every answer is HTTP 200: ``OK|...``,
+``CAPCHA_NOT_READY``, a bare balance or an ``ERROR_*`` text, or with ``json=1`` the same as
+``{"status": 0|1, "request": "..."}``. Limits, holds and usage events are the native ones
+(solvepath.py via compat_solve.py); only the words differ.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from solverfleet.agent import compat_solve, precheck
+from solverfleet.agent.clientip import client_ip, in_nets, parse_ip
+from solverfleet.agent.compat_methods import (
+    ERROR_BAD_PARAMETERS,
+    ERROR_TOO_BIG_CAPTCHA_FILESIZE,
+    MAX_IMAGE,
+    parse_task,
+)
+from solverfleet.agent.lifecycle import Agent
+from solverfleet.agent.solvepath import balance_micros
+from solverfleet.money import format_micros
+
+log = logging.getLogger(__name__)
+bp = Blueprint("compat", __name__)
+PATHS = ("/in.php", "/res.php")
+METHODS = ["GET", "POST"]
+MAX_IDS = 100  # ids per action=get
+_KEY = re.compile(r"[\x21-\x7e]{1,256}").fullmatch  # printable ASCII, no spaces
+_ID = re.compile(r"[0-9]{1,20}").fullmatch
+WRONG_USER_KEY = "ERROR_WRONG_USER_KEY"
+WRONG_ID_FORMAT = "ERROR_WRONG_ID_FORMAT"
+EMPTY_ACTION = "ERROR_EMPTY_ACTION"
+IP_NOT_ALLOWED = "ERROR_IP_NOT_ALLOWED"
+
+
+def _agent() -> Agent:
+    return current_app.extensions["solverfleet.agent"]
+
+
+def reply(text: str, ok: bool, *, prefixed: bool = True) -> Response:
+    """One protocol answer. ``ok`` answers are ``OK|text`` (bare when not ``prefixed``)."""
+    if getattr(g, "compat_json", False):
+        body = json.dumps({"status": 1 if ok else 0, "request": text}, separators=(",", ":"))
+        resp = Response(body, 200, mimetype="application/json")
+    else:
+        resp = Response(f"OK|{text}" if ok and prefixed else text, 200, mimetype="text/plain")
+    if getattr(g, "compat_acao", False):
+        resp.headers["Access-Control-Allow-Origin"] = "*"
+    return resp
+
+
+def fail(text: str) -> Response:
+    return reply(text, False)
+
+
+def _fields() -> dict[str, str]:
+    """Query and form values, first value of each name (a form value wins over the query)."""
+    fields: dict[str, str] = {}
+    for source in (request.form, request.args):
+        for name in source:
+            fields.setdefault(name, source.get(name, ""))
+    return fields
+
+
+def _flags(fields: dict[str, str]) -> None:
+    g.compat_json = fields.get("json", "").strip() == "1"
+    g.compat_acao = fields.get("header_acao", "").strip() == "1"
+
+
+def _authenticate(agent: Agent, fields: dict[str, str]) -> tuple[Any, Any, str] | Response:
+    secret = fields.get("key", "").strip()
+    if not _KEY(secret):
+        return fail(WRONG_USER_KEY)
+    snap = agent.keystore.snapshot
+    if snap is None:
+        return fail(compat_solve.NO_SLOT)  # no key data yet: try again (another agent)
+    auth = precheck.authenticate(snap, secret)
+    if isinstance(auth, precheck.Decision):
+        return fail(compat_solve.refusal_text(auth))
+    return auth[0], auth[1], secret
+
+
+def _ip(agent: Agent) -> str:
+    return client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"), agent.trusted)
+
+
+@bp.route("/in.php", methods=METHODS)
+def in_php() -> Response:
+    agent = _agent()
+    with agent.tracking():  # like /solve: drain waits for an admission in progress
+        return _in_php(agent)
+
+
+def _in_php(agent: Agent) -> Response:
+    try:
+        fields = _fields()
+        upload = request.files.get("file")
+        files = {"file": upload.read(MAX_IMAGE + 1)} if upload is not None else {}
+    except RequestEntityTooLarge:
+        _flags(dict(request.args.items()))
+        return fail(ERROR_TOO_BIG_CAPTCHA_FILESIZE)
+    _flags(fields)
+    code, _ = agent.readiness()
+    if code is not None:
+        return fail(compat_solve.NO_SLOT)  # draining or not ready: the LB retries elsewhere
+    auth = _authenticate(agent, fields)
+    if isinstance(auth, Response):
+        return auth
+    key, user, secret = auth
+    spec = parse_task(fields, files)
+    if isinstance(spec, str):
+        return fail(spec)
+    snap = agent.keystore.snapshot
+    assert snap is not None
+    ok, text = compat_solve.submit(agent, snap, secret, key, user, spec, _ip(agent))
+    return reply(text, ok)
+
+
+@bp.route("/res.php", methods=METHODS)
+def res_php() -> Response:
+    agent = _agent()
+    fields = _fields()
+    _flags(fields)
+    auth = _authenticate(agent, fields)
+    if isinstance(auth, Response):
+        return auth
+    key = auth[0]
+    if key.ip_allowlist is not None and not in_nets(parse_ip(_ip(agent)), key.ip_allowlist):
+        return fail(IP_NOT_ALLOWED)
+    compat_solve.sweep(agent)
+    action = fields.get("action", "").strip().lower()
+    if action == "getbalance":
+        return reply(format_micros(balance_micros(agent, key)), True, prefixed=False)
+    if action == "get":
+        if fields.get("ids", "").strip():
+            return _get_many(agent, key, fields["ids"])
+        return _get_one(agent, key, fields.get("id", ""))
+    if action in ("reportgood", "reportbad"):
+        task_id = fields.get("id", "").strip()
+        if not _ID(task_id):
+            return fail(WRONG_ID_FORMAT)
+        task = compat_solve.find(agent, key, task_id)
+        if task is None:
+            return fail(compat_solve.WRONG_ID)
+        text = compat_solve.report(agent, task, good=action == "reportgood")
+        return reply(text, text == compat_solve.REPORT_OK, prefixed=False)
+    return fail(EMPTY_ACTION)
+
+
+def _get_one(agent: Agent, key: Any, task_id: str) -> Response:
+    task_id = task_id.strip()
+    if not _ID(task_id):
+        return fail(WRONG_ID_FORMAT)
+    task = compat_solve.find(agent, key, task_id)
+    if task is None:
+        return fail(compat_solve.WRONG_ID)
+    ok, text = compat_solve.deliver(agent, task)
+    return reply(text, ok)
+
+
+def _get_many(agent: Agent, key: Any, ids: str) -> Response:
+    """``ids=1,2,3`` -> ``answer1|CAPCHA_NOT_READY|ERROR_...``, one slot per id, in order."""
+    wanted = [part.strip() for part in ids.split(",")]
+    if len(wanted) > MAX_IDS:
+        return fail(ERROR_BAD_PARAMETERS)
+    if not all(_ID(task_id) for task_id in wanted):
+        return fail(WRONG_ID_FORMAT)
+    slots = []
+    for task_id in wanted:
+        task = compat_solve.find(agent, key, task_id)
+        # A foreign agent's id is unknown here: see "ids= across agents" in the protocol doc.
+        slot = compat_solve.WRONG_ID if task is None else compat_solve.deliver(agent, task)[1]
+        slots.append(slot)
+    return reply("|".join(slots), True, prefixed=False)
+
+
+def protocol_error(exc: BaseException) -> Response | None:
+    """On this surface a framework error is a protocol text with HTTP 200, never a 4xx/5xx;
+    ``None`` for every other path."""
+    if request.path not in PATHS:
+        return None
+    if not hasattr(g, "compat_json"):
+        _flags(dict(request.args.items()))
+    if isinstance(exc, RequestEntityTooLarge) and request.path == "/in.php":
+        return fail(ERROR_TOO_BIG_CAPTCHA_FILESIZE)
+    if isinstance(exc, HTTPException):
+        return fail(ERROR_BAD_PARAMETERS)
+    log.error("unhandled error on %s (%s)", request.path, type(exc).__name__, exc_info=exc)
+    return fail(compat_solve.NO_SLOT)

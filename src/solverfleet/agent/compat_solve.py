@@ -1,0 +1,198 @@
+"""The in.php task lifecycle on top of the native solve machinery (solvepath.py).
+
+Money follows the native rules, stretched over two requests:
+
+- ``in.php`` admits with the same pre-check and takes the same hold (price + daily token,
+  CPM token consumed), then the worker call runs in the background.
+- Worker failure: a ``failed`` usage event (cost 0) is spooled and the hold released.
+- Worker success: the answer waits in memory *with its hold*. The first ``res.php`` that
+  delivers it spools the ``success`` usage event (the same event ``/solve`` writes) and only
+  then commits the hold and answers: record before answer, so kill -9 cannot lose a charge,
+  and an answer nobody fetched is never charged.
+- Expiry (or stop) before delivery: the hold is released and a ``failed`` event with error
+  ``not_delivered`` (cost 0) logs the worker call.
+
+Every function returns a protocol text (``compat_answers``); none raises on bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from solverfleet.agent import precheck
+from solverfleet.agent.compat_methods import TaskSpec
+from solverfleet.agent.solvepath import admit_waiting, usage_event
+from solverfleet.agent.spool import SpoolError
+from solverfleet.agent.tasks import FAILED, PENDING, Task
+
+if TYPE_CHECKING:
+    from solverfleet.agent.keystore import Key, Snapshot, User
+    from solverfleet.agent.lifecycle import Agent
+
+log = logging.getLogger(__name__)
+
+NOT_READY = "CAPCHA_NOT_READY"
+UNSOLVABLE = "ERROR_CAPTCHA_UNSOLVABLE"
+WRONG_ID = "ERROR_WRONG_CAPTCHA_ID"
+NO_SLOT = "ERROR_NO_SLOT_AVAILABLE"
+REPORT_OK = "OK_REPORT_RECORDED"
+REPORT_NOT_RECORDED = "REPORT_NOT_RECORDED"
+DUPLICATE_REPORT = "ERROR_DUPLICATE_REPORT"
+
+# Native refusal code -> the protocol's nearest answer (docs/PROTOCOL_2CAPTCHA.md).
+REFUSALS = {
+    "invalid_key": "ERROR_KEY_DOES_NOT_EXIST",
+    "key_disabled": "ERROR_KEY_DOES_NOT_EXIST",
+    "user_disabled": "ERROR_KEY_DOES_NOT_EXIST",
+    "unknown_type": "ERROR_BAD_PARAMETERS",
+    "type_not_allowed": "ERROR_BAD_PARAMETERS",
+    "ip_not_allowed": "ERROR_IP_NOT_ALLOWED",
+    "cpm_exceeded": NO_SLOT,
+    "daily_limit_reached": NO_SLOT,
+    "insufficient_balance": "ERROR_ZERO_BALANCE",
+}
+
+
+def refusal_text(decision: precheck.Decision) -> str:
+    return REFUSALS.get(decision.code or "", NO_SLOT)
+
+
+def answer_text(result: Any) -> str:
+    """The worker's result as the protocol's answer text (JSON for structured results)."""
+    return result if isinstance(result, str) else json.dumps(result, separators=(",", ":"))
+
+
+# ---- in.php ---------------------------------------------------------------------------------
+
+
+def submit(
+    agent: Agent, snap: Snapshot, secret: str, key: Key, user: User, spec: TaskSpec, ip: str
+) -> tuple[bool, str]:
+    """Admit and start a task: ``(True, task id)`` or ``(False, error text)``."""
+    sweep(agent)
+    if len(agent.tasks) >= agent.tasks.cap:  # before admission: no hold, no CPM token spent
+        return False, NO_SLOT
+    decision = admit_waiting(agent, snap, secret, key, user, spec.slug, ip)
+    if not decision.allowed:
+        return False, refusal_text(decision)
+    assert decision.hold is not None
+    started = time.monotonic()
+    task = agent.tasks.add(lambda task_id: Task(task_id, key.id, spec, decision, ip, started))
+    if task is None:  # filled up meanwhile
+        agent.ledger.release(decision.hold)
+        return False, NO_SLOT
+    agent.begin_work()  # counted before we answer: drain waits for the background call
+    try:
+        threading.Thread(target=_run, args=(agent, task), daemon=True).start()
+    except BaseException:
+        agent.end_work()
+        agent.ledger.release(decision.hold)
+        agent.tasks.finish(task, False, None, 0)
+        raise
+    return True, task.id
+
+
+def _run(agent: Agent, task: Task) -> None:
+    """The background worker call (a greenlet under gunicorn's gevent worker)."""
+    try:
+        outcome = agent.worker.solve(task.spec.for_worker(), task.id)
+        task.spec.params = {}  # sent: an image need not stay in memory until expiry
+        duration_ms = int((time.monotonic() - task.started) * 1000)
+        if outcome.ok:
+            # Charged only when delivered: the hold stays until then.
+            agent.tasks.finish(task, True, answer_text(outcome.result), duration_ms)
+            return
+        _record(agent, task, ok=False, error=outcome.error, message=outcome.message,
+                duration_ms=duration_ms)  # fmt: skip
+        agent.ledger.release(task.decision.hold)
+        agent.tasks.finish(task, False, None, duration_ms)
+    except Exception:
+        log.exception("background solve failed")
+        agent.ledger.release(task.decision.hold)
+        if task.state == PENDING:
+            agent.tasks.finish(task, False, None, 0)
+    finally:
+        agent.end_work()
+
+
+def _record(agent: Agent, task: Task, *, ok: bool, error: str | None = None,
+            message: str | None = None, duration_ms: int | None = None,
+            status: str | None = None) -> bool:  # fmt: skip
+    """Spool this task's usage event; False if the disk refused it."""
+    event = usage_event(
+        agent, task.decision, request_id=task.id, slug=task.spec.slug, url=task.spec.url,
+        ok=ok, error=error, message=message, source_ip=task.source_ip,
+        duration_ms=task.duration_ms if duration_ms is None else duration_ms, status=status,
+    )  # fmt: skip
+    try:
+        agent.spool.append(event)
+    except SpoolError as exc:
+        log.error("usage of task not recorded (%s)", exc.strerror)
+        return False
+    return True
+
+
+# ---- res.php --------------------------------------------------------------------------------
+
+
+def find(agent: Agent, key: Key, task_id: str) -> Task | None:
+    """The task, if it exists and belongs to this key (others' ids look unknown)."""
+    task = agent.tasks.get(task_id)
+    return task if task is not None and task.key_id == key.id else None
+
+
+def deliver(agent: Agent, task: Task) -> tuple[bool, str]:
+    """``(True, answer)`` or ``(False, NOT_READY / UNSOLVABLE)``; charges on first delivery."""
+    if task.state == PENDING:
+        return False, NOT_READY
+    if task.state == FAILED:
+        return False, UNSOLVABLE
+    if task.delivered:
+        return True, task.answer or ""
+    if not agent.tasks.claim_delivery(task):
+        return False, NOT_READY  # another res.php is recording it right now
+    recorded = _record(agent, task, ok=True)  # on disk before the answer leaves
+    if recorded:
+        agent.ledger.commit(task.decision.hold)
+    agent.tasks.end_delivery(task, recorded)
+    if not recorded:
+        return False, NOT_READY  # not charged, not answered: the client polls again
+    return True, task.answer or ""
+
+
+def report(agent: Agent, task: Task, good: bool) -> str:
+    """reportgood / reportbad on a delivered answer: a zero-cost record in the usage log."""
+    if not task.delivered:
+        return WRONG_ID
+    if not agent.tasks.claim_report(task):
+        return DUPLICATE_REPORT
+    if not _record(agent, task, ok=True, status="report_good" if good else "report_bad"):
+        agent.tasks.unclaim_report(task)
+        return REPORT_NOT_RECORDED
+    return REPORT_OK
+
+
+# ---- expiry and stop ------------------------------------------------------------------------
+
+
+def _abandon(agent: Agent, task: Task, why: str) -> None:
+    """Release the open hold of a task the store gave up (``TaskStore._settle``)."""
+    agent.ledger.release(task.decision.hold)
+    if task.state != PENDING:  # a pending one logs its own outcome when the worker answers
+        _record(agent, task, ok=False, error="not_delivered", message=why)
+
+
+def sweep(agent: Agent) -> None:
+    """Drop expired tasks; an answer nobody fetched is released, never charged."""
+    for task in agent.tasks.expired():
+        _abandon(agent, task, "the answer expired before it was fetched")
+
+
+def abandon_all(agent: Agent) -> None:
+    """At stop: every undelivered answer dies with the process, uncharged."""
+    for task in agent.tasks.take_all():
+        _abandon(agent, task, "the agent stopped before the answer was fetched")

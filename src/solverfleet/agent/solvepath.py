@@ -1,0 +1,87 @@
+"""The solve machinery both public surfaces share: admission, the usage event, the balance view.
+
+The native ``/solve`` (routes.py) and the 2captcha-style ``in.php``/``res.php`` (compat_routes.py)
+go through the same functions here, so they enforce the same limits, take the same holds and
+write the same usage event; only the answer format and the timing of the commit differ.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from solverfleet.agent import precheck
+from solverfleet.agent.keystore import Key, Snapshot, User
+from solverfleet.agent.lifecycle import Agent
+from solverfleet.agent.usage import build_event
+
+
+def admit_waiting(
+    agent: Agent, snap: Snapshot, secret: str, key: Key, user: User, slug: str, ip: str
+) -> precheck.Decision:
+    """Admit, waiting (up to lease_wait) for a sync when only a lease is missing."""
+    deadline = time.monotonic() + agent.settings.lease_wait
+    while True:
+        decision = precheck.admit(
+            snap, agent.ledger, key, user, slug, ip, agent.clock(),
+            offline=agent.offline, allowance=agent.allowance,
+        )  # fmt: skip
+        if decision.allowed or not decision.wait:
+            if decision.allowed and decision.hold is not None and decision.hold.low:
+                agent.loop.trigger()  # refill off the hot path: the fleet loop does the call
+            return decision
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            decision.wait = False
+            return decision
+        round_no = agent.loop.next_round()
+        agent.loop.trigger()
+        agent.loop.wait_round(round_no, remaining)
+        if agent.keystore.snapshot is not snap:  # new key data arrived meanwhile: re-check it
+            snap = agent.keystore.snapshot
+            auth = precheck.authenticate(snap, secret)
+            if isinstance(auth, precheck.Decision):
+                return auth
+            key, user = auth
+
+
+def usage_event(
+    agent: Agent,
+    decision: precheck.Decision,
+    *,
+    request_id: str,
+    slug: str,
+    url: str | None,
+    ok: bool,
+    error: str | None,
+    message: str | None,
+    source_ip: str,
+    duration_ms: int,
+    status: str | None = None,
+) -> dict[str, Any]:
+    """The usage event of an admitted call; ``status`` overrides success/failed (reports)."""
+    assert decision.key is not None and decision.user is not None
+    event = build_event(
+        agent_id=agent.settings.agent_id, request_id=request_id, key=decision.key,
+        user=decision.user, slug=slug, url=url, ok=ok, error=error, message=message,
+        source_ip=source_ip, duration_ms=duration_ms, cost_micros=decision.price,
+    )  # fmt: skip
+    if status is not None:
+        event["status"] = status
+        event["cost_micros"] = 0
+    return event
+
+
+def balance_micros(agent: Agent, key: Key) -> int:
+    """What ``/balance`` shows: the pool outside our leases plus our own lease remainder."""
+    agent.loop.watch(key.id)
+    outside = agent.loop.balances.get(key.id)
+    if outside is None and not agent.offline:  # first ask for this key: fetch it once
+        round_no = agent.loop.next_round()
+        agent.loop.trigger()
+        agent.loop.wait_round(round_no, agent.settings.lease_wait)
+        outside = agent.loop.balances.get(key.id)
+    remainder = agent.ledger.remainder(key.id)
+    if outside is None:  # still unknown: the snapshot's total minus our unshipped spend
+        return key.balance_micros - agent.ledger.unacked(key.id)
+    return outside + remainder

@@ -1,0 +1,140 @@
+"""Bounded in-memory store of in.php tasks: pending, then solved or failed, then expired.
+
+Task ids are numeric (client libraries parse them as integers) and start with this agent's
+``node_id``, followed by exactly ``SUFFIX_DIGITS`` random digits: the id's length tells where
+the node id ends, so the load balancer can route ``res.php?id=`` to the owning agent with one
+regular expression per server (docs/PROTOCOL_2CAPTCHA.md). Random digits, not a counter: an
+id of a previous process is not handed out again, and ids are not guessable.
+
+A finished task stays fetchable for ``ttl`` seconds (from when it finished), then expires.
+``clock`` is monotonic and injectable, so tests drive expiry without sleeping. One lock guards
+the state; nothing under it does I/O.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+SUFFIX_DIGITS = 12
+PENDING, SOLVED, FAILED = "pending", "solved", "failed"
+
+
+@dataclass(slots=True, eq=False)
+class Task:
+    id: str
+    key_id: str
+    spec: Any  # compat_methods.TaskSpec
+    decision: Any  # precheck.Decision: key, user, price and the hold
+    source_ip: str
+    started: float  # monotonic, for duration_ms
+    state: str = PENDING
+    answer: str | None = None
+    duration_ms: int = 0
+    expires: float = 0.0
+    delivering: bool = False  # a res.php is recording the charge right now
+    delivered: bool = False  # charged and answered once; later gets answer again for free
+    reported: bool = False
+    gone: bool = False  # expired or abandoned: can no longer be delivered (or charged)
+
+
+def id_pattern(node_id: int) -> str:
+    """The regular expression matching every task id of ``node_id``."""
+    return f"^{node_id}[0-9]{{{SUFFIX_DIGITS}}}$"
+
+
+class TaskStore:
+    def __init__(
+        self, node_id: int, ttl: float, cap: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.node_id = node_id
+        self.ttl = ttl
+        self.cap = cap
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._tasks: dict[str, Task] = {}
+        self._finished: deque[Task] = deque()  # finish order = expiry order (one ttl)
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def add(self, make: Callable[[str], Task]) -> Task | None:
+        """Store a new task made with a fresh id; None when the store is full."""
+        with self._lock:
+            if len(self._tasks) >= self.cap:
+                return None
+            while True:
+                task_id = f"{self.node_id}{secrets.randbelow(10**SUFFIX_DIGITS):0{SUFFIX_DIGITS}d}"
+                if task_id not in self._tasks:
+                    break
+            task = self._tasks[task_id] = make(task_id)
+            return task
+
+    def get(self, task_id: str) -> Task | None:
+        return self._tasks.get(task_id)
+
+    def finish(self, task: Task, ok: bool, answer: str | None, duration_ms: int) -> None:
+        with self._lock:
+            task.state = SOLVED if ok else FAILED
+            task.answer = answer
+            task.duration_ms = duration_ms
+            task.expires = self.clock() + self.ttl
+            self._finished.append(task)
+
+    def claim_delivery(self, task: Task) -> bool:
+        """True for exactly one caller: the one that records the charge of a solved task."""
+        with self._lock:
+            if task.state != SOLVED or task.delivered or task.delivering or task.gone:
+                return False
+            task.delivering = True
+            return True
+
+    def end_delivery(self, task: Task, recorded: bool) -> None:
+        with self._lock:
+            task.delivering = False
+            task.delivered = recorded
+
+    def claim_report(self, task: Task) -> bool:
+        with self._lock:
+            if task.reported:
+                return False
+            task.reported = True
+            return True
+
+    def unclaim_report(self, task: Task) -> None:
+        with self._lock:
+            task.reported = False
+
+    def expired(self) -> list[Task]:
+        """Remove finished tasks whose time is up; return those whose hold is still open
+        (solved, never delivered), oldest first."""
+        now = self.clock()
+        gone: list[Task] = []
+        with self._lock:
+            while self._finished and self._finished[0].expires <= now:
+                if self._finished[0].delivering:  # back in a moment; take it next sweep
+                    break
+                task = self._finished.popleft()
+                self._tasks.pop(task.id, None)
+                if self._settle(task):
+                    gone.append(task)
+        return gone
+
+    def take_all(self) -> list[Task]:
+        """At stop: remove every task; return those whose hold is still open (pending, or
+        solved and never delivered). One being delivered right now finishes its delivery."""
+        with self._lock:
+            tasks = [t for t in self._tasks.values() if not t.delivering and self._settle(t)]
+            self._tasks.clear()
+            self._finished.clear()
+            return tasks
+
+    @staticmethod
+    def _settle(task: Task) -> bool:
+        task.gone = True
+        return task.state != FAILED and not task.delivered
