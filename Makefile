@@ -11,9 +11,10 @@ PYTEST_ARGS ?=
 
 .PHONY: venv system-deps demo test lint test-unit test-integration wheelhouse bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt requirements-ansible.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -c constraints.txt -e '.[dev]'
+	$(PIP) install -c constraints.txt -r requirements-ansible.txt
 	touch $@
 
 venv: $(STAMP)
@@ -28,6 +29,10 @@ demo: venv
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	PATH=$(CURDIR)/$(BIN):$$PATH ANSIBLE_CONFIG=$(CURDIR)/ansible.cfg $(BIN)/ansible-lint -q --profile production roles/ playbooks/ inventory/ molecule/
+	for p in playbooks/*.yml; do \
+	  PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-playbook --syntax-check -i inventory/production/hosts.yml "$$p" >/dev/null || exit 1; \
+	done
 
 test: venv system-deps lint
 	$(BIN)/pytest $(PYTEST_ARGS)
