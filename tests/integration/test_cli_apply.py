@@ -85,14 +85,32 @@ def test_changes_are_reported_and_dry_run_changes_nothing(stack, tmp_path):
     assert keys_by_id(stack)["ci-bot-main"]["cpm"] == 60
 
 
-def test_invalid_config_changes_nothing(stack, tmp_path):
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "users:\n  - id: eve\n    keys: [{id: eve-1, ip_allowlist: [10.0.0.0/33]}]\n",
+            "users[0].keys[0].ip_allowlist[0]: not a CIDR: '10.0.0.0/33'",
+        ),
+        ("users:\n  - id: eve\n    colour: red\n", "users[0].colour: unknown field"),
+        (
+            "users:\n  - id: eve\n    keys: [{id: eve-1, balance: '-5.00'}]\n",
+            "users[0].keys[0].balance: amount must not be negative",
+        ),
+        (
+            "users:\n  - id: eve\n    keys: [{id: eve-1, secret: 'ENV:SF_TEST_UNSET_VAR'}]\n",
+            "SF_TEST_UNSET_VAR",
+        ),
+    ],
+    ids=["bad-cidr", "unknown-field", "negative-balance", "unresolved-env"],
+)
+def test_invalid_config_changes_nothing(stack, tmp_path, text, message):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("users:\n  - id: eve\n    keys: [{id: eve-1, ip_allowlist: [10.0.0.0/33]}]\n")
+    bad.write_text(text)
     result = cli(stack, "apply", str(bad), check=False)
     assert result.returncode == 2
-    assert result.stderr == (
-        f"error: {bad}: users[0].keys[0].ip_allowlist[0]: not a CIDR: '10.0.0.0/33'\n"
-    )
+    assert result.stderr.startswith(f"error: {bad}: ")
+    assert message in result.stderr
     assert keys_by_id(stack) == {}
 
 
