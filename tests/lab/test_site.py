@@ -11,6 +11,7 @@ retried on another agent.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import shutil
 import subprocess
@@ -148,14 +149,19 @@ def solve(fleet: Fleet):
     )
 
 
-def haproxy_servers(fleet: Fleet) -> str:
-    """`show servers state` from HAProxy's runtime API socket on the lb host."""
+def haproxy_command(fleet: Fleet, command: str) -> str:
+    """One command on HAProxy's runtime API socket on the lb host; its answer."""
     query = (
-        "printf 'show servers state solverfleet_agents\\n' | python3 -c \"import socket, sys; "
+        f"printf '{command}\\n' | python3 -c \"import socket, sys; "
         "s = socket.socket(socket.AF_UNIX); s.connect('/run/haproxy/admin.sock'); "
         's.sendall(sys.stdin.buffer.read()); print(s.makefile().read())"'
     )
     return fleet.lab.ssh(fleet.host("lb").name, [query], check=True).stdout
+
+
+def haproxy_servers(fleet: Fleet) -> str:
+    """`show servers state` from HAProxy's runtime API socket on the lb host."""
+    return haproxy_command(fleet, "show servers state solverfleet_agents")
 
 
 @pytest.mark.timeout(900)
@@ -278,3 +284,133 @@ def test_rolling_update_under_load_fails_no_request(fleet: Fleet, tmp_path: Path
     for secret in (fleet.fleet_token, fleet.admin_token, fleet.api_key):
         assert secret not in run.output
     print(f"\nrolling_update.yml {run.seconds:.1f}s under load: {counts}")
+
+
+# The 2captcha-style round trip from the controller namespace, through the balancer over TLS.
+# argv: base url, key, cafile, number of tasks, and a command: "submit" prints the task ids;
+# "fetch ID..." polls res.php for each (the first by a POSTed form, the rest by GET) until it is
+# not CAPCHA_NOT_READY or the deadline passes, then asks ids= for them all and getbalance.
+_COMPAT = r"""
+import json, ssl, sys, time, urllib.parse, urllib.request
+base, key, cafile, command, *ids = sys.argv[1:]
+ctx = ssl.create_default_context(cafile=cafile)
+def call(path, params, post=False):
+    data = urllib.parse.urlencode(params)
+    url = base + path + ("" if post else "?" + data)
+    req = urllib.request.Request(url, data=data.encode() if post else None,
+                                 method="POST" if post else "GET")
+    with urllib.request.urlopen(req, timeout=10, context=ctx) as resp:
+        return resp.read().decode()
+out = {}
+if command == "submit":
+    out["submitted"] = [
+        call("/in.php", {"key": key, "method": "turnstile", "sitekey": "0x4AAAAAAAlab",
+                         "pageurl": "https://example.com/login"}, post=True)
+        for _ in range(int(ids[0]))]
+else:
+    deadline = time.monotonic() + 20
+    answers, polls = {}, 0
+    for n, tid in enumerate(ids):
+        while True:
+            text = call("/res.php", {"key": key, "action": "get", "id": tid}, post=n == 0)
+            polls += 1
+            if text != "CAPCHA_NOT_READY" or time.monotonic() > deadline:
+                break
+            time.sleep(0.25)
+        answers[tid] = text
+    out = {"answers": answers, "polls": polls,
+           "ids": call("/res.php", {"key": key, "action": "get", "ids": ",".join(ids)}),
+           "balance": call("/res.php", {"key": key, "action": "getbalance"})}
+print(json.dumps(out))
+"""
+
+
+def compat(fleet: Fleet, *args: str) -> dict:
+    base = f"https://{fleet.host('lb').address}"
+    proc = fleet.lab.controller_exec(
+        [sys.executable, "-c", _COMPAT, base, fleet.api_key, fleet.cafile, *args], timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.timeout(300)
+def test_2captcha_round_trip_routes_res_php_to_the_owning_agent(fleet: Fleet) -> None:
+    """in.php balanced across the agents, res.php routed by task id to the agent that owns it
+    (even while HAProxy drains that server), one charge per delivered answer."""
+    lab = fleet.lab
+    apply_key(fleet)
+    wait_for_response(lambda: solve(fleet), lambda r: r.status == 200, timeout=15, what="/solve")
+    started = time.monotonic()
+
+    submitted = compat(fleet, "submit", "6")["submitted"]
+    assert all(t.startswith("OK|") for t in submitted), submitted
+    task_ids = [t.removeprefix("OK|") for t in submitted]
+    # node id = the digits before the 12 random ones; in.php was balanced over the agents.
+    nodes = {tid: tid[:-12] for tid in task_ids}
+    assert all(tid.isdigit() and len(tid) > 12 for tid in task_ids), task_ids
+    assert len(set(nodes.values())) > 1, task_ids
+
+    # The owner of the first task leaves rotation (DRAIN, as rolling_update.yml does): its
+    # answers are still fetched from it; use-server goes past the drain.
+    servers = {h.name for h in fleet.solvers}
+    cfg = lab.ssh(fleet.host("lb").name, ["cat", "/etc/haproxy/haproxy.cfg"], check=True).stdout
+    rules = dict(
+        re.findall(r"use-server (\S+) if compat_res \{ urlp\(id\) -m reg \^([0-9]+)\[", cfg)
+    )
+    assert set(rules) == servers and len(set(rules.values())) == len(servers), cfg
+    drained = {node: host for host, node in rules.items()}[nodes[task_ids[0]]]
+    haproxy_command(fleet, f"set server solverfleet_agents/{drained} state drain")
+    try:
+        state = [ln.split() for ln in haproxy_servers(fleet).splitlines()]
+        # srv_admin_state: bit 0x08 = drained by the runtime API
+        assert any(f[3] == drained and int(f[6]) & 0x08 for f in state if len(f) > 6), state
+        fetched = compat(fleet, "fetch", *task_ids)
+        answers = fetched["answers"]
+    finally:
+        haproxy_command(fleet, f"set server solverfleet_agents/{drained} state ready")
+    assert all(a.startswith("OK|") for a in answers.values()), answers
+    # ids= is routed by its first id: the slots of that agent's tasks are answers (fetched
+    # again, uncharged), the others ERROR_WRONG_CAPTCHA_ID.
+    slots = dict(zip(task_ids, fetched["ids"].split("|"), strict=True))
+    for tid, slot in slots.items():
+        if nodes[tid] == nodes[task_ids[0]]:
+            assert slot == answers[tid].removeprefix("OK|"), (tid, slots)
+        else:
+            assert slot == "ERROR_WRONG_CAPTCHA_ID", (tid, slots)
+    assert re.fullmatch(r"[0-9]+(\.[0-9]+)?", fetched["balance"]), fetched["balance"]
+
+    # One success event per delivered answer at the collector (the agents ship within a few
+    # seconds), each charged once, by the agent whose node id leads the task id.
+    collector = fleet.host("collector")
+
+    def billed():
+        return controller_request(
+            lab,
+            "GET",
+            f"http://{collector.address}:{COLLECTOR_PORT}/admin/v1/usage?key_id=alice-lab&limit=1000",
+            headers={"Authorization": f"Bearer {fleet.admin_token}"},
+        )
+
+    def ours(resp):
+        return [e for e in resp.json()["events"] if e["request_id"] in nodes]
+
+    usage = wait_for_response(
+        billed,
+        lambda r: r.status == 200 and len(ours(r)) >= len(task_ids),
+        timeout=30,
+        what="usage of the in.php tasks",
+    )
+    events = ours(usage)
+    assert sorted(e["request_id"] for e in events) == sorted(task_ids), events
+    assert {(e["status"], e["cost"]) for e in events} == {("success", "0.002")}, events
+    owner = {}
+    for e in events:
+        owner.setdefault(nodes[e["request_id"]], set()).add(e["agent_id"])
+    assert all(len(agents) == 1 for agents in owner.values()), owner
+    assert len({a for agents in owner.values() for a in agents}) > 1, owner
+    assert {a for agents in owner.values() for a in agents} <= servers, owner
+    print(
+        f"\n2captcha round trip via lb: {len(task_ids)} tasks on {len(owner)} agents, "
+        f"{fetched['polls']} res.php polls, {time.monotonic() - started:.1f}s"
+    )
