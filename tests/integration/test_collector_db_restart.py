@@ -10,7 +10,7 @@ import requests
 
 from solverfleet.process import wait_until
 from tests.support.collector import CollectorProcess, event, team_config
-from tests.support.mariadb import MariaDBServer, binaries
+from tests.support.mariadb import MariaDBServer, running_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.mariadb]
 
@@ -18,14 +18,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.mariadb]
 @pytest.fixture
 def own_server(tmp_path: Path) -> Iterator[MariaDBServer]:
     # A private server: stopping the session's shared one would break other tests.
-    if binaries() is None:
-        pytest.skip("MariaDB is not installed (mariadbd / mariadb-install-db not found)")
-    server = MariaDBServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+    yield from running_server()
 
 
 def test_database_restart(own_server: MariaDBServer, tmp_path: Path) -> None:

@@ -195,8 +195,8 @@ class MariaDBServer:
         return self.url_for(name)
 
 
-@pytest.fixture(scope="session")
-def mariadb_server() -> Iterator[MariaDBServer]:
+def running_server() -> Iterator[MariaDBServer]:
+    """A private server for a fixture's lifetime; stopped even when start fails half-way."""
     if binaries() is None:
         pytest.skip("MariaDB is not installed (mariadbd / mariadb-install-db not found)")
     server = MariaDBServer()
@@ -205,6 +205,11 @@ def mariadb_server() -> Iterator[MariaDBServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def mariadb_server() -> Iterator[MariaDBServer]:
+    yield from running_server()
 
 
 @pytest.fixture(scope="session")
