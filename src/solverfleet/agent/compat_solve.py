@@ -25,8 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from solverfleet.agent import precheck
 from solverfleet.agent.compat_methods import TaskSpec
-from solverfleet.agent.solvepath import admit_waiting, usage_event
-from solverfleet.agent.spool import SpoolError
+from solverfleet.agent.solvepath import admit_waiting, spool_event, usage_event
 from solverfleet.agent.tasks import FAILED, PENDING, Task
 
 if TYPE_CHECKING:
@@ -128,12 +127,7 @@ def _record(agent: Agent, task: Task, *, ok: bool, error: str | None = None,
         ok=ok, error=error, message=message, source_ip=task.source_ip,
         duration_ms=task.duration_ms if duration_ms is None else duration_ms, status=status,
     )  # fmt: skip
-    try:
-        agent.spool.append(event)
-    except SpoolError as exc:
-        log.error("usage of task not recorded (%s)", exc.strerror)
-        return False
-    return True
+    return spool_event(agent, event)
 
 
 # ---- res.php --------------------------------------------------------------------------------

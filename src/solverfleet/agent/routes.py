@@ -22,8 +22,7 @@ from solverfleet.agent import precheck
 from solverfleet.agent.clientip import client_ip
 from solverfleet.agent.lifecycle import Agent
 from solverfleet.agent.settings import MAX_BODY_BYTES
-from solverfleet.agent.solvepath import admit_waiting, balance_micros, usage_event
-from solverfleet.agent.spool import SpoolError
+from solverfleet.agent.solvepath import admit_waiting, balance_micros, spool_event, usage_event
 from solverfleet.agent.usage import new_id
 from solverfleet.money import CURRENCY, format_micros
 
@@ -148,10 +147,7 @@ def _call_and_record(
         agent, decision, request_id=request_id, slug=body.type, url=body.url, ok=outcome.ok,
         error=outcome.error, message=outcome.message, source_ip=ip, duration_ms=duration_ms,
     )  # fmt: skip
-    try:
-        agent.spool.append(event)  # on disk before we answer: kill -9 cannot lose it
-    except SpoolError as exc:
-        log.error("usage not recorded (%s); call not charged", exc.strerror)
+    if not spool_event(agent, event):
         return error("not_ready", "usage could not be recorded; this call is not charged", 503)
     if not outcome.ok:
         status = 504 if outcome.error == "worker_timeout" else 502

@@ -7,13 +7,17 @@ write the same usage event; only the answer format and the timing of the commit 
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 from solverfleet.agent import precheck
 from solverfleet.agent.keystore import Key, Snapshot, User
 from solverfleet.agent.lifecycle import Agent
+from solverfleet.agent.spool import SpoolError
 from solverfleet.agent.usage import build_event
+
+log = logging.getLogger(__name__)
 
 
 def admit_waiting(
@@ -70,6 +74,19 @@ def usage_event(
         event["status"] = status
         event["cost_micros"] = 0
     return event
+
+
+def spool_event(agent: Agent, event: dict[str, Any]) -> bool:
+    """Put a usage event on disk before its answer leaves; False (logged) if the disk refused.
+
+    Every surface charges only after this returned True, so a kill -9 cannot lose usage.
+    """
+    try:
+        agent.spool.append(event)
+    except SpoolError as exc:
+        log.error("usage not recorded (%s); the call is not charged", exc.strerror)
+        return False
+    return True
 
 
 def balance_micros(agent: Agent, key: Key) -> int:
