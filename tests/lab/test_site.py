@@ -1,167 +1,35 @@
 """playbooks/site.yml on bare lab hosts: a serving fleet, TLS through HAProxy, idempotent, quiet
-about secrets; then playbooks/rolling_update.yml under load without a failed request.
-
-One module-scoped lab (lb1, collector1, solver1..3) of its own, so other lab tests never see the
-fleet this deploys. The wheelhouse is built fresh from this checkout (what `make wheelhouse`
-builds) and installed offline on the hosts by the roles. The test balancer runs with `retries 0`
-and no redispatch, so a request cut by a missing drain shows up as a failure instead of being
-retried on another agent.
+about secrets; then playbooks/rolling_update.yml under load without a failed request, and the
+2captcha-style round trip across agents. The fleet is tests.support.labfleet's shared one.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import secrets
-import shutil
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from solverfleet.lab import Lab
-from tests.support.ansible import (
-    PlaybookRun,
-    build_wheelhouse,
-    controller_request,
-    run_playbook,
+from tests.support.ansible import controller_request, run_playbook
+from tests.support.labfleet import (
+    AGENT_PORT,
+    COLLECTOR_PORT,
+    SKIP,
+    Fleet,
+    apply_key,
+    finish_load,
+    haproxy_command,
+    haproxy_servers,
+    solve,
+    start_load,
+    wait_for_response,
+    wait_in_flight,
 )
-from tests.support.lab import lab_name, reap_stale_test_labs, running_lab, skip_reason
 
-# The lab hosts share /usr with the machine: what the roles run must be installed here first.
-_PACKAGES = {"/usr/bin/supervisord": "supervisor", "/usr/sbin/haproxy": "haproxy"}
-_MISSING = sorted(pkg for path, pkg in _PACKAGES.items() if not Path(path).exists())
-_SKIP = skip_reason() or (
-    f"lab hosts need {' '.join(_MISSING)}: apt-get install -y {' '.join(_MISSING)}"
-    if _MISSING
-    else None
-)
-pytestmark = [pytest.mark.lab, pytest.mark.skipif(_SKIP is not None, reason=str(_SKIP))]
-
-AGENT_PORT = 8600
-COLLECTOR_PORT = 8400
-# The test balancer: no retries, no redispatch (a cut request must show as a failure).
-TEST_LB = {"solverfleet_lb_retries": 0, "solverfleet_lb_redispatch": False}
-# Never run the package manager inside a lab host: /usr is the machine's.
-LAB_VARS = {"solverfleet_manage_packages": False, **TEST_LB}
-
-
-@dataclass
-class Fleet:
-    lab: Lab
-    extra: dict
-    first: PlaybookRun
-    admin_token: str
-    fleet_token: str
-    api_key: str = ""
-    cafile: str = ""
-
-    def host(self, group: str):
-        return next(h for h in self.lab.hosts if h.group == group)
-
-    @property
-    def solvers(self):
-        return [h for h in self.lab.hosts if h.group == "solvers"]
-
-
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    """A lab deployed by one site.yml run from bare hosts."""
-    wheelhouse = build_wheelhouse(tmp_path_factory.mktemp("wheelhouse"))
-    reap_stale_test_labs()
-    state_dir = None
-    try:
-        with running_lab(lab_name("site")) as lab:
-            state_dir = Path(lab.state_dir)
-            extra = {"solverfleet_wheelhouse_dir": str(wheelhouse), **LAB_VARS}
-            first = run_playbook(lab, "site.yml", extra_vars=extra)
-            first.assert_ok()
-            # Tokens were generated once into the lab state dir, on the controller.
-            secrets_dir = state_dir / "secrets"
-            yield Fleet(
-                lab,
-                extra,
-                first,
-                admin_token=(secrets_dir / "admin_token").read_text().strip(),
-                fleet_token=(secrets_dir / "fleet_token").read_text().strip(),
-            )
-    finally:
-        # `down` keeps files it did not make: the generated tokens, the CA copy, Ansible's temp.
-        if state_dir is not None:
-            shutil.rmtree(state_dir, ignore_errors=True)
-
-
-def wait_for_response(fetch, ok, *, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        resp = fetch()
-        if ok(resp):
-            return resp
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"{what}: still {resp.status} {resp.body[:300]!r} after {timeout}s"
-            )
-        time.sleep(0.5)
-
-
-def apply_key(fleet: Fleet) -> None:
-    """A key created through the collector's admin API, and the lb certificate to verify TLS."""
-    if fleet.api_key:
-        return
-    collector, lb = fleet.host("collector"), fleet.host("lb")
-    api_key = "sk-lab-" + secrets.token_urlsafe(24)
-    applied = controller_request(
-        fleet.lab,
-        "POST",
-        f"http://{collector.address}:{COLLECTOR_PORT}/admin/v1/apply",
-        headers={"Authorization": f"Bearer {fleet.admin_token}"},
-        body={
-            "account": "labco",
-            "prices": {"turnstile": "0.002"},
-            "users": [
-                {
-                    "id": "alice",
-                    "email": "alice@example.com",
-                    "keys": [{"id": "alice-lab", "secret": api_key, "balance": "100.00"}],
-                }
-            ],
-        },
-    )
-    assert applied.status == 200, applied
-    cert = fleet.lab.ssh(lb.name, ["cat", "/etc/haproxy/certs/solverfleet.pem"], check=True)
-    cafile = Path(fleet.lab.state_dir) / "lb-ca.pem"
-    cafile.write_text(cert.stdout)
-    fleet.api_key, fleet.cafile = api_key, str(cafile)
-
-
-def solve(fleet: Fleet):
-    return controller_request(
-        fleet.lab,
-        "POST",
-        f"https://{fleet.host('lb').address}/solve",
-        headers={"Authorization": f"Bearer {fleet.api_key}"},
-        body={"type": "turnstile", "url": "https://example.com/login"},
-        cafile=fleet.cafile,
-    )
-
-
-def haproxy_command(fleet: Fleet, command: str) -> str:
-    """One command on HAProxy's runtime API socket on the lb host; its answer."""
-    query = (
-        f"printf '{command}\\n' | python3 -c \"import socket, sys; "
-        "s = socket.socket(socket.AF_UNIX); s.connect('/run/haproxy/admin.sock'); "
-        's.sendall(sys.stdin.buffer.read()); print(s.makefile().read())"'
-    )
-    return fleet.lab.ssh(fleet.host("lb").name, [query], check=True).stdout
-
-
-def haproxy_servers(fleet: Fleet) -> str:
-    """`show servers state` from HAProxy's runtime API socket on the lb host."""
-    return haproxy_command(fleet, "show servers state solverfleet_agents")
+pytestmark = [pytest.mark.lab, pytest.mark.skipif(SKIP is not None, reason=str(SKIP))]
 
 
 @pytest.mark.timeout(900)
@@ -209,39 +77,6 @@ def test_site_deploys_a_serving_fleet_idempotently(fleet: Fleet) -> None:
     )
 
 
-# Bounded load from the controller namespace: `threads` clients, each call holding the worker
-# `latency_ms` (so drains have in-flight solves to wait for), until the stop file appears or
-# `seconds` pass. Prints one JSON line of status counts.
-_LOAD = r"""
-import collections, json, os, ssl, sys, threading, time, urllib.error, urllib.request
-url, key, cafile, stop, seconds, threads, latency = sys.argv[1:8]
-ctx = ssl.create_default_context(cafile=cafile)
-deadline = time.monotonic() + float(seconds)
-counts, errors, lock = collections.Counter(), [], threading.Lock()
-body = json.dumps({"type": "turnstile", "url": "https://example.com/",
-                   "params": {"demo": {"latency_ms": int(latency)}}}).encode()
-def client():
-    while time.monotonic() < deadline and not os.path.exists(stop):
-        req = urllib.request.Request(url, data=body, method="POST", headers={
-            "Authorization": "Bearer " + key, "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=30, context=ctx) as resp:
-                code, text = resp.status, ""
-        except urllib.error.HTTPError as exc:
-            code, text = exc.code, exc.read()[:200].decode(errors="replace")
-        except Exception as exc:
-            code, text = type(exc).__name__, str(exc)[:200]
-        with lock:
-            counts[str(code)] += 1
-            if code != 200:
-                errors.append(f"{code} {text}")
-ts = [threading.Thread(target=client) for _ in range(int(threads))]
-for t in ts: t.start()
-for t in ts: t.join()
-print(json.dumps({"counts": counts, "errors": errors[:10]}))
-"""
-
-
 @pytest.mark.timeout(900)
 def test_rolling_update_under_load_fails_no_request(fleet: Fleet, tmp_path: Path) -> None:
     lab = fleet.lab
@@ -249,25 +84,15 @@ def test_rolling_update_under_load_fails_no_request(fleet: Fleet, tmp_path: Path
     wait_for_response(lambda: solve(fleet), lambda r: r.status == 200, timeout=15, what="/solve")
     release = "0.0.0-rolled"  # any new release name; same wheels, new release directory
     stop = tmp_path / "stop-load"
-    load = subprocess.Popen(
-        lab.controller_argv(
-            [sys.executable, "-c", _LOAD, f"https://{fleet.host('lb').address}/solve",
-             fleet.api_key, fleet.cafile, str(stop), "600", "6", "1500"]
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
+    load = start_load(fleet, stop, latency_ms=1500)
     try:
-        time.sleep(3)  # solves in flight everywhere before the first drain
+        wait_in_flight(fleet)  # solves in flight everywhere before the first drain
         run = run_playbook(
             lab, "rolling_update.yml", extra_vars={**fleet.extra, "solverfleet_release": release}
         )
     finally:
-        stop.touch()
-        out, err = load.communicate(timeout=120)
+        result = finish_load(load, stop)
     run.assert_ok()
-    result = json.loads(out.strip().splitlines()[-1]) if out.strip() else {"err": err}
     counts = result.get("counts", {})
     assert counts.get("200", 0) > 50, result
     assert set(counts) == {"200"}, result

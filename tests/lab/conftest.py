@@ -1,0 +1,19 @@
+"""The shared deployed fleet (tests.support.labfleet) for every lab module, and their order:
+site.yml deploys first; modules that switch colours or stop services come after."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.labfleet import fleet_fixture  # noqa: F401
+
+# Modules not listed run after these, in their usual order.
+_ORDER = ["test_lab.py", "test_site.py", "test_team.py", "test_blue_green.py", "test_health.py"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return _ORDER.index(name) if name in _ORDER else len(_ORDER)
+
+    items.sort(key=rank)  # stable: the order inside a module is kept

@@ -1,0 +1,233 @@
+"""The deployed lab fleet shared by the lab test modules: one lab (lb1, collector1, solver1..3)
+brought to a serving fleet by one playbooks/site.yml run from bare hosts, for the whole session.
+
+The wheelhouse is built fresh from this checkout (what `make wheelhouse` builds) and installed
+offline on the hosts by the roles. The test balancer runs with `retries 0` and no redispatch, so
+a request cut by a missing drain shows up as a failure instead of being retried on another
+agent. Modules that change the fleet (stop an agent, switch colour) put it back before they end.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from solverfleet.lab import Lab
+from tests.support.ansible import (
+    PlaybookRun,
+    build_wheelhouse,
+    controller_request,
+    run_playbook,
+)
+from tests.support.lab import lab_name, reap_stale_test_labs, running_lab, skip_reason
+
+# The lab hosts share /usr with the machine: what the roles run must be installed here first.
+_PACKAGES = {"/usr/bin/supervisord": "supervisor", "/usr/sbin/haproxy": "haproxy"}
+_MISSING = sorted(pkg for path, pkg in _PACKAGES.items() if not Path(path).exists())
+SKIP = skip_reason() or (
+    f"lab hosts need {' '.join(_MISSING)}: apt-get install -y {' '.join(_MISSING)}"
+    if _MISSING
+    else None
+)
+
+AGENT_PORT = 8600
+COLLECTOR_PORT = 8400
+# The test balancer: no retries, no redispatch (a cut request must show as a failure).
+TEST_LB = {"solverfleet_lb_retries": 0, "solverfleet_lb_redispatch": False}
+# Never run the package manager inside a lab host: /usr is the machine's.
+LAB_VARS = {"solverfleet_manage_packages": False, **TEST_LB}
+
+
+@dataclass
+class Fleet:
+    lab: Lab
+    extra: dict
+    first: PlaybookRun
+    admin_token: str
+    fleet_token: str
+    api_key: str = ""
+    cafile: str = ""
+
+    def host(self, group: str):
+        return next(h for h in self.lab.hosts if h.group == group)
+
+    @property
+    def solvers(self):
+        return [h for h in self.lab.hosts if h.group == "solvers"]
+
+
+@pytest.fixture(scope="session", name="fleet")
+def fleet_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """A lab deployed by one site.yml run from bare hosts, shared by the lab modules."""
+    if SKIP:
+        pytest.skip(SKIP)
+    wheelhouse = build_wheelhouse(tmp_path_factory.mktemp("wheelhouse"))
+    reap_stale_test_labs()
+    state_dir = None
+    try:
+        with running_lab(lab_name("site")) as lab:
+            state_dir = Path(lab.state_dir)
+            extra = {"solverfleet_wheelhouse_dir": str(wheelhouse), **LAB_VARS}
+            first = run_playbook(lab, "site.yml", extra_vars=extra)
+            first.assert_ok()
+            # Tokens were generated once into the lab state dir, on the controller.
+            secrets_dir = state_dir / "secrets"
+            yield Fleet(
+                lab,
+                extra,
+                first,
+                admin_token=(secrets_dir / "admin_token").read_text().strip(),
+                fleet_token=(secrets_dir / "fleet_token").read_text().strip(),
+            )
+    finally:
+        # `down` keeps files it did not make: the generated tokens, the CA copy, Ansible's temp.
+        if state_dir is not None:
+            shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def wait_for_response(fetch, ok, *, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        resp = fetch()
+        if ok(resp):
+            return resp
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{what}: still {resp.status} {resp.body[:300]!r} after {timeout}s"
+            )
+        time.sleep(0.5)
+
+
+def apply_key(fleet: Fleet) -> None:
+    """A key created through the collector's admin API, and the lb certificate to verify TLS."""
+    if fleet.api_key:
+        return
+    collector, lb = fleet.host("collector"), fleet.host("lb")
+    api_key = "sk-lab-" + secrets.token_urlsafe(24)
+    applied = controller_request(
+        fleet.lab,
+        "POST",
+        f"http://{collector.address}:{COLLECTOR_PORT}/admin/v1/apply",
+        headers={"Authorization": f"Bearer {fleet.admin_token}"},
+        body={
+            "account": "labco",
+            "prices": {"turnstile": "0.002"},
+            "users": [
+                {
+                    "id": "alice",
+                    "email": "alice@example.com",
+                    "keys": [{"id": "alice-lab", "secret": api_key, "balance": "100.00"}],
+                }
+            ],
+        },
+    )
+    assert applied.status == 200, applied
+    cert = fleet.lab.ssh(lb.name, ["cat", "/etc/haproxy/certs/solverfleet.pem"], check=True)
+    cafile = Path(fleet.lab.state_dir) / "lb-ca.pem"
+    cafile.write_text(cert.stdout)
+    fleet.api_key, fleet.cafile = api_key, str(cafile)
+
+
+def solve(fleet: Fleet):
+    return controller_request(
+        fleet.lab,
+        "POST",
+        f"https://{fleet.host('lb').address}/solve",
+        headers={"Authorization": f"Bearer {fleet.api_key}"},
+        body={"type": "turnstile", "url": "https://example.com/login"},
+        cafile=fleet.cafile,
+    )
+
+
+def haproxy_command(fleet: Fleet, command: str) -> str:
+    """One command on HAProxy's runtime API socket on the lb host; its answer."""
+    query = (
+        f"printf '{command}\\n' | python3 -c \"import socket, sys; "
+        "s = socket.socket(socket.AF_UNIX); s.connect('/run/haproxy/admin.sock'); "
+        's.sendall(sys.stdin.buffer.read()); print(s.makefile().read())"'
+    )
+    return fleet.lab.ssh(fleet.host("lb").name, [query], check=True).stdout
+
+
+def haproxy_servers(fleet: Fleet) -> str:
+    """`show servers state` from HAProxy's runtime API socket on the lb host."""
+    return haproxy_command(fleet, "show servers state solverfleet_agents")
+
+
+# Bounded load from the controller namespace: `threads` clients, each call holding the worker
+# `latency_ms` (so drains have in-flight solves to wait for), until the stop file appears or
+# `seconds` pass. Prints one JSON line of status counts.
+_LOAD = r"""
+import collections, json, os, ssl, sys, threading, time, urllib.error, urllib.request
+url, key, cafile, stop, seconds, threads, latency = sys.argv[1:8]
+ctx = ssl.create_default_context(cafile=cafile)
+deadline = time.monotonic() + float(seconds)
+counts, errors, lock = collections.Counter(), [], threading.Lock()
+body = json.dumps({"type": "turnstile", "url": "https://example.com/",
+                   "params": {"demo": {"latency_ms": int(latency)}}}).encode()
+def client():
+    while time.monotonic() < deadline and not os.path.exists(stop):
+        req = urllib.request.Request(url, data=body, method="POST", headers={
+            "Authorization": "Bearer " + key, "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30, context=ctx) as resp:
+                code, text = resp.status, ""
+        except urllib.error.HTTPError as exc:
+            code, text = exc.code, exc.read()[:200].decode(errors="replace")
+        except Exception as exc:
+            code, text = type(exc).__name__, str(exc)[:200]
+        with lock:
+            counts[str(code)] += 1
+            if code != 200:
+                errors.append(f"{code} {text}")
+ts = [threading.Thread(target=client) for _ in range(int(threads))]
+for t in ts: t.start()
+for t in ts: t.join()
+print(json.dumps({"counts": counts, "errors": errors[:10]}))
+"""
+
+
+def start_load(
+    fleet: Fleet, stop: Path, *, seconds: int = 600, threads: int = 6, latency_ms: int = 1500
+) -> subprocess.Popen:
+    """Bounded /solve load through the balancer until ``stop`` exists; see finish_load."""
+    return subprocess.Popen(
+        fleet.lab.controller_argv(
+            [sys.executable, "-c", _LOAD, f"https://{fleet.host('lb').address}/solve",
+             fleet.api_key, fleet.cafile, str(stop), str(seconds), str(threads), str(latency_ms)]
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+
+
+def finish_load(load: subprocess.Popen, stop: Path) -> dict:
+    """Stop the load and return its ``{"counts": {status: n}, "errors": [...]}``."""
+    stop.touch()
+    out, err = load.communicate(timeout=120)
+    return json.loads(out.strip().splitlines()[-1]) if out.strip() else {"counts": {}, "err": err}
+
+
+def wait_in_flight(fleet: Fleet, *, timeout: float = 30, port: int = AGENT_PORT) -> None:
+    """Wait until every solver's agent (on ``port``) has a solve in flight."""
+
+    def busy(host) -> bool:
+        resp = controller_request(fleet.lab, "GET", f"http://{host.address}:{port}/readyz")
+        return resp.status == 200 and resp.json().get("in_flight", 0) > 0
+
+    deadline = time.monotonic() + timeout
+    idle = list(fleet.solvers)
+    while idle:
+        idle = [h for h in idle if not busy(h)]
+        if idle and time.monotonic() > deadline:
+            raise AssertionError(f"no solve in flight on {[h.name for h in idle]} after {timeout}s")
