@@ -3,6 +3,8 @@ site.yml deploys first; modules that switch colours or stop services come after.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.support.labfleet import fleet_fixture  # noqa: F401
@@ -12,8 +14,14 @@ _ORDER = ["test_lab.py", "test_site.py", "test_team.py", "test_blue_green.py", "
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The hook sees the whole session: reorder only this folder's items, in their own slots.
+    here = Path(__file__).parent
+    slots = [i for i, item in enumerate(items) if item.path.parent == here]
+
     def rank(item: pytest.Item) -> int:
         name = item.path.name
         return _ORDER.index(name) if name in _ORDER else len(_ORDER)
 
-    items.sort(key=rank)  # stable: the order inside a module is kept
+    ordered = sorted((items[i] for i in slots), key=rank)  # stable: module order kept
+    for slot, item in zip(slots, ordered, strict=True):
+        items[slot] = item
