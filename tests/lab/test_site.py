@@ -23,10 +23,12 @@ from tests.support.labfleet import (
     finish_load,
     haproxy_command,
     haproxy_servers,
+    key_successes,
     solve,
     start_load,
     wait_for_response,
     wait_in_flight,
+    wait_usage_equals,
 )
 
 pytestmark = [pytest.mark.lab, pytest.mark.skipif(SKIP is not None, reason=str(SKIP))]
@@ -83,8 +85,9 @@ def test_rolling_update_under_load_fails_no_request(fleet: Fleet, tmp_path: Path
     apply_key(fleet)
     wait_for_response(lambda: solve(fleet), lambda r: r.status == 200, timeout=15, what="/solve")
     release = "0.0.0-rolled"  # any new release name; same wheels, new release directory
+    before = key_successes(fleet)
     stop = tmp_path / "stop-load"
-    load = start_load(fleet, stop, latency_ms=1500)
+    load = start_load(fleet, stop, latency_ms=2000)
     try:
         wait_in_flight(fleet)  # solves in flight everywhere before the first drain
         run = run_playbook(
@@ -96,6 +99,8 @@ def test_rolling_update_under_load_fails_no_request(fleet: Fleet, tmp_path: Path
     counts = result.get("counts", {})
     assert counts.get("200", 0) > 50, result
     assert set(counts) == {"200"}, result
+    # Every success the clients saw is one usage record at the collector, no more.
+    assert wait_usage_equals(fleet, before + counts["200"]) == before + counts["200"]
 
     for host in fleet.solvers:
         current = lab.ssh(host.name, ["readlink", "/opt/solverfleet/current"], check=True)

@@ -14,21 +14,25 @@ no curl is needed), for health checks and API calls against lab hosts.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from solverfleet.lab import controller
+from solverfleet.lab.controller import Response, controller_request
+
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOKS = REPO / "playbooks"
-# The venv running pytest also holds ansible (requirements-ansible.txt).
-VENV_BIN = Path(sys.executable).parent
+VENV_BIN = controller.VENV_BIN
+__all__ = ["Response", "controller_request"]  # re-exported for the lab tests
+
+# A loaded 2-core machine runs site.yml in 2-5 minutes; SOLVERFLEET_PLAYBOOK_TIMEOUT overrides.
+PLAYBOOK_TIMEOUT = float(os.environ.get("SOLVERFLEET_PLAYBOOK_TIMEOUT", "900"))
 
 _RECAP_LINE = re.compile(r"^(?P<host>\S+)\s+:\s+(?P<counts>(?:[a-z]+=\d+\s*)+)$")
 _COUNT = re.compile(r"([a-z]+)=(\d+)")
@@ -112,21 +116,7 @@ _FIELDS = set(HostRecap.__dataclass_fields__)
 
 
 def ansible_env(lab: Any, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment for ansible-playbook in the controller namespace: this repo's config, plain
-    output, the venv first on PATH (molecule and ansible-* look for each other there)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "SOLVERFLEET_"))}
-    env.update(
-        PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}",
-        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-        ANSIBLE_ROLES_PATH=str(REPO / "roles"),
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_FORCE_COLOR="0",
-        ANSIBLE_DEPRECATION_WARNINGS="0",
-        ANSIBLE_LOCAL_TEMP=str(Path(lab.state_dir) / "ansible-tmp"),
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra or {})
-    return env
+    return controller.ansible_env(lab, REPO, extra)
 
 
 def run_playbook(
@@ -136,22 +126,27 @@ def run_playbook(
     extra_vars: Mapping[str, Any] | None = None,
     args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
-    timeout: float = 600,
+    timeout: float = PLAYBOOK_TIMEOUT,
 ) -> PlaybookRun:
-    """ansible-playbook PLAYBOOK against the lab inventory, inside the controller namespace."""
+    """ansible-playbook PLAYBOOK against the lab inventory, inside the controller namespace.
+    A run past ``timeout`` is killed and comes back with returncode -9 and what it printed."""
     path = Path(playbook)
     if not path.is_absolute():
         path = PLAYBOOKS / path
-    argv = [str(VENV_BIN / "ansible-playbook"), "-i", str(lab.inventory_path), str(path)]
-    if extra_vars:
-        argv += ["-e", json.dumps(dict(extra_vars))]
-    argv += list(args)
+    argv = controller.playbook_argv(lab, path, extra_vars, args)
     started = time.monotonic()
-    proc = lab.controller_exec(argv, env=ansible_env(lab, env), cwd=REPO, timeout=timeout)
+    try:
+        proc = lab.controller_exec(argv, env=ansible_env(lab, env), cwd=REPO, timeout=timeout)
+        code, out, err = proc.returncode, proc.stdout, proc.stderr
+    except subprocess.TimeoutExpired as exc:
+        code, out = -9, _text(exc.stdout)
+        err = _text(exc.stderr) + f"\n(killed after {timeout:.0f}s)"
     seconds = time.monotonic() - started
-    return PlaybookRun(
-        argv, proc.returncode, proc.stdout, proc.stderr, seconds, parse_recap(proc.stdout)
-    )
+    return PlaybookRun(argv, code, out, err, seconds, parse_recap(out))
+
+
+def _text(data: bytes | str | None) -> str:
+    return data.decode(errors="replace") if isinstance(data, bytes) else data or ""
 
 
 def build_wheelhouse(dest: Path) -> Path:
@@ -168,62 +163,3 @@ def build_wheelhouse(dest: Path) -> Path:
         timeout=600,
     )  # fmt: skip
     return dest
-
-
-_REQUEST_SCRIPT = r"""
-import json, ssl, sys, urllib.error, urllib.request
-spec = json.loads(sys.stdin.read())
-https = spec["url"].startswith("https:")
-ctx = ssl.create_default_context(cafile=spec["cafile"]) if https else None
-data = None if spec["body"] is None else json.dumps(spec["body"]).encode()
-headers = dict(spec["headers"])
-if data is not None:
-    headers.setdefault("Content-Type", "application/json")
-req = urllib.request.Request(spec["url"], data=data, method=spec["method"], headers=headers)
-try:
-    with urllib.request.urlopen(req, timeout=spec["timeout"], context=ctx) as resp:
-        status, body = resp.status, resp.read().decode()
-except urllib.error.HTTPError as exc:
-    status, body = exc.code, exc.read().decode()
-except Exception as exc:
-    status, body = -1, f"{type(exc).__name__}: {exc}"
-print(json.dumps({"status": status, "body": body}))
-"""
-
-
-@dataclass(frozen=True)
-class Response:
-    status: int
-    body: str
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-def controller_request(
-    lab: Any,
-    method: str,
-    url: str,
-    *,
-    headers: Mapping[str, str] | None = None,
-    body: Any = None,
-    cafile: str | None = None,
-    timeout: float = 10.0,
-) -> Response:
-    """One HTTP(S) request from the controller namespace. TLS is verified (pass ``cafile`` for
-    a self-signed lab certificate). Connection errors come back as status -1."""
-    spec = {
-        "method": method,
-        "url": url,
-        "headers": dict(headers or {}),
-        "body": body,
-        "cafile": cafile,
-        "timeout": timeout,
-    }
-    proc = lab.controller_exec(
-        [sys.executable, "-c", _REQUEST_SCRIPT], input=json.dumps(spec), timeout=timeout + 10
-    )
-    if proc.returncode != 0:
-        return Response(-1, proc.stderr.strip())
-    out = json.loads(proc.stdout)
-    return Response(out["status"], out["body"])

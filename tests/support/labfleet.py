@@ -231,3 +231,32 @@ def wait_in_flight(fleet: Fleet, *, timeout: float = 30, port: int = AGENT_PORT)
         idle = [h for h in idle if not busy(h)]
         if idle and time.monotonic() > deadline:
             raise AssertionError(f"no solve in flight on {[h.name for h in idle]} after {timeout}s")
+
+
+def admin_get(fleet: Fleet, path: str):
+    """GET on the collector's admin API with the lab's admin token."""
+    collector = fleet.host("collector")
+    return controller_request(
+        fleet.lab,
+        "GET",
+        f"http://{collector.address}:{COLLECTOR_PORT}/admin/v1/{path}",
+        headers={"Authorization": f"Bearer {fleet.admin_token}"},
+    )
+
+
+def key_successes(fleet: Fleet, key_id: str = "alice-lab") -> int:
+    """Successful solves of one key recorded at the collector (exactly-once summary)."""
+    resp = admin_get(fleet, "summary")
+    assert resp.status == 200, resp
+    return resp.json()["keys"][key_id]["successes"]
+
+
+def wait_usage_equals(fleet: Fleet, expected: int, *, timeout: float = 60) -> int:
+    """Wait until the collector holds ``expected`` successes of the lab key (agents ship within
+    seconds); return the final count, which the caller asserts (more would be a double charge)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = key_successes(fleet)
+        if seen >= expected or time.monotonic() > deadline:
+            return seen
+        time.sleep(0.5)
