@@ -1,6 +1,8 @@
-"""Liveness (the process answers) and readiness (the database answers)."""
+"""Liveness (the process answers) and readiness (the database answers, and how fast)."""
 
 from __future__ import annotations
+
+import time
 
 from flask import Blueprint, jsonify
 
@@ -18,8 +20,10 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
+    started = time.monotonic()
     try:
         current().db.ping()
     except StoreError:
         return error_response(503, "unavailable", "database unreachable")
-    return jsonify({"ok": True})
+    ping_ms = round((time.monotonic() - started) * 1000, 1)
+    return jsonify({"ok": True, "db": "reachable", "db_ping_ms": ping_ms})
