@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -92,6 +93,27 @@ def status(lab: Lab) -> None:
     if not st.healthy:
         click.echo(f"lab {lab.name!r} is {'degraded' if st.exists else 'down'}")
         raise SystemExit(1)
+
+
+@lab_group.command()
+@click.option("--solvers", type=int, default=3, show_default=True, help="Solver hosts.")
+@click.option(
+    "--wheelhouse",
+    type=click.Path(file_okay=False, exists=True),
+    default="wheelhouse",
+    show_default=True,
+    help="Wheels to install on the hosts (`make wheelhouse`).",
+)
+@_lab_options
+def demo(lab: Lab, solvers: int, wheelhouse: str) -> None:
+    """Deploy a demo fleet with the playbooks: site.yml, team.yml, solves through HAProxy over
+    TLS, health.yml. Run it from the repository checkout (`make demo` does)."""
+    from solverfleet.lab.demo import Demo
+
+    repo = Path.cwd()
+    if not (repo / "playbooks" / "site.yml").exists():
+        raise LabError("run the demo from the solverfleet checkout (playbooks/site.yml not found)")
+    Demo(lab, repo, Path(wheelhouse).resolve(), Console()).run(solvers)
 
 
 @lab_group.command(context_settings=_PASSTHROUGH)
