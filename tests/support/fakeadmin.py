@@ -35,6 +35,9 @@ class FakeAdmin:
             def do_POST(self) -> None:
                 fake._handle(self, "POST")
 
+            def do_PATCH(self) -> None:
+                fake._handle(self, "PATCH")
+
             def log_message(self, *args: object) -> None:  # keep test output clean
                 pass
 

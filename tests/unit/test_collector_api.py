@@ -40,11 +40,15 @@ def state(h: AppHarness) -> tuple:
 )
 def test_tokens_are_required_and_not_interchangeable(h: AppHarness, method: str, path: str):
     wrong = h.fleet_token if path.startswith("/admin") else h.admin_token
-    for token in (None, "nope", wrong):
+    for token in (None, "nope"):
         response = h.call(method, path, token, json={})
         assert response.status_code == 401
         assert response.get_json()["error"] == "unauthorized"
         assert response.headers["WWW-Authenticate"] == "Bearer"
+    # The other surface's token is known but has the wrong role (tests/unit/test_auth_roles.py).
+    response = h.call(method, path, wrong, json={})
+    assert response.status_code == 403
+    assert response.get_json()["error"] == "forbidden"
 
 
 def test_health_needs_no_token(h: AppHarness) -> None:
@@ -80,7 +84,7 @@ def test_health_needs_no_token(h: AppHarness) -> None:
             "invalid_config",
         ),
         ("/admin/v1/apply?dry_run=maybe", b"{}", 400, "invalid"),
-        ("/agent/v1/sync", b"{}", 401, "unauthorized"),  # admin token on the agent surface
+        ("/agent/v1/sync", b"{}", 403, "forbidden"),  # admin token on the agent surface
     ],
 )
 def test_bad_admin_input_is_a_4xx_and_changes_nothing(

@@ -2,6 +2,10 @@
 
 A new snapshot replaces the old one in a single attribute assignment, so a request sees either
 the old or the new data, never a mix, and a deactivation applies to the next request.
+
+During a rotation's grace a key is indexed under both secret hashes, so the lookup stays one
+dict access; the old one is accepted only until ``previous_until`` by this host's clock, so it
+stops working on every agent at the same moment without waiting for a sync.
 """
 
 from __future__ import annotations
@@ -39,6 +43,14 @@ class Key:
     ip_allowlist: tuple[Net, ...] | None
     active: bool
     balance_micros: int
+    previous_hash: str | None = None  # the secret a rotation replaced ...
+    previous_until: float = 0.0  # ... accepted until this unix time (agent clock)
+
+    def accepts(self, digest: str, now: float) -> bool:
+        """Whether ``digest`` (found in ``by_hash``) is this key's secret right now."""
+        return digest == self.secret_hash or (
+            digest == self.previous_hash and now < self.previous_until
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +59,7 @@ class Snapshot:
     prices: dict[str, int]
     users: dict[str, User]
     keys: dict[str, Key]  # by key id
-    by_hash: dict[str, Key]  # by sha256 hex of the secret
+    by_hash: dict[str, Key]  # by sha256 hex of the secret (and of a rotated-out one in grace)
 
 
 def _opt_int(value: Any, where: str) -> int | None:
@@ -76,6 +88,8 @@ def parse_snapshot(version: int, config: dict[str, Any]) -> Snapshot:
         for raw in config.get("keys") or []:
             allowed = raw.get("allowed_types")
             allow_ips = raw.get("ip_allowlist")
+            previous = raw.get("previous_secret_hash")
+            until_ms = _opt_int(raw.get("previous_until_ms"), f"key {raw['id']}.previous_until_ms")
             key = Key(
                 id=raw["id"],
                 secret_hash=str(raw["secret_hash"]).lower(),
@@ -88,9 +102,15 @@ def parse_snapshot(version: int, config: dict[str, Any]) -> Snapshot:
                 ip_allowlist=None if allow_ips is None else parse_nets(allow_ips),
                 active=bool(raw.get("active", True)),
                 balance_micros=int(raw.get("balance_micros") or 0),
+                previous_hash=None if not previous or until_ms is None else str(previous).lower(),
+                previous_until=0.0 if until_ms is None else until_ms / 1000,
             )
             keys[key.id] = key
             by_hash[key.secret_hash] = key
+        for key in keys.values():
+            # A current secret always wins over a rotated-out one of another key.
+            if key.previous_hash is not None:
+                by_hash.setdefault(key.previous_hash, key)
     except SnapshotError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 
 from solverfleet.agent.clientip import in_nets, parse_ip
 from solverfleet.agent.keystore import Key, Snapshot, User
@@ -75,12 +76,18 @@ def _short(text: str) -> str:
     return text if len(text) <= 64 else text[:61] + "..."
 
 
-def authenticate(snap: Snapshot, secret: str | None) -> tuple[Key, User] | Decision:
-    """Key known, key active, user active: ``(key, user)`` or the refusal."""
+def authenticate(
+    snap: Snapshot, secret: str | None, now: float | None = None
+) -> tuple[Key, User] | Decision:
+    """Key known, key active, user active: ``(key, user)`` or the refusal. A rotated-out
+    secret counts as known until its grace ends (``now``: unix time, default this host's)."""
     if not secret:
         return Decision("invalid_key", "missing API key (Authorization: Bearer <key>)")
-    key = snap.by_hash.get(hashlib.sha256(secret.encode()).hexdigest())
-    if key is None:
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    key = snap.by_hash.get(digest)
+    if key is None or (
+        digest != key.secret_hash and not key.accepts(digest, time.time() if now is None else now)
+    ):
         return Decision("invalid_key", "unknown API key")
     if not key.active:
         return Decision("key_disabled", "this API key is disabled")
@@ -117,7 +124,7 @@ def check(
     offline: bool = False,
     allowance: int = 0,
 ) -> Decision:
-    auth = authenticate(snap, secret)
+    auth = authenticate(snap, secret, now)
     if isinstance(auth, Decision):
         return auth
     return _admit(snap, ledger, auth[0], auth[1], slug, client_ip, now, offline, allowance)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from typing import Any
@@ -19,7 +20,7 @@ _PLAIN_DECIMAL = re.compile(r"^-?\d+(\.\d+)?$")
 
 @click.group("keys")
 def keys_group() -> None:
-    """API keys: list, top up, activate, deactivate."""
+    """API keys: create, list, set limits, rotate, top up, activate, deactivate."""
 
 
 @click.group("users")
@@ -153,3 +154,182 @@ def _active(value: Any) -> Text:
 def _print_json(data: Any) -> None:
     # default=str keeps Decimal values (from the client's exact parsing) exact in the output.
     click.echo(json.dumps(data, indent=2, default=str))
+
+
+# --- key lifecycle: create, set, rotate, transactions ----------------------------------------
+
+
+def _balance(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not _PLAIN_DECIMAL.match(value.strip()):
+        raise click.BadParameter(f"not a decimal amount such as 10.00: {value!r}")
+    try:
+        return format_micros(to_micros(value))
+    except (MoneyError, ArithmeticError) as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _csv(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _when(seconds: Any) -> str:
+    if seconds is None:
+        return "-"
+    stamp = dt.datetime.fromtimestamp(float(seconds), dt.UTC)
+    return stamp.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+_limit_options = [
+    click.option("--project", help="Project label."),
+    click.option("--environment", help="Environment label (e.g. prod)."),
+    click.option("--types", help="Comma-separated captcha types the key may use."),
+    click.option("--cpm", type=click.IntRange(min=0), help="Calls-per-minute ceiling."),
+    click.option("--ips", help="Comma-separated CIDRs calls may come from."),
+]
+
+
+def _with_limit_options(fn: Any) -> Any:
+    for option in reversed(_limit_options):
+        fn = option(fn)
+    return fn
+
+
+@keys_group.command("create")
+@click.argument("user_id")
+@click.option("--id", "key_id", help="Key id (default: USER_ID-<random>).")
+@_with_limit_options
+@click.option("--balance", callback=_balance, help="Opening balance, e.g. 10.00 (default 0).")
+@click.option("--inactive", is_flag=True, help="Create it deactivated.")
+@_json_flag
+@admin_options
+def keys_create(
+    client: AdminClient,
+    user_id: str,
+    key_id: str | None,
+    project: str | None,
+    environment: str | None,
+    types: str | None,
+    cpm: int | None,
+    ips: str | None,
+    balance: str | None,
+    inactive: bool,
+    as_json: bool,
+) -> None:
+    """Create a key for USER_ID and print its secret (shown this once; stored hashed).
+
+    Without --types, --cpm or --ips the key has no such limit.
+    """
+    result = client.create_key(
+        user_id,
+        id=key_id,
+        project=project,
+        environment=environment,
+        balance=balance,
+        allowed_types=_csv(types),
+        cpm=cpm,
+        ip_allowlist=_csv(ips),
+        active=False if inactive else None,
+    )
+    if as_json:
+        _print_json(result)
+        return
+    key = result.get("key") or {}
+    console.print(
+        f"Created key {key.get('id')} for {key.get('user_id')}"
+        f" (balance {money(key.get('balance'))}).",
+        markup=False,
+    )
+    console.print(f"Secret (shown once, store it now): {result.get('secret')}", markup=False)
+
+
+@keys_group.command("set")
+@click.argument("key_id")
+@_with_limit_options
+@click.option("--no-project", is_flag=True, help="Remove the project label.")
+@click.option("--no-environment", is_flag=True, help="Remove the environment label.")
+@click.option("--all-types", is_flag=True, help="Allow every priced captcha type.")
+@click.option("--no-cpm", is_flag=True, help="Lift the calls-per-minute ceiling.")
+@click.option("--any-ip", is_flag=True, help="Accept calls from any address.")
+@admin_options
+def keys_set(client: AdminClient, key_id: str, **opts: Any) -> None:
+    """Change KEY_ID's limits and labels; agents apply them within about a second."""
+    pairs = {
+        "project": ("project", "no_project", opts["project"]),
+        "environment": ("environment", "no_environment", opts["environment"]),
+        "allowed_types": ("types", "all_types", _csv(opts["types"])),
+        "cpm": ("cpm", "no_cpm", opts["cpm"]),
+        "ip_allowlist": ("ips", "any_ip", _csv(opts["ips"])),
+    }
+    changes: dict[str, Any] = {}
+    for field, (name, lift, value) in pairs.items():
+        if opts[lift] and value is not None:
+            flag = lift.replace("_", "-")
+            raise click.UsageError(f"--{name} and --{flag} contradict each other")
+        if opts[lift]:
+            changes[field] = None
+        elif value is not None:
+            changes[field] = value
+    if not changes:
+        raise click.UsageError("nothing to change: give at least one option (see --help)")
+    result = client.update_key(key_id, changes)
+    changed = result.get("changed") or []
+    summary = ", ".join(changed) if changed else "nothing (already so)"
+    console.print(f"{key_id}: changed {summary}.", markup=False)
+
+
+@keys_group.command("rotate")
+@click.argument("key_id")
+@click.option(
+    "--grace",
+    type=click.IntRange(0, 30 * 86400),
+    default=0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long the old secret keeps working (0: refused at once).",
+)
+@_json_flag
+@admin_options
+def keys_rotate(client: AdminClient, key_id: str, grace: int, as_json: bool) -> None:
+    """Give KEY_ID a new secret (printed once); the old one works for --grace seconds."""
+    result = client.rotate_key(key_id, grace)
+    if as_json:
+        _print_json(result)
+        return
+    console.print(f"Rotated {key_id}.", markup=False)
+    console.print(f"New secret (shown once, store it now): {result.get('secret')}", markup=False)
+    until = result.get("previous_valid_until")
+    if until is None:
+        console.print("The old secret is refused from now on.", markup=False)
+    else:
+        console.print(f"The old secret works until {_when(until)} ({grace} s).", markup=False)
+
+
+@keys_group.command("transactions")
+@click.argument("key_id")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@_json_flag
+@admin_options
+def keys_transactions(client: AdminClient, key_id: str, limit: int, as_json: bool) -> None:
+    """KEY_ID's ledger: opening balance and top-ups, newest first, with who and why."""
+    rows = client.key_transactions(key_id, limit)
+    if as_json:
+        _print_json({"key": key_id, "transactions": rows})
+        return
+    table = Table(title=f"{key_id}: {len(rows)} transaction(s)", title_justify="left")
+    for name in ("id", "when (UTC)", "amount", "balance after", "reason", "by"):
+        right = name in ("id", "amount", "balance after")
+        table.add_column(name, justify="right" if right else "left", no_wrap=name != "reason")
+    for row in rows:
+        table.add_row(
+            _cell(row.get("id")),
+            Text(_when(row.get("created"))),
+            Text(money(row.get("amount"))),
+            Text(money(row.get("balance_after"))),
+            _cell(row.get("reason")),
+            _cell(row.get("actor")),
+        )
+    console.print(table)

@@ -34,6 +34,13 @@ class Unauthorized(Problem):
     code = "unauthorized"
 
 
+class Forbidden(Problem):
+    """A valid credential whose role may not do this (403)."""
+
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(Problem):
     status = 404
     code = "not_found"

@@ -1,5 +1,7 @@
-"""The admin API (``/admin/v1/*``), authenticated with the admin token.
+"""The admin API (``/admin/v1/*``): team config, keys, users, usage, fleet, tokens.
 
+Every route is for admins unless marked ``@auth.roles("admin", "user")``; a user token sees
+only its own data (``auth.scope()``), and another user's key answers 404 like a missing one.
 Every bad input is a 4xx JSON error and changes nothing: bodies are parsed and checked in
 full before the single transaction that applies them.
 """
@@ -8,7 +10,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from solverfleet.collector import accounts, auth, reports
+from solverfleet.collector import accounts, auth, keys, reports, tokens
 from solverfleet.collector.context import current
 from solverfleet.collector.errors import bad_request, read_object
 from solverfleet.money import MoneyError, to_micros
@@ -21,7 +23,7 @@ bp = Blueprint("admin", __name__, url_prefix="/admin/v1")
 @bp.before_request
 def _guard() -> None:
     request.max_content_length = MAX_BODY
-    auth.require(current().settings.admin_token, "admin")
+    auth.check()
 
 
 def _flag(name: str) -> bool:
@@ -33,22 +35,84 @@ def _flag(name: str) -> bool:
     raise bad_request(f"query parameter {name} must be 0 or 1")
 
 
+def _limit(default: int = 100) -> int:
+    raw = request.args.get("limit", str(default))
+    if not raw.isdigit() or not 1 <= int(raw) <= reports.MAX_LIMIT:
+        raise bad_request(f"limit must be a whole number from 1 to {reports.MAX_LIMIT}")
+    return int(raw)
+
+
+def _no_body() -> None:
+    # Actions that take no body: a body with fields in it is a mistake worth reporting.
+    if request.get_data(cache=True).strip():
+        read_object(())
+
+
+def _optional_object(allowed: tuple[str, ...]) -> dict:
+    return read_object(allowed) if request.get_data(cache=True).strip() else {}
+
+
+@bp.get("/whoami")
+@auth.roles("admin", "user")
+def whoami():
+    who = auth.principal()
+    return jsonify({"role": who.role, "user_id": who.user_id, "token_id": who.token_id})
+
+
 @bp.post("/apply")
 def apply():
     dry_run = _flag("dry_run")
     data = read_object()
     c = current()  # apply_config validates (400 invalid_config with every error) before writing
-    return jsonify(accounts.apply_config(c.db, data, dry_run=dry_run, now_ms=c.now_ms()))
+    result = accounts.apply_config(
+        c.db, data, dry_run=dry_run, now_ms=c.now_ms(), actor=auth.principal().actor
+    )
+    return jsonify(result)
+
+
+# --- keys -------------------------------------------------------------------------------------
 
 
 @bp.get("/keys")
-def keys():
-    return jsonify({"keys": accounts.list_keys(current().db)})
+@auth.roles("admin", "user")
+def list_keys():
+    return jsonify({"keys": accounts.list_keys(current().db, user_id=auth.scope())})
+
+
+@bp.post("/keys")
+def create_key():
+    data = read_object(keys.CREATE_FIELDS)
+    c = current()
+    created = keys.create(c.db, data, now_ms=c.now_ms(), actor=auth.principal().actor)
+    return jsonify(created), 201
 
 
 @bp.get("/keys/<key_id>")
+@auth.roles("admin", "user")
 def key(key_id: str):
-    return jsonify(accounts.get_key(current().db, key_id))
+    return jsonify(accounts.get_key(current().db, key_id, user_id=auth.scope()))
+
+
+@bp.patch("/keys/<key_id>")
+def update_key(key_id: str):
+    data = read_object(keys.LIMIT_FIELDS)
+    c = current()
+    return jsonify(keys.update_limits(c.db, key_id, data, now_ms=c.now_ms()))
+
+
+@bp.post("/keys/<key_id>/rotate")
+def rotate_key(key_id: str):
+    data = _optional_object(("grace_seconds",))
+    grace = keys.grace_seconds(data.get("grace_seconds"))
+    c = current()
+    return jsonify(keys.rotate(c.db, key_id, grace, now_ms=c.now_ms()))
+
+
+@bp.get("/keys/<key_id>/transactions")
+@auth.roles("admin", "user")
+def key_transactions(key_id: str):
+    rows = keys.transactions(current().db, key_id, user_id=auth.scope(), limit=_limit())
+    return jsonify({"key": key_id, "transactions": rows})
 
 
 @bp.post("/keys/<key_id>/topup")
@@ -64,13 +128,14 @@ def topup(key_id: str):
     if not isinstance(reason, str) or not reason.strip() or len(reason) > 255:
         raise bad_request("reason must be a string of 1 to 255 characters")
     c = current()
-    return jsonify(accounts.topup(c.db, key_id, micros, reason, now_ms=c.now_ms()))
+    result = accounts.topup(
+        c.db, key_id, micros, reason, now_ms=c.now_ms(), actor=auth.principal().actor
+    )
+    return jsonify(result)
 
 
 def _set_active(kind: str, ident: str, active: bool):
-    # These actions take no body; a body with fields in it is a mistake worth reporting.
-    if request.get_data(cache=True).strip():
-        read_object(())
+    _no_body()
     c = current()
     return jsonify(accounts.set_active(c.db, kind, ident, active, now_ms=c.now_ms()))
 
@@ -83,6 +148,9 @@ def deactivate_key(key_id: str):
 @bp.post("/keys/<key_id>/activate")
 def activate_key(key_id: str):
     return _set_active("key", key_id, True)
+
+
+# --- users, usage, fleet ----------------------------------------------------------------------
 
 
 @bp.post("/users/<user_id>/deactivate")
@@ -101,12 +169,10 @@ def users():
 
 
 @bp.get("/usage")
+@auth.roles("admin", "user")
 def usage():
     key_id = request.args.get("key_id") or None
-    raw = request.args.get("limit", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= reports.MAX_LIMIT:
-        raise bad_request(f"limit must be a whole number from 1 to {reports.MAX_LIMIT}")
-    events = reports.usage(current().db, key_id=key_id, limit=int(raw))
+    events = reports.usage(current().db, key_id=key_id, limit=_limit(), user_id=auth.scope())
     return jsonify({"events": events, "count": len(events)})
 
 
@@ -118,3 +184,33 @@ def summary():
 @bp.get("/agents")
 def agents():
     return jsonify({"agents": reports.agents(current().db)})
+
+
+# --- tokens -----------------------------------------------------------------------------------
+
+
+@bp.post("/tokens")
+def create_token():
+    data = read_object(("role", "user_id", "label"))
+    c = current()
+    created = tokens.create(
+        c.db,
+        role=data.get("role"),
+        user_id=data.get("user_id"),
+        label=data.get("label"),
+        now_ms=c.now_ms(),
+        actor=auth.principal().actor,
+    )
+    return jsonify(created), 201
+
+
+@bp.get("/tokens")
+def list_tokens():
+    return jsonify({"tokens": tokens.list_tokens(current().db)})
+
+
+@bp.post("/tokens/<int:token_id>/revoke")
+def revoke_token(token_id: int):
+    _no_body()
+    c = current()
+    return jsonify({"token": tokens.revoke(c.db, token_id, now_ms=c.now_ms())})

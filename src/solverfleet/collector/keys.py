@@ -1,0 +1,242 @@
+"""Key lifecycle through the admin API: create, change limits, rotate with a grace, ledger.
+
+Fields are checked by the team-config validator (``teamconfig.parse``), so a key made or changed
+here obeys exactly the rules of one written in a team config file. Every change agents must see
+bumps the config version in the same transaction (see ``accounts``). Secrets are generated here,
+returned once and stored only as hashes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from typing import Any
+
+from solverfleet import keyhash, teamconfig
+from solverfleet.collector import accounts
+from solverfleet.collector.problems import ConfigInvalid, Conflict, Invalid, NotFound
+from solverfleet.collector.store import Database, Tx
+from solverfleet.money import format_micros, to_micros
+
+CREATE_FIELDS = (
+    "id",
+    "user_id",
+    "project",
+    "environment",
+    "balance",
+    "allowed_types",
+    "cpm",
+    "ip_allowlist",
+    "active",
+)
+LIMIT_FIELDS = ("project", "environment", "allowed_types", "cpm", "ip_allowlist")
+_LIST_FIELDS = ("allowed_types", "ip_allowlist")  # stored as JSON text
+MAX_GRACE_SECONDS = 30 * 86400
+OPENING_REASON = "opening balance (key created)"
+_KEY_PATH = re.compile(r"^users\[0\]\.keys\[0\]\.?")
+
+
+class KeyInvalid(ConfigInvalid):
+    """Key fields that fail the team-config rules; ``errors`` name the fields."""
+
+    code = "invalid"
+
+
+def _field_error(error: str) -> str:
+    # The validator sees a one-user, one-key team config; name the request's fields instead.
+    error = _KEY_PATH.sub("", error)
+    return error.replace("users[0].id:", "user_id:", 1).replace("users[0]:", "(body):", 1)
+
+
+def validate(fields: dict[str, Any], *, user_id: Any, prices: dict[str, int]) -> dict:
+    """One key's fields (``id`` included), normalized as in a team config, or ``KeyInvalid``."""
+    doc = {
+        "prices": {t: format_micros(p) for t, p in prices.items()},
+        "users": [{"id": user_id, "keys": [fields]}],
+    }
+    try:
+        config = teamconfig.parse(doc, env=None)
+    except teamconfig.TeamConfigError as exc:
+        raise KeyInvalid([_field_error(e) for e in exc.errors]) from None
+    return config["users"][0]["keys"][0]
+
+
+def _prices(tx: Tx) -> dict[str, int]:
+    return {t: int(p) for t, p in tx.all("SELECT type, price_micros FROM prices")}
+
+
+def _stored(name: str, value: Any) -> Any:
+    return json.dumps(value) if name in _LIST_FIELDS and value is not None else value
+
+
+def _new_id(user_id: Any) -> str:
+    base = user_id[:110] if isinstance(user_id, str) else "key"
+    return f"{base}-{secrets.token_hex(4)}"
+
+
+# --- create -----------------------------------------------------------------------------------
+
+
+def create(db: Database, data: dict[str, Any], *, now_ms: int, actor: str | None = None) -> dict:
+    """A new key for an existing user: ``{"key": {...}, "secret": "sk_..."}`` (shown once).
+
+    ``data`` holds ``CREATE_FIELDS``; ``user_id`` is required, ``id`` is generated when absent.
+    The opening ``balance`` is a ledger transaction made by ``actor``.
+    """
+    user_id = data.get("user_id")
+    if user_id is None:
+        raise Invalid("user_id is required", "invalid")
+    fields = {k: v for k, v in data.items() if k != "user_id"}
+    if fields.get("id") is None:
+        fields["id"] = _new_id(user_id)
+    secret = keyhash.generate_secret()
+
+    def work(tx: Tx) -> str:
+        key = validate(fields, user_id=user_id, prices=_prices(tx))
+        user = tx.one("SELECT account FROM users WHERE id = ?" + tx.dialect.for_update, (user_id,))
+        if user is None:
+            raise Invalid(f"user {user_id!r} does not exist", "unknown_user")
+        if tx.one("SELECT 1 FROM api_keys WHERE id = ?", (key["id"],)) is not None:
+            raise Conflict(f"key {key['id']!r} already exists", "key_exists")
+        opening = to_micros(key["balance"])
+        tx.execute(
+            f"INSERT INTO api_keys ({accounts.KEY_COLUMNS}, updated_ms)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                key["id"],
+                user_id,
+                user[0],
+                keyhash.hash_secret(secret),
+                key["project"],
+                key["environment"],
+                opening,
+                _stored("allowed_types", key["allowed_types"]),
+                key["cpm"],
+                _stored("ip_allowlist", key["ip_allowlist"]),
+                1 if key["active"] else 0,
+                now_ms,
+            ),
+        )
+        if opening:
+            accounts.ledger_entry(tx, key["id"], opening, opening, OPENING_REASON, now_ms, actor)
+        accounts.bump_version(tx)
+        return key["id"]
+
+    key_id = db.transaction(work)
+    return {"key": accounts.get_key(db, key_id), "secret": secret}
+
+
+# --- limits -----------------------------------------------------------------------------------
+
+
+def update_limits(db: Database, key_id: str, data: dict[str, Any], *, now_ms: int) -> dict:
+    """Change some of ``LIMIT_FIELDS`` (null lifts a limit): ``{"key": {...}, "changed": [...]}``.
+
+    Agents see the change on their next sync (about ``sync_interval`` later).
+    """
+    unknown = sorted(set(data) - set(LIMIT_FIELDS))
+    if unknown:
+        raise Invalid(f"unknown field(s): {', '.join(unknown)}", "unknown_field")
+    if not data:
+        raise Invalid(f"nothing to change: give any of {', '.join(LIMIT_FIELDS)}", "invalid")
+    columns = ", ".join(("user_id", *LIMIT_FIELDS))
+
+    def work(tx: Tx) -> list[str]:
+        rows = tx.dicts(
+            f"SELECT {columns} FROM api_keys WHERE id = ?" + tx.dialect.for_update, (key_id,)
+        )
+        if not rows:
+            raise NotFound(f"key {key_id!r} does not exist")
+        row = rows[0]
+        key = validate({**data, "id": key_id}, user_id=row["user_id"], prices=_prices(tx))
+        changed = [f for f in LIMIT_FIELDS if f in data and _stored(f, key[f]) != row[f]]
+        if changed:
+            sets = ", ".join(f"{f} = ?" for f in changed)
+            tx.execute(
+                f"UPDATE api_keys SET {sets}, updated_ms = ? WHERE id = ?",
+                (*(_stored(f, key[f]) for f in changed), now_ms, key_id),
+            )
+            accounts.bump_version(tx)
+        return changed
+
+    changed = db.transaction(work)
+    return {"key": accounts.get_key(db, key_id), "changed": changed}
+
+
+# --- rotation ---------------------------------------------------------------------------------
+
+
+def grace_seconds(value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_GRACE_SECONDS:
+        raise Invalid(
+            f"grace_seconds must be a whole number from 0 to {MAX_GRACE_SECONDS}", "invalid_grace"
+        )
+    return value
+
+
+def rotate(db: Database, key_id: str, grace: int, *, now_ms: int) -> dict:
+    """Give the key a new secret (returned once). The old one keeps working on every agent for
+    ``grace`` seconds, then is refused everywhere. Rotating again ends an earlier grace now."""
+    grace = grace_seconds(grace)
+    secret = keyhash.generate_secret()
+    until_ms = now_ms + grace * 1000 if grace else None
+
+    def work(tx: Tx) -> None:
+        row = tx.one(
+            "SELECT secret_hash FROM api_keys WHERE id = ?" + tx.dialect.for_update, (key_id,)
+        )
+        if row is None:
+            raise NotFound(f"key {key_id!r} does not exist")
+        tx.execute(
+            "UPDATE api_keys SET secret_hash = ?, previous_secret_hash = ?,"
+            " previous_until_ms = ?, updated_ms = ? WHERE id = ?",
+            (keyhash.hash_secret(secret), row[0] if grace else None, until_ms, now_ms, key_id),
+        )
+        accounts.bump_version(tx)
+
+    db.transaction(work)
+    return {
+        "key": key_id,
+        "secret": secret,
+        "grace_seconds": grace,
+        "previous_valid_until": None if until_ms is None else until_ms / 1000,
+    }
+
+
+# --- ledger -----------------------------------------------------------------------------------
+
+
+def transactions(
+    db: Database, key_id: str, *, user_id: str | None = None, limit: int = 100
+) -> list[dict]:
+    """The key's ledger (opening balance, top-ups) newest first, with who and why.
+
+    With ``user_id`` (a user token's scope), another user's key is ``NotFound``.
+    """
+
+    def read(tx: Tx) -> tuple[tuple | None, list[dict]]:
+        owner = tx.one("SELECT user_id FROM api_keys WHERE id = ?", (key_id,))
+        rows = tx.dicts(
+            "SELECT id, amount_micros, balance_after_micros, reason, actor, created_ms"
+            " FROM transactions WHERE key_id = ? ORDER BY id DESC LIMIT ?",
+            (key_id, limit),
+        )
+        return owner, rows
+
+    owner, rows = db.read(read)
+    if owner is None or (user_id is not None and owner[0] != user_id):
+        raise NotFound(f"key {key_id!r} does not exist")
+    return [
+        {
+            "id": int(r["id"]),
+            "amount": format_micros(int(r["amount_micros"])),
+            "balance_after": format_micros(int(r["balance_after_micros"])),
+            "reason": r["reason"],
+            "actor": r["actor"],
+            "created": int(r["created_ms"]) / 1000,
+        }
+        for r in rows
+    ]

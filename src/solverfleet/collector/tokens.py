@@ -1,0 +1,158 @@
+"""Bearer tokens for the admin API (roles admin, user) and the fleet protocol (service).
+
+A token is shown once, when it is created; only its sha256 is stored, so a copy of the
+database lets nobody in. Tokens are 32 random bytes, so a fast hash is enough (as for API keys).
+The settings' ``admin_token`` and ``fleet_token`` are not stored here: they stay valid as the
+bootstrap admin and service credentials (``collector.auth``).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from solverfleet.collector.problems import Invalid, NotFound
+from solverfleet.collector.store import Database, Tx
+from solverfleet.keyhash import hash_secret
+from solverfleet.teamconfig import ROLES
+
+TOKEN_PREFIX = "sft_"
+# last_used is a heartbeat, not an audit trail: one write a minute per token at most.
+TOUCH_EVERY_MS = 60_000
+MAX_LABEL = 128
+COLUMNS = "id, role, user_id, label, created_ms, created_by, last_used_ms, revoked_ms"
+
+
+@dataclass(frozen=True)
+class Found:
+    """A live token that matched: who it speaks for."""
+
+    id: int
+    role: str
+    user_id: str | None
+    user_active: bool
+
+
+def generate() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def _seconds(ms: Any) -> float | None:
+    return None if ms is None else int(ms) / 1000
+
+
+def public(row: dict[str, Any]) -> dict[str, Any]:
+    """A token as the API shows it: never the token, never its hash."""
+    return {
+        "id": int(row["id"]),
+        "role": row["role"],
+        "user_id": row["user_id"],
+        "label": row["label"],
+        "created": _seconds(row["created_ms"]),
+        "created_by": row["created_by"],
+        "last_used": _seconds(row["last_used_ms"]),
+        "revoked": _seconds(row["revoked_ms"]),
+        "active": row["revoked_ms"] is None,
+    }
+
+
+def check_request(role: Any, user_id: Any, label: Any) -> tuple[str, str | None, str | None]:
+    """Validate a create request's fields (types and combinations); 400 on any problem."""
+    if role not in ROLES:
+        raise Invalid(f"role must be one of {', '.join(ROLES)}", "invalid_role")
+    if role == "user":
+        if not isinstance(user_id, str) or not user_id:
+            raise Invalid("a user token needs the user_id of an existing user", "invalid")
+    elif user_id is not None:
+        raise Invalid(f"user_id is only for user tokens, not {role} tokens", "invalid")
+    if label is not None and (
+        not isinstance(label, str)
+        or not label.strip()
+        or len(label) > MAX_LABEL
+        or not label.isprintable()
+    ):
+        raise Invalid(f"label must be 1 to {MAX_LABEL} printable characters", "invalid")
+    return role, user_id, label
+
+
+def create(
+    db: Database,
+    *,
+    role: Any,
+    user_id: Any = None,
+    label: Any = None,
+    now_ms: int,
+    actor: str | None = None,
+) -> dict:
+    """A new token: ``{"token": public fields, "secret": the token}`` (shown this once)."""
+    role, user_id, label = check_request(role, user_id, label)
+    secret = generate()
+
+    def work(tx: Tx) -> int:
+        if user_id is not None and tx.one("SELECT 1 FROM users WHERE id = ?", (user_id,)) is None:
+            raise Invalid(f"user {user_id!r} does not exist", "unknown_user")
+        return tx.insert(
+            "INSERT INTO api_tokens (role, user_id, label, token_hash, created_ms, created_by)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (role, user_id, label, hash_secret(secret), now_ms, actor),
+        )
+
+    token_id = db.transaction(work)
+    return {"token": get(db, token_id), "secret": secret}
+
+
+def get(db: Database, token_id: int) -> dict:
+    rows = db.read(
+        lambda tx: tx.dicts(f"SELECT {COLUMNS} FROM api_tokens WHERE id = ?", (token_id,))
+    )
+    if not rows:
+        raise NotFound(f"token {token_id} does not exist")
+    return public(rows[0])
+
+
+def list_tokens(db: Database, *, user_id: str | None = None) -> list[dict]:
+    """Every token (revoked ones too, marked), oldest first; or only ``user_id``'s."""
+    where, params = ("WHERE user_id = ? ", (user_id,)) if user_id is not None else ("", ())
+    rows = db.read(
+        lambda tx: tx.dicts(f"SELECT {COLUMNS} FROM api_tokens {where}ORDER BY id", params)
+    )
+    return [public(r) for r in rows]
+
+
+def revoke(db: Database, token_id: int, *, now_ms: int) -> dict:
+    """Revoke a token: refused from the next request on. Revoking twice keeps the first time."""
+
+    def work(tx: Tx) -> None:
+        row = tx.one(
+            "SELECT revoked_ms FROM api_tokens WHERE id = ?" + tx.dialect.for_update, (token_id,)
+        )
+        if row is None:
+            raise NotFound(f"token {token_id} does not exist")
+        if row[0] is None:
+            tx.execute("UPDATE api_tokens SET revoked_ms = ? WHERE id = ?", (now_ms, token_id))
+
+    db.transaction(work)
+    return get(db, token_id)
+
+
+def lookup(db: Database, secret: str, *, now_ms: int) -> Found | None:
+    """The live token ``secret`` is, or None (unknown or revoked)."""
+    digest = hash_secret(secret)
+    row = db.read(
+        lambda tx: tx.one(
+            "SELECT t.id, t.role, t.user_id, t.revoked_ms, t.last_used_ms, u.active"
+            " FROM api_tokens t LEFT JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?",
+            (digest,),
+        )
+    )
+    if row is None or row[3] is not None:
+        return None
+    token_id, role, user_id, _, last_used, user_active = row
+    if last_used is None or now_ms - int(last_used) >= TOUCH_EVERY_MS:
+        db.transaction(
+            lambda tx: tx.execute(
+                "UPDATE api_tokens SET last_used_ms = ? WHERE id = ?", (now_ms, token_id)
+            )
+        )
+    return Found(int(token_id), role, user_id, bool(user_active))
