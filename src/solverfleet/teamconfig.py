@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -42,9 +43,15 @@ _AMOUNT_RE = re.compile(r"^-?\d+(\.\d+)?$")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+$")
 # Secrets travel in HTTP headers: printable ASCII, no whitespace.
 _SECRET_RE = re.compile(r"^[!-~]+$")
+_URL_CHARS = re.compile(r"^[!-~]+$")
 
-_ROOT_FIELDS = ("account", "low_balance_alert", "prices", "users")
-_ALERT_FIELDS = ("enabled", "threshold")
+# ``lowBalanceAlert`` is the seed's spelling of ``low_balance_alert``; either may be given.
+_ROOT_FIELDS = ("account", "low_balance_alert", "lowBalanceAlert", "prices", "users")
+_ALERT_FIELDS = ("enabled", "threshold", "webhooks")
+_WEBHOOK_FIELDS = ("url", "secret")
+MAX_WEBHOOKS = 10
+MAX_URL_LENGTH = 2048
+MIN_WEBHOOK_SECRET_LENGTH = 16  # an HMAC key: long enough not to be guessed
 _USER_FIELDS = ("id", "email", "role", "daily_limit", "active", "keys")
 _SEED_USER_FIELDS = ("id", "email", "role", "daily_limit", "active", "api_key")
 _KEY_FIELDS = (
@@ -256,9 +263,7 @@ class _Parser:
         users = self.field(self.users, data.get("users"), "users", prices)
         return {
             "account": self.field(self.ident, data.get("account"), "account", "default"),
-            "low_balance_alert": self.field(
-                self.alert, data.get("low_balance_alert"), "low_balance_alert"
-            ),
+            "low_balance_alert": self.field(self.alert_section, data),
             "prices": prices if prices is not None else {},
             "users": users if users is not None else [],
         }
@@ -274,17 +279,102 @@ class _Parser:
 
     # sections
 
+    def alert_section(self, data: dict) -> dict | None:
+        if "low_balance_alert" in data and "lowBalanceAlert" in data:
+            raise self.fail(
+                "lowBalanceAlert",
+                "give low_balance_alert or lowBalanceAlert (the seed's spelling), not both",
+            )
+        name = "lowBalanceAlert" if "lowBalanceAlert" in data else "low_balance_alert"
+        return self.alert(data.get(name), name)
+
     def alert(self, value: Any, path: str) -> dict | None:
         if value is None:
             return None
         if not isinstance(value, dict):
             raise self.fail(
-                path, f"must be a mapping with enabled and threshold, not {_kind(value)}"
+                path, f"must be a mapping with enabled, threshold and webhooks, not {_kind(value)}"
             )
         self.check_fields(value, path, _ALERT_FIELDS)
         enabled = self.field(self.boolean, value.get("enabled"), _join(path, "enabled"), True)
         threshold = self.field(self.amount, value.get("threshold"), _join(path, "threshold"), "0")
-        return {"enabled": enabled, "threshold": threshold}
+        webhooks = self.field(self.webhooks, value.get("webhooks"), _join(path, "webhooks"))
+        return {"enabled": enabled, "threshold": threshold, "webhooks": webhooks or []}
+
+    def webhooks(self, value: Any, path: str) -> list[dict]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise self.fail(path, f"must be a list of {{url, secret}} mappings, not {_kind(value)}")
+        if len(value) > MAX_WEBHOOKS:
+            raise self.fail(path, f"at most {MAX_WEBHOOKS} webhooks, got {len(value)}")
+        out: list[dict] = []
+        seen: dict[str, str] = {}
+        for i, item in enumerate(value):
+            where = f"{path}[{i}]"
+            hook = self.field(self.webhook, item, where)
+            if hook is None:
+                continue
+            if hook["url"] in seen:
+                self.fail(_join(where, "url"), f"duplicate webhook URL (also {seen[hook['url']]})")
+                continue
+            seen[hook["url"]] = where
+            out.append(hook)
+        if len(out) != len(value):
+            raise _Invalid()
+        return out
+
+    def webhook(self, value: Any, path: str) -> dict:
+        if not isinstance(value, dict):
+            raise self.fail(
+                path, f"a webhook must be a mapping with url and secret, not {_kind(value)}"
+            )
+        self.check_fields(value, path, _WEBHOOK_FIELDS)
+        url = self.field(self.url, value.get("url"), _join(path, "url"))
+        secret = self.field(self.webhook_secret, value.get("secret"), _join(path, "secret"))
+        if url is None or secret is None:
+            raise _Invalid()
+        return {"url": url, "secret": secret}
+
+    def url(self, value: Any, path: str) -> str:
+        # Messages never repeat the URL: webhook URLs often carry a token of their own.
+        if value is None:
+            raise self.fail(path, "required")
+        if not isinstance(value, str):
+            raise self.fail(path, f"must be a string, not {_kind(value)}")
+        if len(value) > MAX_URL_LENGTH:
+            raise self.fail(path, f"longer than {MAX_URL_LENGTH} characters")
+        if not _URL_CHARS.fullmatch(value):
+            raise self.fail(path, "must be printable ASCII without spaces (percent-encode)")
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise self.fail(path, "not a valid URL") from None
+        if parts.scheme not in ("http", "https"):
+            raise self.fail(path, "must be an http:// or https:// URL")
+        if not parts.hostname:
+            raise self.fail(path, "has no host")
+        if parts.fragment:
+            raise self.fail(path, "must not have a #fragment")
+        return value
+
+    def webhook_secret(self, value: Any, path: str) -> str:
+        # Like API key secrets: never echoed, even malformed; name the ENV: source instead.
+        if value is None:
+            raise self.fail(path, "required: the key that signs deliveries (HMAC-SHA256)")
+        source = f" (value of ENV:{self.env_paths[path]})" if path in self.env_paths else ""
+        if not isinstance(value, str):
+            raise self.fail(path, f"a secret must be a string, not {_kind(value)}")
+        if not _SECRET_RE.fullmatch(value):
+            raise self.fail(path, f"a secret must be printable ASCII without spaces{source}")
+        if not MIN_WEBHOOK_SECRET_LENGTH <= len(value) <= MAX_SECRET_LENGTH:
+            raise self.fail(
+                path,
+                f"a webhook secret must have {MIN_WEBHOOK_SECRET_LENGTH} to {MAX_SECRET_LENGTH}"
+                f" characters{source}",
+            )
+        return value
 
     def prices(self, value: Any, path: str) -> dict[str, str] | None:
         if value is None:

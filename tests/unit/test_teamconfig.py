@@ -43,7 +43,7 @@ users:
 
 ISSUE_NORMALIZED = {
     "account": "acme",
-    "low_balance_alert": {"enabled": True, "threshold": "5.00"},
+    "low_balance_alert": {"enabled": True, "threshold": "5.00", "webhooks": []},
     "prices": {"recaptcha-v2": "0.003", "turnstile": "0.002", "image-to-text": "0.001"},
     "users": [
         {
@@ -172,6 +172,7 @@ def test_alert_defaults():
     assert parse({"low_balance_alert": {}})["low_balance_alert"] == {
         "enabled": True,
         "threshold": "0",
+        "webhooks": [],
     }
 
 

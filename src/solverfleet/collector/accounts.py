@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from solverfleet import keyhash, teamconfig
+from solverfleet.collector import notifications
 from solverfleet.collector.problems import ConfigInvalid, Conflict, Invalid, NotFound
 from solverfleet.collector.store import Database, Tx
 from solverfleet.money import MAX_AMOUNT_MICROS, format_micros, to_micros
@@ -87,7 +88,12 @@ class _DryRun(Exception):
 
 
 def apply_config(
-    db: Database, config: Any, dry_run: bool = False, *, now_ms: int | None = None
+    db: Database,
+    config: Any,
+    dry_run: bool = False,
+    *,
+    now_ms: int | None = None,
+    actor: str | None = None,
 ) -> dict:
     """Validate a team config and apply it in one transaction: all of it or none of it.
 
@@ -98,12 +104,16 @@ def apply_config(
     A key's ``balance`` is its opening balance, applied only when the key is created (as a
     ledger transaction); later changes go through top-ups, so re-applying the same file never
     refills spent credit. With ``dry_run`` the same work is done and then rolled back.
+    A key's ``secret`` is applied when the key is created and when the file's secret changes
+    (``config_secret_hash``), so re-applying a file never undoes an API rotation; keys the
+    file does not declare (e.g. made with ``POST /admin/v1/keys``) are left alone.
+    ``actor`` is recorded on the opening-balance ledger transactions.
     """
     cfg = _parse(config)
     stamp = int(time.time() * 1000) if now_ms is None else now_ms
 
     def work(tx: Tx) -> dict:
-        result = _apply(tx, cfg, now_ms=stamp, dry_run=dry_run)
+        result = _apply(tx, cfg, now_ms=stamp, dry_run=dry_run, actor=actor)
         if dry_run:
             raise _DryRun(result)
         return result
@@ -121,7 +131,7 @@ def _parse(config: Any) -> dict:
         raise ConfigInvalid(exc.errors) from None
 
 
-def _apply(tx: Tx, cfg: dict, *, now_ms: int, dry_run: bool) -> dict:
+def _apply(tx: Tx, cfg: dict, *, now_ms: int, dry_run: bool, actor: str | None) -> dict:
     created: list[dict] = []
     changed: list[dict] = []
     unchanged: list[dict] = []
@@ -154,7 +164,9 @@ def _apply(tx: Tx, cfg: dict, *, now_ms: int, dry_run: bool) -> dict:
     for user in users:
         note("user", user["id"], _apply_user(tx, user, account, existing_users, now_ms))
     for user_id, key in keys:
-        fields = _apply_key(tx, key, user_id, account, hashes[key["id"]], existing_keys, now_ms)
+        fields = _apply_key(
+            tx, key, user_id, account, hashes[key["id"]], existing_keys, now_ms, actor
+        )
         note("key", key["id"], fields)
 
     version = config_version(tx)
@@ -174,11 +186,18 @@ def _apply(tx: Tx, cfg: dict, *, now_ms: int, dry_run: bool) -> dict:
 def _secret_hashes(
     tx: Tx, keys: list[tuple[str, dict]], existing: dict[str, dict], generated: dict[str, str]
 ) -> dict[str, str | None]:
-    """The secret hash each key should end up with (None = keep), refusing reused secrets."""
+    """The secret hash each key should end up with (None = keep), refusing reused secrets.
+
+    An existing key keeps its secret unless the file's secret differs from the one the file
+    declared last time: an API rotation since then is not undone by re-applying the file.
+    """
+    declared = _config_secret_hashes(tx, [k["id"] for _, k in keys if k["id"] in existing])
     hashes: dict[str, str | None] = {}
     for _, key in keys:
         if key["secret"] is not None:
-            hashes[key["id"]] = keyhash.hash_secret(key["secret"])
+            digest = keyhash.hash_secret(key["secret"])
+            keep = key["id"] in existing and declared.get(key["id"]) == digest
+            hashes[key["id"]] = None if keep else digest
         elif key["id"] in existing:
             hashes[key["id"]] = None
         else:
@@ -188,9 +207,13 @@ def _secret_hashes(
     if len(set(wanted)) != len(wanted):
         raise Conflict("two keys in this config have the same secret", "secret_reused")
     if wanted:
+        # A secret still inside another key's rotation grace counts as that key's too.
+        marks = _in(len(wanted))
         owners = tx.all(
-            f"SELECT id, secret_hash FROM api_keys WHERE secret_hash IN ({_in(len(wanted))})",
-            wanted,
+            f"SELECT id, secret_hash FROM api_keys WHERE secret_hash IN ({marks})"
+            f" UNION ALL SELECT id, previous_secret_hash FROM api_keys"
+            f" WHERE previous_secret_hash IN ({marks})",
+            [*wanted, *wanted],
         )
         for owner, digest in owners:
             mine = [kid for kid, h in hashes.items() if h == digest]
@@ -201,9 +224,19 @@ def _secret_hashes(
     return hashes
 
 
+def _config_secret_hashes(tx: Tx, ids: list[str]) -> dict[str, str | None]:
+    if not ids:
+        return {}
+    return dict(
+        tx.all(f"SELECT id, config_secret_hash FROM api_keys WHERE id IN ({_in(len(ids))})", ids)
+    )
+
+
 def _apply_account(tx: Tx, account: str, alert: dict | None, now_ms: int) -> list[str] | None:
     enabled = 1 if alert and alert["enabled"] else 0
     threshold = to_micros(alert["threshold"]) if alert else None
+    # The file is the whole truth about its account's webhooks: absent ones are removed.
+    webhooks = alert["webhooks"] if alert else []
     row = tx.one(
         "SELECT low_balance_enabled, low_balance_threshold_micros FROM accounts WHERE id = ?"
         + tx.dialect.for_update,
@@ -215,15 +248,19 @@ def _apply_account(tx: Tx, account: str, alert: dict | None, now_ms: int) -> lis
             " updated_ms) VALUES (?, ?, ?, ?)",
             (account, enabled, threshold, now_ms),
         )
+        notifications.apply_targets(tx, account, webhooks, now_ms=now_ms)
         return None
-    if (row[0], row[1]) == (enabled, threshold):
-        return []
-    tx.execute(
-        "UPDATE accounts SET low_balance_enabled = ?, low_balance_threshold_micros = ?,"
-        " updated_ms = ? WHERE id = ?",
-        (enabled, threshold, now_ms, account),
-    )
-    return ["low_balance_alert"]
+    fields = []
+    if (row[0], row[1]) != (enabled, threshold):
+        tx.execute(
+            "UPDATE accounts SET low_balance_enabled = ?, low_balance_threshold_micros = ?,"
+            " updated_ms = ? WHERE id = ?",
+            (enabled, threshold, now_ms, account),
+        )
+        fields.append("low_balance_alert")
+    if notifications.apply_targets(tx, account, webhooks, now_ms=now_ms):
+        fields.append("webhooks")
+    return fields
 
 
 def _apply_price(tx: Tx, type_: str, micros: int) -> list[str] | None:
@@ -275,6 +312,7 @@ def _apply_key(
     secret_hash: str | None,
     existing: dict[str, dict],
     now_ms: int,
+    actor: str | None = None,
 ) -> list[str] | None:
     want = {
         "user_id": user_id,
@@ -290,11 +328,13 @@ def _apply_key(
     stored = {**want, "allowed_types": _json_list(want["allowed_types"])}
     stored["ip_allowlist"] = _json_list(want["ip_allowlist"])
     stored["active"] = 1 if want["active"] else 0
+    # The file's own secret, remembered so that only a change in the file replaces it.
+    declared = secret_hash if key["secret"] is not None else None
     if row is None:
         opening = to_micros(key["balance"])
         tx.execute(
-            f"INSERT INTO api_keys ({KEY_COLUMNS}, updated_ms)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO api_keys ({KEY_COLUMNS}, updated_ms, config_secret_hash)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 key["id"],
                 user_id,
@@ -308,15 +348,24 @@ def _apply_key(
                 stored["ip_allowlist"],
                 stored["active"],
                 now_ms,
+                declared,
             ),
         )
         if opening:
-            _ledger(tx, key["id"], opening, opening, OPENING_REASON, now_ms)
+            ledger_entry(tx, key["id"], opening, opening, OPENING_REASON, now_ms, actor)
         return None
     fields = [name for name, value in want.items() if row[name] != value]
-    if secret_hash is not None and secret_hash != row["secret_hash"]:
-        fields.append("secret")
-        stored["secret_hash"] = secret_hash
+    if secret_hash is not None:
+        tx.execute("UPDATE api_keys SET config_secret_hash = ? WHERE id = ?", (declared, key["id"]))
+        if secret_hash != row["secret_hash"]:
+            # A new secret from the file replaces the key's at once (no grace, unlike rotate).
+            tx.execute(
+                "UPDATE api_keys SET previous_secret_hash = NULL, previous_until_ms = NULL"
+                " WHERE id = ?",
+                (key["id"],),
+            )
+            fields.append("secret")
+            stored["secret_hash"] = secret_hash
     if fields:
         columns = ["secret_hash" if f == "secret" else f for f in fields]
         sets = ", ".join(f"{col} = ?" for col in columns)
@@ -327,19 +376,37 @@ def _apply_key(
     return fields
 
 
-def _ledger(tx: Tx, key_id: str, amount: int, after: int, reason: str, now_ms: int) -> int:
+def ledger_entry(
+    tx: Tx,
+    key_id: str,
+    amount: int,
+    after: int,
+    reason: str,
+    now_ms: int,
+    actor: str | None = None,
+) -> int:
     return tx.insert(
-        "INSERT INTO transactions (key_id, amount_micros, balance_after_micros, reason, created_ms)"
-        " VALUES (?, ?, ?, ?, ?)",
-        (key_id, amount, after, reason, now_ms),
+        "INSERT INTO transactions"
+        " (key_id, amount_micros, balance_after_micros, reason, created_ms, actor)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (key_id, amount, after, reason, now_ms, actor),
     )
 
 
 # --- top-ups and flags ------------------------------------------------------------------------
 
 
-def topup(db: Database, key_id: str, amount_micros: int, reason: str, *, now_ms: int) -> dict:
-    """Add credit to a key as a ledger transaction; returns the new balance and its id."""
+def topup(
+    db: Database,
+    key_id: str,
+    amount_micros: int,
+    reason: str,
+    *,
+    now_ms: int,
+    actor: str | None = None,
+) -> dict:
+    """Add credit to a key as a ledger transaction (why: ``reason``, who: ``actor``); returns
+    the new balance and the transaction's id."""
     if isinstance(amount_micros, bool) or not isinstance(amount_micros, int) or amount_micros <= 0:
         raise Invalid("amount must be greater than zero", "invalid_amount")
     if amount_micros > MAX_AMOUNT_MICROS:
@@ -353,7 +420,7 @@ def topup(db: Database, key_id: str, amount_micros: int, reason: str, *, now_ms:
             raise NotFound(f"key {key_id!r} does not exist")
         balance = row[0] + amount_micros
         tx.execute("UPDATE api_keys SET balance_micros = ? WHERE id = ?", (balance, key_id))
-        txn = _ledger(tx, key_id, amount_micros, balance, reason, now_ms)
+        txn = ledger_entry(tx, key_id, amount_micros, balance, reason, now_ms, actor)
         bump_version(tx)
         return {"key": key_id, "balance": format_micros(balance), "transaction_id": txn}
 
@@ -398,14 +465,22 @@ def _public_key(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def list_keys(db: Database) -> list[dict]:
-    rows = db.read(lambda tx: tx.dicts(f"SELECT {KEY_COLUMNS} FROM api_keys ORDER BY id"))
+def list_keys(db: Database, *, user_id: str | None = None) -> list[dict]:
+    """Every key, or only ``user_id``'s (a user token's scope)."""
+    where, params = ("WHERE user_id = ? ", (user_id,)) if user_id is not None else ("", ())
+    rows = db.read(
+        lambda tx: tx.dicts(f"SELECT {KEY_COLUMNS} FROM api_keys {where}ORDER BY id", params)
+    )
     return [_public_key(r) for r in rows]
 
 
-def get_key(db: Database, key_id: str) -> dict:
+def get_key(db: Database, key_id: str, *, user_id: str | None = None) -> dict:
+    """One key; with ``user_id``, another user's key is ``NotFound`` like a missing one."""
+
     def read(tx: Tx) -> tuple[list[dict], int]:
         rows = tx.dicts(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,))
+        if user_id is not None:
+            rows = [r for r in rows if r["user_id"] == user_id]
         leased = tx.scalar(
             "SELECT SUM(held_micros) FROM lease_balance WHERE key_id = ?", (key_id,), default=0
         )
@@ -437,8 +512,19 @@ def snapshot(tx: Tx) -> dict:
         for r in tx.dicts(f"SELECT {USER_COLUMNS} FROM users ORDER BY id")
     ]
     keys = []
-    for r in tx.dicts(f"SELECT {KEY_COLUMNS} FROM api_keys ORDER BY id"):
+    for r in tx.dicts(
+        f"SELECT {KEY_COLUMNS}, previous_secret_hash, previous_until_ms FROM api_keys ORDER BY id"
+    ):
         key = _key_row(r)
+        # Set by a rotation; agents accept that secret until then, by their own clock.
+        grace = (
+            {
+                "previous_secret_hash": r["previous_secret_hash"],
+                "previous_until_ms": int(r["previous_until_ms"]),
+            }
+            if r["previous_secret_hash"] and r["previous_until_ms"] is not None
+            else {}
+        )
         keys.append(
             {
                 "id": key["id"],
@@ -452,6 +538,7 @@ def snapshot(tx: Tx) -> dict:
                 "ip_allowlist": key["ip_allowlist"],
                 "active": key["active"],
                 "balance_micros": int(key["balance_micros"]),
+                **grace,
             }
         )
     return {"prices": prices, "users": users, "keys": keys}

@@ -18,11 +18,13 @@ import datetime as dt
 import re
 import secrets
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from solverfleet.collector import metrics, notifications
 from solverfleet.collector.problems import Invalid
 from solverfleet.collector.store import Database, StoreUnavailable, Tx
 from solverfleet.collector.store.db import mysql_literal
@@ -218,8 +220,9 @@ def utc_day(ts_ms: int) -> str:
     return day
 
 
-def _charge(tx: Tx, rows: Iterable[tuple]) -> None:
-    """Apply newly stored successes: key balance, the agent's lease remainder, daily count."""
+def _charge(tx: Tx, rows: Iterable[tuple]) -> dict[str, int]:
+    """Apply newly stored successes: key balance, the agent's lease remainder, daily count.
+    Returns the micros taken from each key."""
     per_key: dict[str, int] = defaultdict(int)
     per_lease: dict[tuple[str, str], int] = defaultdict(int)
     per_day: dict[tuple[str, str, str], int] = defaultdict(int)
@@ -263,6 +266,7 @@ def _charge(tx: Tx, rows: Iterable[tuple]) -> None:
             tx.execute(
                 f"{head} VALUES {values}{tail}", [x for d in days for x in (*d, 0, per_day[d])]
             )
+    return per_key
 
 
 def _chunks(items: list, size: int = 200) -> Iterable[list]:
@@ -278,7 +282,9 @@ def store_events(db: Database, rows: list[tuple], *, now_ms: int) -> set[str]:
         token = secrets.randbits(63) or 1  # fresh per attempt: a retry is a new transaction
         inserted = _insert(tx, rows, token, now_ms)
         if inserted:
-            _charge(tx, (r for r in rows if r[0] in inserted))
+            charged = _charge(tx, (r for r in rows if r[0] in inserted))
+            # Low-balance crossings, in this transaction: fired if and only if the charge commits.
+            notifications.on_charged(tx, charged, now_ms=now_ms)
         return inserted
 
     return db.transaction(work)
@@ -340,6 +346,7 @@ class IngestWriter:
         self.groups_written = 0  # for tests and stats
 
     def submit(self, rows: list[tuple]) -> IngestResult:
+        started = time.perf_counter()
         job = _Job(rows)
         with self._cond:
             self._queue.append(job)
@@ -358,8 +365,10 @@ class IngestWriter:
                     self._busy = False
                     self._cond.notify_all()
         if job.error is not None:
+            metrics.ingest_failed(len(rows))
             raise job.error
         assert job.result is not None
+        metrics.ingested(job.result.accepted, job.result.duplicates, time.perf_counter() - started)
         return job.result
 
     def _take(self) -> list[_Job]:
