@@ -19,7 +19,7 @@ def create_app(settings: AgentSettings | None = None, *, start_background: bool 
     """The agent's Flask app; ``start_background=False`` leaves the fleet loop to the caller."""
     from flask import Flask
 
-    from solverfleet.agent import compat_routes, compat_solve, routes
+    from solverfleet.agent import compat_routes, compat_solve, routes, routes_obs
     from solverfleet.agent.lifecycle import Agent
     from solverfleet.agent.settings import MAX_BODY_BYTES, load
 
@@ -31,6 +31,7 @@ def create_app(settings: AgentSettings | None = None, *, start_background: bool 
     app.extensions["solverfleet.agent"] = agent
     app.register_blueprint(routes.bp)
     app.register_blueprint(compat_routes.bp)  # in.php / res.php
+    routes_obs.register(app, agent)  # /metrics, /openapi.json, request ids
     agent.stop_hooks.append(lambda: compat_solve.abandon_all(agent))
     routes.register_errors(app)
     if start_background:

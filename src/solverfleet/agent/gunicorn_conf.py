@@ -21,6 +21,7 @@ import signal
 import threading
 
 from solverfleet.agent.settings import load
+from solverfleet.obs.gunicornlog import LOGCONFIG
 
 _settings = load()
 
@@ -38,6 +39,9 @@ graceful_timeout = int(
     _settings.drain_grace + _settings.ship_timeout + 3 * _settings.collector_timeout + 10
 )
 proc_name = f"solverfleet-agent-{_settings.agent_id}"
+# JSON lines from gunicorn and the agent alike; access lines only with --access-logfile.
+logger_class = "solverfleet.obs.gunicornlog.JsonLogger"
+logconfig_dict = LOGCONFIG
 
 
 def post_worker_init(worker) -> None:

@@ -160,6 +160,30 @@ class Ledger(LeaseNegotiation):
         with self._lock:
             return [k for k, b in self.balance.items() if b.held or b.unacked or b.holds]
 
+    def summary(self, now: float) -> dict[str, int]:
+        """What this agent holds now, for the operator's status page (never the hot path):
+        keys with a balance lease, their micros, and unconsumed CPM (this minute) and daily
+        (today) tokens."""
+        window, today = int(now // 60), int(now // 86400)
+        keys = held = available = holds = 0
+        with self._lock:
+            for bal in self.balance.values():
+                if bal.held or bal.unacked or bal.holds:
+                    keys += 1
+                held += bal.held
+                available += max(0, bal.held - bal.unacked - bal.holds)
+                holds += bal.holds
+            cpm = sum(_tokens(lease) for (_, w), lease in self.cpm.items() if w == window)
+            daily = sum(_tokens(lease) for (_, d), lease in self.daily.items() if d == today)
+        return {
+            "keys": keys,
+            "held_micros": held,
+            "available_micros": available,
+            "in_flight_micros": holds,
+            "cpm_tokens": cpm,
+            "daily_tokens": daily,
+        }
+
     # ---- fleet loop side (the rest is in negotiation.py) ------------------------------------
 
     def acked(self, spends: list[tuple[str, int]]) -> None:
@@ -170,3 +194,8 @@ class Ledger(LeaseNegotiation):
                 if bal is not None and cost:
                     bal.unacked -= cost
                     bal.held = max(0, bal.held - cost)
+
+
+def _tokens(lease: CountLease) -> int:
+    """Unconsumed tokens of a count lease (the collector's ``held`` caps what we believe)."""
+    return max(0, min(lease.granted - lease.returned - lease.used, lease.held) - lease.holds)

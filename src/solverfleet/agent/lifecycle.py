@@ -16,7 +16,9 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+from solverfleet import __version__
 from solverfleet.agent.clientip import parse_nets
 from solverfleet.agent.fleetclient import CollectorError, FleetClient
 from solverfleet.agent.keystore import KeyStore
@@ -48,6 +50,7 @@ class Agent:
         state.mkdir(parents=True, exist_ok=True)
         self._lock_fd = _lock_state_dir(state)
         self.instance = str(uuid.uuid4())
+        self.started = time.monotonic()
         self.trusted = parse_nets(settings.trusted_proxies)
         self.allowance = settings.offline_allowance_micros
         self.keystore = KeyStore()
@@ -102,6 +105,35 @@ class Agent:
 
     def stats(self) -> dict[str, int]:
         return {"in_flight": self.in_flight, "spool_backlog": max(0, self.spool.pending)}
+
+    def status(self) -> dict[str, Any]:
+        """The operator's view (``GET /admin/status``, the fleet health report). Ages are
+        seconds, ``None`` when it never happened in this process."""
+        code, message = self.readiness()
+        now = time.monotonic()
+
+        def age(then: float | None) -> float | None:
+            return None if then is None else round(now - then, 3)
+
+        return {
+            "agent_id": self.settings.agent_id,
+            "node_id": self.settings.node_id,
+            "version": __version__,
+            "instance": self.instance,
+            "uptime_s": round(now - self.started, 3),
+            "ready": code is None,
+            "reason": code,
+            "message": message,
+            "draining": self.draining,
+            **self.stats(),
+            "leases": self.ledger.summary(self.clock()),
+            "collector": {
+                "online": self.loop.online,
+                "last_sync_age_s": age(self.loop.last_ok),
+                "last_ship_age_s": age(self.shipper.last_ok),
+                "shipped": self.shipper.shipped,
+            },
+        }
 
     @contextlib.contextmanager
     def tracking(self) -> Iterator[None]:

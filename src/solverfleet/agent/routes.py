@@ -1,4 +1,5 @@
-"""The native API: ``/solve``, ``/balance``, ``/healthz``, ``/readyz``, ``/admin/drain``.
+"""The native API: ``/solve``, ``/balance``, ``/healthz``, ``/readyz``, and for this host's
+loopback only ``/admin/drain`` and ``/admin/status`` (the fleet health report's figures).
 
 Every failure is JSON ``{"error": code, "message": text}``. The solve path: readiness ->
 size -> authenticate -> body -> admit (may wait once for a lease) -> worker -> spool the usage
@@ -10,7 +11,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -25,10 +25,10 @@ from solverfleet.agent.settings import MAX_BODY_BYTES
 from solverfleet.agent.solvepath import admit_waiting, balance_micros, spool_event, usage_event
 from solverfleet.agent.usage import new_id
 from solverfleet.money import CURRENCY, format_micros
+from solverfleet.obs.logjson import current_request_id
 
 log = logging.getLogger(__name__)
 bp = Blueprint("agent", __name__)
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 MAX_URL = 4096
 MAX_TYPE = 64
 
@@ -95,9 +95,7 @@ def _parse_body() -> SolveBody | str:
 def solve() -> Response:
     agent = _agent()
     started = time.monotonic()
-    request_id = request.headers.get("X-Request-ID", "")
-    if not _REQUEST_ID.match(request_id):
-        request_id = new_id()
+    request_id = current_request_id() or new_id()  # obs.web took the caller's, if well-formed
     with agent.tracking():
         resp = _solve(agent, started, request_id)
     resp.headers["X-Request-ID"] = request_id
@@ -207,6 +205,13 @@ def drain() -> Response:
     agent = _agent()
     agent.begin_drain()
     return jsonify(status="draining", in_flight=agent.in_flight)
+
+
+@bp.get("/admin/status")
+def admin_status() -> Response:
+    if not _local_admin():
+        return error("forbidden", "status is served to this host's loopback only", 403)
+    return jsonify(_agent().status())
 
 
 def register_errors(app: Flask) -> None:

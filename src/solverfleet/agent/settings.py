@@ -43,6 +43,8 @@ class AgentSettings:
     node_id: int = 0  # 1..999, leading digits of task ids (LB routes res.php by it); 0 = derive
     compat_result_ttl: float = 600.0  # s a finished task's result stays fetchable
     compat_max_tasks: int = 10_000  # pending + finished tasks kept in memory; over it: no slot
+    # Peers (CIDRs) served /metrics, and only when no proxy forwarded the request.
+    metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
 
     def __post_init__(self) -> None:
         for name in ("collector_url", "worker_url"):
@@ -74,11 +76,12 @@ class AgentSettings:
             to_micros(self.offline_allowance)
         except MoneyError as exc:
             raise SettingsError(f"offline_allowance: {exc}") from None
-        for cidr in self.trusted_proxies:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError:
-                raise SettingsError(f"trusted_proxies: not a CIDR: {cidr!r}") from None
+        for name in ("trusted_proxies", "metrics_allow"):
+            for cidr in getattr(self, name):
+                try:
+                    ipaddress.ip_network(cidr, strict=False)
+                except ValueError:
+                    raise SettingsError(f"{name}: not a CIDR: {cidr!r}") from None
 
     @property
     def offline_allowance_micros(self) -> int:

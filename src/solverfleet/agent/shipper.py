@@ -52,6 +52,7 @@ class Shipper:
         self.agent_id = agent_id
         self.batch = batch
         self.shipped = 0  # events acknowledged by the collector in this process
+        self.last_ok: float | None = None  # monotonic time of the last acknowledged batch
 
     @property
     def backlog(self) -> int:
@@ -109,6 +110,7 @@ class Shipper:
 
     def _acked(self, entries: list[Entry]) -> None:
         self.shipped += len(entries)
+        self.last_ok = time.monotonic()
         spends = [
             (entry.event["key_id"], int(entry.event.get("cost_micros") or 0))
             for entry in entries

@@ -11,7 +11,7 @@ import logging
 import time
 from typing import Any
 
-from solverfleet.agent import precheck
+from solverfleet.agent import metrics, precheck
 from solverfleet.agent.keystore import Key, Snapshot, User
 from solverfleet.agent.lifecycle import Agent
 from solverfleet.agent.spool import SpoolError
@@ -84,8 +84,10 @@ def spool_event(agent: Agent, event: dict[str, Any]) -> bool:
     try:
         agent.spool.append(event)
     except SpoolError as exc:
+        metrics.SPOOL_ERRORS.inc()
         log.error("usage not recorded (%s); the call is not charged", exc.strerror)
         return False
+    metrics.count_event(event)
     return True
 
 

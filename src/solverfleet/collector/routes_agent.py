@@ -1,10 +1,11 @@
-"""The fleet protocol (``/agent/v1/*``), authenticated with the fleet token."""
+"""The fleet protocol (``/agent/v1/*``), for service credentials (the fleet token or a
+stored service token)."""
 
 from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from solverfleet.collector import auth, ingest, leases, protocol
+from solverfleet.collector import auth, ingest, leases, metrics, protocol
 from solverfleet.collector.context import current
 from solverfleet.collector.errors import read_json
 
@@ -17,14 +18,16 @@ bp = Blueprint("agent", __name__, url_prefix="/agent/v1")
 @bp.before_request
 def _guard() -> None:
     request.max_content_length = MAX_BODY
-    auth.require(current().settings.fleet_token, "fleet")
+    auth.check(auth.FLEET)  # the fleet_token or a stored service token
 
 
 @bp.post("/sync")
 def sync():
     c = current()
     req = protocol.sync_request(read_json())
-    return jsonify(leases.sync(c.db, req, now_ms=c.now_ms(), ttl_ms=c.ttl_ms))
+    answer = leases.sync(c.db, req, now_ms=c.now_ms(), ttl_ms=c.ttl_ms)
+    metrics.count_grants(answer)
+    return jsonify(answer)
 
 
 @bp.post("/usage")

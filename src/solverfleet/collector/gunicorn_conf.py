@@ -1,0 +1,23 @@
+"""gunicorn settings for the collector (``gunicorn -c python:solverfleet.collector.gunicorn_conf``).
+
+One process of gthread workers, as before this file existed (the role's fallback flags): the
+ingest group writer merges concurrent batches inside one process, SQLite wants one writer,
+and /metrics counters are per process (with several workers a scrape would see one of them).
+Threads, not greenlets: a blocked database call must not stall other requests. ``--bind``
+comes from the command line (role, ``solverfleet local``).
+"""
+
+from __future__ import annotations
+
+from solverfleet.obs.gunicornlog import LOGCONFIG
+
+workers = 1
+worker_class = "gthread"
+threads = 16
+# gunicorn 27 opens a control socket at ~/.gunicorn/gunicorn.ctl by default; several servers
+# on one host would fight over that one path.
+control_socket_disable = True
+proc_name = "solverfleet-collector"
+# JSON lines from gunicorn and the collector alike; access lines only with --access-logfile.
+logger_class = "solverfleet.obs.gunicornlog.JsonLogger"
+logconfig_dict = LOGCONFIG
