@@ -1,0 +1,31 @@
+"""The admin dashboard: HTML pages under ``/dashboard/`` on the collector (docs/ARCHITECTURE.md,
+"Dashboard").
+
+Server-rendered Jinja templates (autoescaped) with one stylesheet and one small script served
+from this package: no CDN, no inline script or style, so the Content-Security-Policy is
+``default-src 'self'``. Pages: accounts and keys with balances, a key with its switch, usage
+reports, the solve log, notifications, the fleet. Login takes an admin credential; sessions and
+CSRF are in ``sessions``, the access guard in ``base``.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from flask import Flask
+
+from solverfleet.collector.context import Collector
+from solverfleet.collector.dashboard import actions, login, pages, sessions  # noqa: F401 (routes)
+from solverfleet.collector.dashboard.base import bp
+
+log = logging.getLogger(__name__)
+
+
+def register(app: Flask, collector: Collector) -> None:
+    """Serve the dashboard on ``app``; its sessions are signed with ``dashboard_secret``."""
+    secret = collector.settings.dashboard_secret
+    if not secret:
+        log.info("dashboard_secret is not set: dashboard sessions end when this process exits")
+    sessions.configure(app, secret or secrets.token_urlsafe(32))
+    app.register_blueprint(bp)

@@ -1,0 +1,194 @@
+"""The admin dashboard in a real headless browser against a real fleet (gunicorn collector,
+worker and agent on loopback): log in, find a solve made seconds before, watch a balance move
+without reloading, switch the key off from its page and see the agent refuse the next solve.
+
+Debian's chromium driven by Playwright (``executable_path``: no browser download). Skipped
+only when /usr/bin/chromium is missing (``make system-deps`` installs it).
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import BrowserContext, Page, sync_playwright
+
+from solverfleet.money import format_micros
+from solverfleet.process import wait_until
+from tests.support.fleet import PRICE, key, micros, new_secret, solve, team, user
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.timeout(240),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="Debian's chromium is not installed at /usr/bin/chromium (make system-deps)",
+    ),
+    # The dashboard's queries run on both stores in tests/unit/test_dashboard.py.
+    pytest.mark.parametrize("store_url", ["sqlite"], indirect=True),
+]
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[BrowserContext]:
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),  # fresh profile: no cookies from elsewhere
+            executable_path=str(CHROMIUM),
+            args=CHROMIUM_ARGS,
+            headless=True,
+        )
+        context.set_default_timeout(15_000)
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+def _watch(page: Page) -> list[str]:
+    """Console errors and page errors (a CSP violation shows up here) and confirm dialogs."""
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    page.on("dialog", lambda dialog: dialog.accept())
+    return problems
+
+
+def _session_payload(value: str) -> str:
+    """What a Flask session cookie carries: signed, not encrypted, so anyone can read it."""
+    data = value.lstrip(".").split(".")[0]
+    raw = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+    return (zlib.decompress(raw) if value.startswith(".") else raw).decode()
+
+
+def _reload_until(page: Page, selector: str, timeout: float = 10.0) -> None:
+    # Usage reaches the collector on the agent's next sync (0.25 s): reload until it shows.
+    def shown() -> bool:
+        page.reload()
+        return page.locator(selector).count() > 0
+
+    wait_until(shown, timeout=timeout, interval=0.2, what=f"{selector} on {page.url}")
+
+
+def test_dashboard_login_solves_and_key_switch_in_chromium(fleet_factory, browser):
+    stack = fleet_factory(agents=1)
+    secret = new_secret("dash")
+    with stack.admin_client() as admin:
+        admin.apply(team(user("alice", key("alice-web", secret, "5.00"))))
+        user_token = admin.create_token("user", user_id="alice")["secret"]
+    stack.wait_for_key(secret)
+    answer = solve(stack.agent_url(0), secret, url="https://shop.example.test/login")
+    assert answer.status_code == 200, answer.text
+    request_id = answer.headers["X-Request-Id"]
+    never_in_html = [secret, stack.admin_token, stack.fleet_token, user_token]
+
+    page = browser.new_page()
+    problems = _watch(page)
+    base = f"{stack.collector_url}/dashboard"
+
+    # No session: the login page. Wrong and non-admin credentials are refused there.
+    page.goto(f"{base}/")
+    assert page.url == f"{base}/login"
+    for wrong, status, says in [
+        ("sft_never-issued-token", 401, "Unknown or revoked token."),
+        (user_token, 403, "this is a user token"),
+        (stack.fleet_token, 403, "this is a service token"),
+    ]:
+        page.fill("#token", wrong)
+        with page.expect_response(lambda r: r.request.method == "POST") as refused:
+            page.click("form.login button")
+        assert refused.value.status == status
+        assert says in page.locator("p.error").inner_text()
+        assert wrong not in page.content()
+    page.goto(f"{base}/fleet")
+    assert page.url == f"{base}/login"
+    # The browser reports each refused login (401, 403) on the console; nothing else is due.
+    assert all("status of 40" in p for p in problems) and len(problems) == 3, problems
+    problems.clear()
+
+    # The admin token logs in; the cookie keeps no token and scripts cannot read it.
+    page.fill("#token", stack.admin_token)
+    page.click("form.login button")
+    page.wait_for_url(f"{base}/")
+    (cookie,) = [c for c in browser.cookies() if c["name"] == "solverfleet_dashboard"]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/dashboard"
+    assert stack.admin_token not in _session_payload(cookie["value"])
+    response = page.reload()
+    assert response.headers["content-security-policy"].startswith("default-src 'self';")
+    assert page.locator('tr[data-key="alice-web"] td.state').inner_text() == "active"
+
+    # The solve made seconds ago is in recent solves, with its key, type and cost.
+    page.click("nav >> text=Solves")
+    row_selector = f'#solves-table tr[data-request="{request_id}"]'
+    _reload_until(page, row_selector)
+    row = page.locator(row_selector)
+    assert row.locator("td.key").inner_text() == "alice-web"
+    assert row.locator("td.type").inner_text() == "turnstile"
+    assert row.locator("td.status").inner_text() == "success"
+    assert row.locator("td.cost").inner_text() == format_micros(micros(PRICE))
+    assert row.locator("td.url").inner_text() == "https://shop.example.test/login"
+    for text in never_in_html:
+        assert text not in page.content()
+
+    # The key's page re-reads its balance every few seconds, without a reload.
+    row.locator("td.key a").click()
+    page.wait_for_url(f"{base}/keys/alice-web")
+    balance = page.locator("#key-balance")
+    before = balance.inner_text()
+    assert solve(stack.agent_url(0), secret).status_code == 200
+    wait_until(
+        lambda: balance.inner_text() != before, timeout=15, interval=0.2, what="live balance"
+    )
+    assert micros(before) - micros(balance.inner_text()) == micros(PRICE)
+    for text in never_in_html:
+        assert text not in page.content()
+
+    # Deactivate from the page (a confirm dialog, accepted): the agent refuses the next solve.
+    started = time.monotonic()
+    page.click("#toggle-key")
+    page.wait_for_url(f"{base}/keys/alice-web")
+    assert page.locator("#key-state").inner_text() == "inactive"
+    assert "agents refuse it" in page.locator("p.flash").inner_text()
+
+    def refused() -> bool:
+        return solve(stack.agent_url(0), secret).status_code in (401, 403)
+
+    wait_until(refused, timeout=5, interval=0.02, what="the agent to refuse the key")
+    latency = time.monotonic() - started
+    print(f"dashboard click -> agent refuses the key after {latency * 1000:.0f} ms")
+    assert latency < 2.0
+    last = solve(stack.agent_url(0), secret)
+    assert last.status_code == 403 and last.json()["error"] == "key_disabled"
+
+    # And back on: solves succeed again.
+    page.click("#toggle-key")
+    page.wait_for_url(f"{base}/keys/alice-web")
+    assert page.locator("#key-state").inner_text() == "active"
+    wait_until(
+        lambda: solve(stack.agent_url(0), secret).status_code == 200,
+        timeout=5,
+        interval=0.05,
+        what="the agent to accept the key again",
+    )
+
+    # Log out: the session is gone.
+    page.click("form.logout button")
+    page.wait_for_url(f"{base}/login")
+    page.goto(f"{base}/")
+    assert page.url == f"{base}/login"
+    assert problems == []

@@ -1,0 +1,438 @@
+"""The admin dashboard's views through Flask's test client (both stores): login, sessions,
+CSRF, escaping, secrets kept out of the HTML, security headers, filters and paging.
+
+The real-browser test (chromium, real processes) is tests/integration/test_dashboard_browser.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import zlib
+
+import pytest
+
+from solverfleet.collector import CollectorSettings, create_app
+from solverfleet.collector.dashboard import sessions
+from solverfleet.settings import SettingsError
+from tests.support.collector import (
+    T0,
+    AppHarness,
+    event,
+    key_config,
+    team_config,
+    user_config,
+)
+
+pytest_plugins = ["tests.support.collector", "tests.support.mariadb"]
+
+PAGES = [
+    "/dashboard/",
+    "/dashboard/keys/alice-web",
+    "/dashboard/usage",
+    "/dashboard/solves",
+    "/dashboard/notifications",
+    "/dashboard/fleet",
+]
+_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+HOOK_SECRET = "whsec-0123456789abcdef-never-shown"
+HOOK_URL = "https://hooks.example.test/notify/path-token-XYZ?auth=query-token-XYZ"
+
+
+class Browser:
+    """A test client that keeps cookies and reads CSRF tokens from pages, like a browser."""
+
+    def __init__(self, app) -> None:
+        self.client = app.test_client()
+
+    def get(self, path: str, **kwargs):
+        return self.client.get(path, **kwargs)
+
+    def post(self, path: str, data: dict | None = None, **kwargs):
+        return self.client.post(path, data=data or {}, **kwargs)
+
+    def csrf(self, path: str = "/dashboard/login") -> str:
+        page = self.get(path)
+        assert page.status_code == 200, page.status_code
+        return _CSRF.search(page.get_data(as_text=True)).group(1)
+
+    def login(self, token: str):
+        return self.post("/dashboard/login", {"token": token, "csrf": self.csrf()})
+
+    def cookie(self):
+        return self.client.get_cookie(sessions.COOKIE, path="/dashboard")
+
+
+def _active(h: AppHarness, key_id: str) -> bool:
+    return h.admin("GET", f"/admin/v1/keys/{key_id}").get_json()["active"]
+
+
+def _token(h: AppHarness, **body) -> dict:
+    response = h.admin("POST", "/admin/v1/tokens", json=body)
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
+@pytest.fixture
+def h(collector_app: AppHarness) -> AppHarness:
+    collector_app.apply(
+        team_config(
+            [
+                user_config("alice", [key_config("alice-web")]),
+                user_config("bob", [key_config("bob-web", balance="0.004")]),
+            ],
+            low_balance_alert={
+                "enabled": True,
+                "threshold": "1.00",
+                "webhooks": [{"url": HOOK_URL, "secret": HOOK_SECRET}],
+            },
+        )
+    )
+    return collector_app
+
+
+@pytest.fixture
+def admin(h: AppHarness) -> Browser:
+    browser = Browser(h.app)
+    response = browser.login(h.admin_token)
+    assert response.status_code == 303 and response.headers["Location"] == "/dashboard/"
+    return browser
+
+
+# --- login required ---------------------------------------------------------------------------
+
+
+def test_every_page_needs_a_session_and_a_bearer_token_does_not_open_one(h: AppHarness):
+    browser = Browser(h.app)
+    for path in PAGES:
+        for headers in ({}, {"Authorization": f"Bearer {h.admin_token}"}):
+            response = browser.get(path, headers=headers)
+            assert response.status_code == 302, path
+            assert response.headers["Location"] == "/dashboard/login"
+    # A state change without a session goes back to the login and changes nothing.
+    response = browser.post("/dashboard/keys/alice-web/deactivate", {"csrf": "x"})
+    assert response.status_code == 303 and response.headers["Location"] == "/dashboard/login"
+    assert _active(h, "alice-web")
+
+
+def test_login_page_is_served_with_a_csrf_token_and_no_secret(h: AppHarness):
+    page = Browser(h.app).get("/dashboard/login")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    assert _CSRF.search(html) and 'type="password"' in html
+    assert h.admin_token not in html
+
+
+@pytest.mark.parametrize(
+    ("credential", "status", "says"),
+    [
+        ("wrong", 401, "Unknown or revoked token."),
+        ("", 400, "Enter an admin token."),
+        ("fleet", 403, "needs an admin token; this is a service token"),
+        ("user", 403, "needs an admin token; this is a user token"),
+        ("revoked", 401, "Unknown or revoked token."),
+    ],
+)
+def test_wrong_credentials_are_refused(h: AppHarness, credential: str, status: int, says: str):
+    tokens = {
+        "wrong": "sft_this-was-never-issued",
+        "": "",
+        "fleet": h.fleet_token,
+        "user": _token(h, role="user", user_id="alice")["secret"],
+        "revoked": _token(h, role="admin")["secret"],
+    }
+    if credential == "revoked":
+        token_id = h.admin("GET", "/admin/v1/tokens").get_json()["tokens"][-1]["id"]
+        assert h.admin("POST", f"/admin/v1/tokens/{token_id}/revoke").status_code == 200
+    browser = Browser(h.app)
+    response = browser.login(tokens[credential])
+    html = response.get_data(as_text=True)
+    assert response.status_code == status
+    assert says in html
+    if tokens[credential]:
+        assert tokens[credential] not in html  # never echoed back into the form
+    assert browser.get("/dashboard/").status_code == 302  # still not logged in
+
+
+def test_bootstrap_admin_logs_in_with_a_strict_cookie_that_holds_no_token(h: AppHarness):
+    browser = Browser(h.app)
+    response = browser.login(h.admin_token)
+    assert response.status_code == 303
+    cookie_header = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie_header and "SameSite=Strict" in cookie_header
+    assert "Path=/dashboard" in cookie_header
+    assert "Secure" not in cookie_header  # plain HTTP here: a Secure cookie would never return
+    # The payload is signed, not encrypted: it must not carry the credential.
+    payload = browser.cookie().value.lstrip(".").split(".")[0]
+    raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    data = json.loads(zlib.decompress(raw) if browser.cookie().value.startswith(".") else raw)
+    assert h.admin_token not in json.dumps(data)
+    assert data["who"]["token_id"] is None
+    page = browser.get("/dashboard/")
+    assert page.status_code == 200
+    assert "admin token (settings)" in page.get_data(as_text=True)
+
+
+def test_the_cookie_is_secure_when_the_browser_came_over_https(h: AppHarness):
+    browser = Browser(h.app)
+    csrf = browser.csrf()
+    response = browser.post(
+        "/dashboard/login",
+        {"token": h.admin_token, "csrf": csrf},
+        headers={"X-Forwarded-Proto": "https"},
+    )
+    assert response.status_code == 303
+    assert "Secure" in response.headers["Set-Cookie"]
+
+
+def test_a_stored_admin_token_logs_in_and_its_revocation_ends_the_session(h: AppHarness):
+    made = _token(h, role="admin", label="ops laptop")
+    browser = Browser(h.app)
+    assert browser.login(made["secret"]).status_code == 303
+    page = browser.get("/dashboard/")
+    assert page.status_code == 200
+    assert f"admin token {made['token']['id']} (ops laptop)" in page.get_data(as_text=True)
+    assert h.admin("POST", f"/admin/v1/tokens/{made['token']['id']}/revoke").status_code == 200
+    assert browser.get("/dashboard/").status_code == 302
+
+
+def test_sessions_expire_after_twelve_hours(h: AppHarness, admin: Browser):
+    h.clock.advance(sessions.MAX_AGE_MS / 1000 - 1)
+    assert admin.get("/dashboard/fleet").status_code == 200
+    h.clock.advance(2)
+    assert admin.get("/dashboard/fleet").status_code == 302
+
+
+def test_logout_needs_csrf_and_ends_the_session(h: AppHarness, admin: Browser):
+    assert admin.post("/dashboard/logout").status_code == 400
+    assert admin.get("/dashboard/").status_code == 200
+    response = admin.post("/dashboard/logout", {"csrf": admin.csrf("/dashboard/")})
+    assert response.status_code == 303 and response.headers["Location"] == "/dashboard/login"
+    assert admin.get("/dashboard/").status_code == 302
+    assert "Logged out." in admin.get("/dashboard/login").get_data(as_text=True)
+
+
+def test_a_configured_secret_keeps_sessions_across_restarts_until_admin_token_changes(
+    collector_db_url: str,
+):
+    def app(admin_token: str, secret: str = "s" * 40):
+        settings = CollectorSettings(
+            fleet_token="fleet-token",
+            admin_token=admin_token,
+            db=collector_db_url,
+            notify_sender=False,
+            dashboard_secret=secret,
+        )
+        return create_app(settings)
+
+    first = Browser(app("admin-one"))
+    assert first.login("admin-one").status_code == 303
+    cookie = first.cookie().value
+
+    def visit(target) -> int:
+        browser = Browser(target)
+        browser.client.set_cookie(sessions.COOKIE, cookie, path="/dashboard")
+        return browser.get("/dashboard/").status_code
+
+    assert visit(app("admin-one")) == 200  # a restart with the same secret
+    assert visit(app("admin-two")) == 302  # admin_token changed: bootstrap sessions end
+    assert visit(app("admin-one", secret="")) == 302  # a per-process secret: a new one
+
+
+def test_dashboard_secret_must_be_long_and_stays_out_of_repr():
+    with pytest.raises(SettingsError, match="dashboard_secret"):
+        CollectorSettings(fleet_token="f", admin_token="a", dashboard_secret="short")
+    settings = CollectorSettings(fleet_token="f", admin_token="a", dashboard_secret="x" * 32)
+    assert "x" * 32 not in repr(settings)
+
+
+# --- CSRF and the key switch ------------------------------------------------------------------
+
+
+def test_deactivate_without_or_with_a_wrong_csrf_token_is_refused_and_changes_nothing(
+    h: AppHarness, admin: Browser
+):
+    for data in ({}, {"csrf": "not-the-token"}, {"csrf": ""}):
+        response = admin.post("/dashboard/keys/alice-web/deactivate", data)
+        assert response.status_code == 400
+        assert "CSRF" in response.get_data(as_text=True)
+        assert response.headers["Content-Security-Policy"].startswith("default-src 'self'")
+    assert _active(h, "alice-web")
+    # A login form's token from another browser (session) is no good either.
+    other = Browser(h.app).csrf()
+    assert admin.post("/dashboard/keys/alice-web/deactivate", {"csrf": other}).status_code == 400
+    assert _active(h, "alice-web")
+
+
+def test_the_key_switch_is_the_admin_apis_and_reaches_agents(h: AppHarness, admin: Browser):
+    version = h.sync()["config_version"]
+    csrf = admin.csrf("/dashboard/keys/alice-web")
+    response = admin.post("/dashboard/keys/alice-web/deactivate", {"csrf": csrf})
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/dashboard/keys/alice-web"
+    assert not _active(h, "alice-web")
+    synced = h.sync()
+    assert synced["config_version"] > version  # agents see it on their next sync
+    assert [k["active"] for k in synced["config"]["keys"] if k["id"] == "alice-web"] == [False]
+    page = admin.get("/dashboard/keys/alice-web").get_data(as_text=True)
+    assert "agents refuse it from their next sync" in page and "Activate key" in page
+
+    response = admin.post("/dashboard/keys/alice-web/activate", {"csrf": csrf})
+    assert response.status_code == 303 and _active(h, "alice-web")
+
+
+def test_the_key_switch_refuses_unknown_keys_and_fields(h: AppHarness, admin: Browser):
+    csrf = admin.csrf("/dashboard/")
+    response = admin.post("/dashboard/keys/nobody/deactivate", {"csrf": csrf})
+    assert response.status_code == 404
+    assert "key &#39;nobody&#39; does not exist" in response.get_data(as_text=True)
+    response = admin.post("/dashboard/keys/alice-web/deactivate", {"csrf": csrf, "x": "1"})
+    assert response.status_code == 400 and _active(h, "alice-web")
+
+
+# --- what pages show, and what they never show ------------------------------------------------
+
+
+def test_pages_escape_everything_they_show(h: AppHarness, admin: Browser):
+    evil_email = "<script>alert(1)</script>@evil.test"
+    h.apply(team_config([user_config("mallory", [key_config("mallory-web")], email=evil_email)]))
+    h.usage(
+        [
+            event(
+                "mallory-web",
+                user_id="mallory",
+                url='https://x.test/"><img src=x onerror=alert(2)>',
+                status="failed",
+                cost=0,
+                error="worker_error",
+                message="<b>boom</b>",
+            )
+        ]
+    )
+    for path in ["/dashboard/", "/dashboard/solves", "/dashboard/usage?since=all"]:
+        html = admin.get(path).get_data(as_text=True)
+        assert "<script>alert" not in html and "<img src=x" not in html and "<b>boom" not in html
+    overview = admin.get("/dashboard/").get_data(as_text=True)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;@evil.test" in overview
+    solves = admin.get("/dashboard/solves").get_data(as_text=True)
+    assert "&lt;img src=x onerror=alert(2)&gt;" in solves and "&lt;b&gt;boom&lt;/b&gt;" in solves
+    # Query text comes back into the filter form escaped too.
+    page = admin.get('/dashboard/solves?user="><script>x</script>').get_data(as_text=True)
+    assert "<script>x" not in page and "&#34;&gt;&lt;script&gt;x" in page
+
+
+def test_no_secret_token_or_webhook_detail_in_any_page(h: AppHarness, admin: Browser):
+    # bob's 0.004 falls to zero: a notification with a delivery to the webhook.
+    h.usage([event("bob-web", user_id="bob", cost=4000)])
+    h.sync("agent-1", release="1.2.3", stats={"in_flight": 2, "spool_backlog": 7})
+    stored = _token(h, role="admin")["secret"]
+    forbidden = [
+        h.admin_token,
+        h.fleet_token,
+        stored,
+        "sk_test_alice-web_secret",
+        "sk_test_bob-web_secret",
+        HOOK_SECRET,
+        "path-token-XYZ",
+        "query-token-XYZ",
+    ]
+    responses = [(path, admin.get(path)) for path in [*PAGES, "/dashboard/keys/bob-web"]]
+    responses.append(("login", Browser(h.app).get("/dashboard/login")))
+    for path, response in responses:
+        assert response.status_code == 200, path
+        html = response.get_data(as_text=True)
+        for secret in forbidden:
+            assert secret not in html, (path, secret)
+    notifications = admin.get("/dashboard/notifications").get_data(as_text=True)
+    assert "https://hooks.example.test: pending" in notifications  # scheme://host only
+    assert "bob-web" in notifications and "zero" in notifications
+
+
+def test_pages_carry_the_security_headers_and_no_inline_script_or_style(admin: Browser):
+    for path in [*PAGES, "/dashboard/keys/nobody", "/dashboard/solves?status=bogus"]:
+        response = admin.get(path)
+        headers = response.headers
+        assert headers["Content-Security-Policy"].startswith("default-src 'self';"), path
+        assert "script-src 'self'" in headers["Content-Security-Policy"]
+        assert headers["X-Frame-Options"] == "DENY"
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["Cache-Control"] == "no-store"
+        html = response.get_data(as_text=True)
+        assert not re.search(r"<script(?![^>]*\bsrc=)", html), path  # every script is a file
+        assert not re.search(r"\sstyle=|<style|\son[a-z]+=", html), path
+        assert "//" not in " ".join(re.findall(r'(?:src|href)="([^"]*)"', html)), path
+    js = admin.get("/dashboard/static/dashboard.js")
+    assert js.status_code == 200 and "javascript" in js.mimetype
+
+
+def test_overview_shows_keys_with_balances_leases_and_freshness(h: AppHarness, admin: Browser):
+    h.usage([event("alice-web", cost=2500)])
+    h.sync(leases=[{"key_id": "alice-web", "kind": "balance", "want_micros": 1_000_000}])
+    html = admin.get("/dashboard/").get_data(as_text=True)
+    row = re.search(r'<tr data-key="alice-web">(.*?)</tr>', html, re.S).group(1)
+    assert '<td class="num balance">9.9975</td>' in row
+    leased = h.admin("GET", "/admin/v1/keys/alice-web").get_json()["leased"]
+    assert f'<td class="num">{leased}</td>' in row and leased != "0.00"
+    assert "Newest usage stored: 0.0 s ago" in html
+    assert 'data-refresh="5"' in html
+
+
+def test_solves_filters_and_cursor_paging(h: AppHarness, admin: Browser):
+    h.usage([event("alice-web", ts=T0 - i) for i in range(55)])
+    h.usage([event("bob-web", user_id="bob", ts=T0 + 1, status="failed", cost=0)])
+    first = admin.get("/dashboard/solves").get_data(as_text=True)
+    assert first.count('<tr class="status-') == 50
+    older = re.search(r'<a href="([^"]+)" id="older">', first).group(1).replace("&amp;", "&")
+    second = admin.get(older).get_data(as_text=True)
+    assert second.count('<tr class="status-') == 6
+    assert 'id="older"' not in second and "← newest" in second
+    failed = admin.get("/dashboard/solves?status=failed&key=").get_data(as_text=True)
+    assert failed.count('<tr class="status-') == 1 and "bob-web" in failed
+    keyed = admin.get("/dashboard/solves?key=bob-web").get_data(as_text=True)
+    assert keyed.count('<tr class="status-') == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "says"),
+    [
+        ("/dashboard/solves?status=bogus", "unknown status"),
+        ("/dashboard/solves?since=yesterday-ish", "not a time"),
+        ("/dashboard/solves?cursor=abc", "not a cursor"),
+        ("/dashboard/solves?colour=red", "unknown query parameter"),
+        ("/dashboard/solves?user=a&user=b", "given twice"),
+        ("/dashboard/usage?since=2026-11-02&until=2026-11-01", "since must be before until"),
+        ("/dashboard/notifications?since=soon", "not a time"),
+        ("/dashboard/keys/nobody", "does not exist"),
+    ],
+)
+def test_bad_input_is_a_4xx_page_with_the_reason(admin: Browser, path: str, says: str):
+    response = admin.get(path)
+    assert 400 <= response.status_code < 500
+    assert response.mimetype == "text/html"
+    assert says in response.get_data(as_text=True)
+
+
+def test_usage_page_shows_the_reports_exactly(h: AppHarness, admin: Browser):
+    h.usage(
+        [
+            event("alice-web", cost=2000, ts=h.clock.now, project="web"),
+            event("alice-web", cost=1, ts=h.clock.now, project="web"),
+            event("bob-web", user_id="bob", cost=0, status="failed", ts=h.clock.now),
+        ]
+    )
+    html = admin.get("/dashboard/usage").get_data(as_text=True)
+    total = re.search(r"<tfoot><tr><th>TOTAL</th><th></th>(.*?)</tr>", html, re.S).group(1)
+    assert '<th class="num">2</th><th class="num">1</th><th class="num">0.002001</th>' in total
+    assert re.search(r"<td>web</td><td class=\"num\">2</td>", html)
+
+
+def test_fleet_page_lists_agents_with_their_last_report(h: AppHarness, admin: Browser):
+    h.sync("solver-7", release="2.0.1", stats={"in_flight": 3, "spool_backlog": 11})
+    h.clock.advance(2.5)
+    html = admin.get("/dashboard/fleet").get_data(as_text=True)
+    row = re.search(r'<tr class="fresh">(.*?)</tr>', html, re.S).group(1)
+    assert "solver-7" in row and "2.0.1" in row and "2.5 s ago" in row
+    assert '<td class="num">3</td>' in row and '<td class="num">11</td>' in row
+    h.clock.advance(10)
+    assert '<tr class="late">' in admin.get("/dashboard/fleet").get_data(as_text=True)
