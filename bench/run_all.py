@@ -7,7 +7,14 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["bench_precheck.py", "bench_overhead.py", "bench_inflight.py", "bench_ingest.py"]
+BENCHES = [
+    "bench_precheck.py",
+    "bench_overhead.py",
+    "bench_inflight.py",
+    "bench_ingest.py",
+    "bench_reports.py",
+    "bench_obs.py",
+]
 
 
 def main() -> int:

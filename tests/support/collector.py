@@ -200,7 +200,7 @@ def wipe_collector_db(url: str) -> None:
         migrate(db)
 
         def wipe(tx):
-            for table in schema.V1_TABLES:
+            for table in [*schema.V1_TABLES, *schema.V3_TABLES, *schema.V4_TABLES]:
                 tx.execute(f"DELETE FROM {table.name}")
             tx.execute("INSERT INTO config_state (id, version) VALUES (1, 1)")
 
@@ -314,10 +314,17 @@ class AppHarness:
         return self.admin("GET", "/admin/v1/summary").get_json()
 
 
-def make_app(db_url: str, clock: FakeClock | None = None, lease_ttl: float = 120) -> AppHarness:
+def make_app(
+    db_url: str, clock: FakeClock | None = None, lease_ttl: float = 120, **settings_extra: Any
+) -> AppHarness:
     clock = clock or FakeClock()
     settings = CollectorSettings(
-        fleet_token="fleet-token", admin_token="admin-token", db=db_url, lease_ttl=lease_ttl
+        fleet_token="fleet-token",
+        admin_token="admin-token",
+        db=db_url,
+        lease_ttl=lease_ttl,
+        notify_sender=False,  # no thread per test app; tests run the Notifier's rounds
+        **settings_extra,
     )
     return AppHarness(create_app(settings, clock=clock), clock)
 

@@ -13,6 +13,10 @@ from solverfleet import __version__
 from solverfleet.cli.admin import keys_group, users_group
 from solverfleet.cli.apply import apply_command
 from solverfleet.cli.local_cmd import local_command
+from solverfleet.cli.log import log_command
+from solverfleet.cli.notifications import notifications_group
+from solverfleet.cli.report import report_group
+from solverfleet.cli.tokens import tokens_group
 from solverfleet.lab.cli import lab_group
 
 
@@ -27,5 +31,9 @@ main.add_command(apply_command)
 main.add_command(keys_group)
 main.add_command(users_group)
 main.add_command(lab_group)
+main.add_command(log_command)
+main.add_command(notifications_group)
+main.add_command(report_group)
+main.add_command(tokens_group)
 
 __all__ = ["main"]

@@ -118,6 +118,59 @@ class AdminClient:
             )
         return body
 
+    # solve log and reports (routes_reports)
+
+    def solve_log(self, **params: Any) -> dict:
+        """One page of ``GET /admin/v1/log``; ``None`` parameters are left out."""
+        sent = {name: value for name, value in params.items() if value is not None}
+        return self._call("GET", "/admin/v1/log", params=sent)
+
+    def report(self, name: str, since: str | None = None, until: str | None = None) -> dict:
+        """``GET /admin/v1/reports/<name>``: team, projects, keys or stats."""
+        sent = {k: v for k, v in (("since", since), ("until", until)) if v is not None}
+        return self._call("GET", f"/admin/v1/reports/{_seg(name)}", params=sent)
+
+    # key lifecycle and tokens (routes_admin)
+
+    def whoami(self) -> dict:
+        return self._call("GET", "/admin/v1/whoami")
+
+    def create_key(self, user_id: str, **fields: Any) -> dict:
+        """``POST /admin/v1/keys``; the answer's ``secret`` is shown this once."""
+        body = {"user_id": user_id, **{k: v for k, v in fields.items() if v is not None}}
+        return self._call("POST", "/admin/v1/keys", json_body=body)
+
+    def update_key(self, key_id: str, changes: dict) -> dict:
+        """``PATCH /admin/v1/keys/<id>``: ``changes`` may hold nulls (lift a limit)."""
+        return self._call("PATCH", f"/admin/v1/keys/{_seg(key_id)}", json_body=changes)
+
+    def rotate_key(self, key_id: str, grace_seconds: int) -> dict:
+        body = {"grace_seconds": grace_seconds}
+        return self._call("POST", f"/admin/v1/keys/{_seg(key_id)}/rotate", json_body=body)
+
+    def key_transactions(self, key_id: str, limit: int | None = None) -> list[dict]:
+        params = {"limit": limit} if limit is not None else None
+        path = f"/admin/v1/keys/{_seg(key_id)}/transactions"
+        return self._call("GET", path, params=params)["transactions"]
+
+    def create_token(self, role: str, user_id: str | None = None, label: str | None = None) -> dict:
+        body = {k: v for k, v in (("role", role), ("user_id", user_id), ("label", label)) if v}
+        return self._call("POST", "/admin/v1/tokens", json_body=body)
+
+    def list_tokens(self) -> list[dict]:
+        return self._call("GET", "/admin/v1/tokens")["tokens"]
+
+    def revoke_token(self, token_id: int) -> dict:
+        return self._call("POST", f"/admin/v1/tokens/{int(token_id)}/revoke")["token"]
+
+    # low-balance notifications (routes_notifications)
+
+    def notifications(
+        self, account: str | None = None, since: str | None = None, limit: int | None = None
+    ) -> dict:
+        params = {k: v for k, v in (("account", account), ("since", since), ("limit", limit)) if v}
+        return self._call("GET", "/admin/v1/notifications", params=params)
+
 
 def _seg(value: str) -> str:
     return quote(str(value), safe="")

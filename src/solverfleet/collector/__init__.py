@@ -12,7 +12,16 @@ from collections.abc import Callable
 
 from flask import Flask
 
-from solverfleet.collector import errors, routes_admin, routes_agent, routes_health
+from solverfleet.collector import (
+    dashboard,
+    errors,
+    routes_admin,
+    routes_agent,
+    routes_health,
+    routes_notifications,
+    routes_obs,
+    routes_reports,
+)
 from solverfleet.collector.context import EXTENSION, Collector
 from solverfleet.collector.settings import CollectorSettings
 from solverfleet.collector.store import Database, StoreUnavailable, migrate
@@ -49,9 +58,13 @@ def create_app(
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = routes_agent.MAX_BODY
     app.json.sort_keys = False
-    app.extensions[EXTENSION] = Collector(settings, db, clock or time.time)
+    app.extensions[EXTENSION] = collector = Collector(settings, db, clock or time.time)
     errors.register(app)
     app.register_blueprint(routes_health.bp)
     app.register_blueprint(routes_agent.bp)
     app.register_blueprint(routes_admin.bp)
+    app.register_blueprint(routes_reports.bp)
+    routes_notifications.register(app, collector)  # + the webhook sender thread
+    dashboard.register(app, collector)  # HTML pages under /dashboard/, session secret
+    routes_obs.register(app, collector)  # /metrics, /openapi.json, request ids
     return app

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from solverfleet.settings import SettingsError, load_settings
@@ -13,17 +14,47 @@ from solverfleet.settings import SettingsError, load_settings
 class CollectorSettings:
     fleet_token: str
     admin_token: str
+    # The fleet token being rotated out, accepted beside fleet_token until agents move on.
+    fleet_token_previous: str = ""
     db: str = "sqlite:///solverfleet.db"
     lease_ttl: float = 300.0  # must exceed every agent's offline_grace (60 s)
+    # Peers (CIDRs) served /metrics without the admin token, when no proxy forwarded them.
+    metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    # Low-balance webhooks (collector/notifications.py): background sender, retry schedule.
+    notify_sender: bool = True  # off in in-process tests, which drive delivery step by step
+    notify_poll_interval: float = 1.0  # s between looks for due deliveries
+    notify_timeout: float = 5.0  # s per webhook POST
+    notify_backoff_base: float = 10.0  # s before the 2nd attempt; doubles per attempt
+    notify_backoff_max: float = 3600.0  # s, cap on one wait
+    notify_max_attempts: int = 10
+    # Signs dashboard session cookies; empty: a random one per process (sessions end at restart).
+    dashboard_secret: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         # Refuse to start wide open: an empty token would let anyone in.
         if not self.fleet_token:
             raise SettingsError("fleet_token must not be empty (SOLVERFLEET_FLEET_TOKEN)")
+        previous = self.fleet_token_previous
+        if previous and previous in (self.fleet_token, self.admin_token):
+            raise SettingsError("fleet_token_previous must differ from fleet_token and admin_token")
         if not self.admin_token:
             raise SettingsError("admin_token must not be empty (SOLVERFLEET_ADMIN_TOKEN)")
         if not self.lease_ttl > 0:
             raise SettingsError("lease_ttl must be a positive number of seconds")
+        for cidr in self.metrics_allow:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise SettingsError(f"metrics_allow: not a CIDR: {cidr!r}") from None
+        for name in ("notify_poll_interval", "notify_timeout", "notify_backoff_base"):
+            if not getattr(self, name) > 0:
+                raise SettingsError(f"{name} must be a positive number of seconds")
+        if not self.notify_backoff_max >= self.notify_backoff_base:
+            raise SettingsError("notify_backoff_max must be at least notify_backoff_base")
+        if not 1 <= self.notify_max_attempts <= 100:
+            raise SettingsError("notify_max_attempts must be a whole number from 1 to 100")
+        if self.dashboard_secret and len(self.dashboard_secret) < 32:
+            raise SettingsError("dashboard_secret must be at least 32 characters (or empty)")
 
     @classmethod
     def load(

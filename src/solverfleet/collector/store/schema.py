@@ -211,3 +211,164 @@ V1_TABLES = [
         indexes={"usage_events_key": ("key_id", "id")},
     ),
 ]
+
+# --- version 4: keys, tokens, access (rotation grace, ledger actor, hashed admin API tokens) ----
+
+V4_TABLES = [
+    # Bearer tokens for the admin API (admin, user) and the fleet protocol (service). Only the
+    # sha256 of a token is stored; the token itself is shown once, when it is created.
+    Table(
+        "api_tokens",
+        [
+            ("id", AUTOINC),
+            ("role", "VARCHAR(16) NOT NULL"),
+            ("user_id", ID),  # set for role "user" only
+            ("label", "VARCHAR(128)"),
+            ("token_hash", "CHAR(64) ASCII NOT NULL"),
+            ("created_ms", "BIGINT NOT NULL"),
+            ("created_by", "VARCHAR(160)"),
+            ("last_used_ms", "BIGINT"),
+            ("revoked_ms", "BIGINT"),
+        ],
+        ("id",),
+        unique={"api_tokens_hash": ("token_hash",)},
+        indexes={"api_tokens_user": ("user_id",)},
+    ),
+]
+
+V4_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "api_keys": [
+        # The secret a rotation replaced, accepted by agents until previous_until_ms.
+        ("previous_secret_hash", "CHAR(64) ASCII"),
+        ("previous_until_ms", "BIGINT"),
+        # The hash of the secret the team config last declared for this key: apply changes
+        # the secret only when the file's secret changes, so it never undoes an API rotation.
+        ("config_secret_hash", "CHAR(64) ASCII"),
+    ],
+    # Who made a ledger transaction: "bootstrap" (the settings' admin token) or "token:<id>".
+    "transactions": [("actor", "VARCHAR(160)")],
+}
+
+
+def column_sql(name: str, spec: str, dialect: Dialect) -> str:
+    """One column definition as ``render`` writes it (for ALTER TABLE ... ADD COLUMN)."""
+    if ASCII in spec:
+        spec = spec.replace(ASCII, "")
+        if dialect.name == "mysql":
+            base, _, rest = spec.partition(" ")
+            spec = f"{base} CHARACTER SET ascii COLLATE ascii_bin {rest}".rstrip()
+    return f"{name} {spec}"
+
+
+# --- version 2: solve log and report indexes (usage_events only) -----------------------------
+
+# (table, index name, columns). The log is ordered by (ts_ms, id), which the report index
+# leads with; that index also carries every column the log filters on and the reports group
+# or sum, so a report over any time range, and the ids of any log page, are read from the
+# index alone. A user's or a key's log walks its own index, in time order. Measured at a million
+# rows: bench/bench_reports.py, docs/BENCHMARKS.md.
+USAGE_REPORT_INDEX = "usage_events_report"
+USAGE_USER_INDEX = "usage_events_user_ts"
+USAGE_KEY_INDEX = "usage_events_key_ts"
+V2_INDEXES: list[tuple[str, str, tuple[str, ...]]] = [
+    (
+        "usage_events",
+        USAGE_REPORT_INDEX,
+        (
+            "ts_ms",
+            "id",
+            "status",
+            "user_id",
+            "key_id",
+            "project",
+            "environment",
+            "captcha_type",
+            "duration_ms",
+            "cost_micros",
+        ),
+    ),
+    ("usage_events", USAGE_USER_INDEX, ("user_id", "ts_ms", "id")),
+    ("usage_events", USAGE_KEY_INDEX, ("key_id", "ts_ms", "id")),
+]
+# Superseded by USAGE_KEY_INDEX (same key prefix, time order): dropped, so that ingest keeps one
+# per-key index to update, not two.
+V2_DROPPED_INDEXES: list[tuple[str, str]] = [("usage_events", "usage_events_key")]
+
+# --- version 3: low-balance notifications (own tables only) -----------------------------------
+
+V3_TABLES = [
+    # Webhooks per account, from the team config. The secret signs deliveries (HMAC-SHA256),
+    # so it is stored as given, not hashed; no API returns it and nothing logs it.
+    Table(
+        "notification_targets",
+        [
+            ("id", AUTOINC),
+            ("account", f"{ID} NOT NULL"),
+            ("url", "VARCHAR(2048) NOT NULL"),
+            ("secret", "VARCHAR(512) NOT NULL"),
+            ("created_ms", "BIGINT NOT NULL"),
+        ],
+        ("id",),
+        indexes={"notification_targets_account": ("account",)},
+    ),
+    # One row per account: the lock that serializes firing, and the 5-minute window.
+    Table(
+        "notification_windows",
+        [("account", f"{ID} NOT NULL"), ("last_fired_ms", "BIGINT")],
+        ("account",),
+    ),
+    # Crossings seen while the account's window was closed; fired when it opens if still true.
+    Table(
+        "notification_pending",
+        [
+            ("account", f"{ID} NOT NULL"),
+            ("key_id", f"{ID} NOT NULL"),
+            ("kind", "VARCHAR(16) ASCII NOT NULL"),
+            ("detected_ms", "BIGINT NOT NULL"),
+        ],
+        ("account", "key_id"),
+    ),
+    Table(
+        "notifications",
+        [
+            ("id", AUTOINC),
+            ("account", f"{ID} NOT NULL"),
+            ("key_id", f"{ID} NOT NULL"),
+            ("kind", "VARCHAR(16) ASCII NOT NULL"),  # zero | threshold
+            ("balance_micros", "BIGINT NOT NULL"),  # at firing
+            ("threshold_micros", "BIGINT"),
+            ("created_ms", "BIGINT NOT NULL"),
+            # pending | delivered | failed | no_targets: summary of its deliveries
+            ("status", "VARCHAR(16) ASCII NOT NULL"),
+            ("attempts", "BIGINT NOT NULL"),
+            ("last_error", "VARCHAR(255)"),
+        ],
+        ("id",),
+        indexes={
+            "notifications_created": ("created_ms", "id"),
+            "notifications_account": ("account", "created_ms", "id"),
+        },
+    ),
+    # One per notification and target. A sender claims a row by moving next_attempt_ms past
+    # its send timeout under a fresh claim_token, in one conditional UPDATE: two collectors on
+    # one database never send the same attempt twice.
+    Table(
+        "notification_deliveries",
+        [
+            ("id", AUTOINC),
+            ("notification_id", "BIGINT NOT NULL"),
+            ("target_id", "BIGINT NOT NULL"),
+            ("status", "VARCHAR(16) ASCII NOT NULL"),  # pending | delivered | failed | cancelled
+            ("attempts", "BIGINT NOT NULL"),
+            ("next_attempt_ms", "BIGINT NOT NULL"),
+            ("claim_token", "BIGINT"),
+            ("last_error", "VARCHAR(255)"),
+            ("delivered_ms", "BIGINT"),
+        ],
+        ("id",),
+        indexes={
+            "notification_deliveries_due": ("status", "next_attempt_ms"),
+            "notification_deliveries_notification": ("notification_id",),
+        },
+    ),
+]
