@@ -23,7 +23,7 @@ def parse_ip(text: str) -> tuple[int, int] | None:
     value: tuple[int, int] | None
     try:
         value = (4, int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big"))
-    except OSError:
+    except (OSError, ValueError):  # ValueError: an embedded NUL (a header can carry one)
         try:
             addr = ipaddress.IPv6Address(text.split("%", 1)[0])
         except ValueError:

@@ -39,6 +39,7 @@ WRONG_USER_KEY = "ERROR_WRONG_USER_KEY"
 WRONG_ID_FORMAT = "ERROR_WRONG_ID_FORMAT"
 EMPTY_ACTION = "ERROR_EMPTY_ACTION"
 IP_NOT_ALLOWED = "ERROR_IP_NOT_ALLOWED"
+IP_BANNED = "IP_BANNED"  # 2captcha's own text for it: no ERROR_ prefix
 
 
 def _agent() -> Agent:
@@ -76,6 +77,9 @@ def _flags(fields: dict[str, str]) -> None:
 
 
 def _authenticate(agent: Agent, fields: dict[str, str]) -> tuple[Any, Any, str] | Response:
+    ip = _ip(agent)
+    if agent.bans.retry_after(ip) is not None:  # before the lookup, even for a valid key
+        return fail(IP_BANNED)
     secret = fields.get("key", "").strip()
     if not _KEY(secret):
         return fail(WRONG_USER_KEY)
@@ -84,6 +88,8 @@ def _authenticate(agent: Agent, fields: dict[str, str]) -> tuple[Any, Any, str] 
         return fail(compat_solve.NO_SLOT)  # no key data yet: try again (another agent)
     auth = precheck.authenticate(snap, secret)
     if isinstance(auth, precheck.Decision):
+        if auth.code == "invalid_key":
+            agent.bans.failed(ip)
         return fail(compat_solve.refusal_text(auth))
     return auth[0], auth[1], secret
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from solverfleet import __version__
+from solverfleet.agent.bans import BanList
 from solverfleet.agent.clientip import parse_nets
 from solverfleet.agent.fleetclient import CollectorError, FleetClient
 from solverfleet.agent.keystore import KeyStore
@@ -75,6 +76,10 @@ class Agent:
         self.tasks = TaskStore(
             settings.node_id, settings.compat_result_ttl, settings.compat_max_tasks
         )  # in.php tasks (compat_solve.py)
+        self.bans = BanList(
+            settings.ban_threshold, settings.ban_window, settings.ban_duration,
+            settings.ban_max_ips, clock=lambda: self.clock(), exempt=self.trusted,
+        )  # fmt: skip
         self.stop_hooks: list[Callable[[], None]] = []  # run once solves are finished
         self.draining = False
         self.in_flight = 0

@@ -53,7 +53,12 @@ HTTP_REQUESTS = Counter(
     ["endpoint", "code"],
     registry=None,
 )
-SHARED = (SOLVES, SOLVE_SECONDS, SPOOL_ERRORS, HTTP_REQUESTS)
+IP_BANS = Counter(
+    "solverfleet_agent_ip_bans",
+    "Client addresses banned for presenting too many unknown keys (bans.py).",
+    registry=None,
+)
+SHARED = (SOLVES, SOLVE_SECONDS, SPOOL_ERRORS, HTTP_REQUESTS, IP_BANS)
 _REPORTS = frozenset(("report_good", "report_bad"))
 # (type, status) -> (counter child, histogram child or None): labels() costs a lock and a
 # tuple build per call; this cache is a dict hit. Bounded by configured types x statuses.

@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException
 
 from solverfleet.agent import precheck
 from solverfleet.agent.clientip import client_ip
+from solverfleet.agent.keystore import Key, Snapshot, User
 from solverfleet.agent.lifecycle import Agent
 from solverfleet.agent.settings import MAX_BODY_BYTES
 from solverfleet.agent.solvepath import admit_waiting, balance_micros, spool_event, usage_event
@@ -55,6 +56,22 @@ def _secret() -> str | None:
     if auth[:7].lower() == "bearer ":
         return auth[7:].strip() or None
     return request.headers.get("X-API-Key", "").strip() or None
+
+
+def _authenticate(
+    agent: Agent, snap: Snapshot, secret: str | None, ip: str
+) -> tuple[Key, User] | Response:
+    """A banned address is refused before the lookup; an unknown key counts toward a ban."""
+    retry = agent.bans.retry_after(ip)
+    if retry is not None:
+        message = "too many unknown API keys from this address; retry later"
+        return error("ip_banned", message, 429, retry)
+    auth = precheck.authenticate(snap, secret)
+    if isinstance(auth, precheck.Decision):
+        if auth.code == "invalid_key" and secret:  # a missing key guesses nothing
+            agent.bans.failed(ip)
+        return _deny(auth)
+    return auth
 
 
 @dataclass(slots=True)
@@ -110,13 +127,13 @@ def _solve(agent: Agent, started: float, request_id: str) -> Response:
     if (request.content_length or 0) > MAX_BODY_BYTES:
         return error("too_large", f"body is over {MAX_BODY_BYTES} bytes", 413)
     secret = _secret()
-    auth = precheck.authenticate(snap, secret)
-    if isinstance(auth, precheck.Decision):
-        return _deny(auth)
+    ip = client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"), agent.trusted)
+    auth = _authenticate(agent, snap, secret, ip)
+    if isinstance(auth, Response):
+        return auth
     body = _parse_body()
     if isinstance(body, str):
         return error("bad_request", body, 400)
-    ip = client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"), agent.trusted)
     assert secret is not None
     decision = admit_waiting(agent, snap, secret, *auth, body.type, ip)
     if not decision.allowed:
@@ -166,9 +183,10 @@ def balance() -> Response:
     snap = agent.keystore.snapshot
     if snap is None:
         return error("not_ready", "no key data from the collector yet", 503)
-    auth = precheck.authenticate(snap, _secret())
-    if isinstance(auth, precheck.Decision):
-        return _deny(auth)
+    ip = client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"), agent.trusted)
+    auth = _authenticate(agent, snap, _secret(), ip)
+    if isinstance(auth, Response):
+        return auth
     key = auth[0]
     total = balance_micros(agent, key)
     return jsonify(key=key.id, balance=format_micros(total), currency=CURRENCY)

@@ -43,6 +43,12 @@ class AgentSettings:
     node_id: int = 0  # 1..999, leading digits of task ids (LB routes res.php by it); 0 = derive
     compat_result_ttl: float = 600.0  # s a finished task's result stays fetchable
     compat_max_tasks: int = 10_000  # pending + finished tasks kept in memory; over it: no slot
+    # Brute force (bans.py): this many unknown keys within ban_window s from one address (IPv6:
+    # one /64) ban it for ban_duration s; at most ban_max_ips addresses tracked. 0 = off.
+    ban_threshold: int = 5
+    ban_window: float = 60.0
+    ban_duration: float = 300.0
+    ban_max_ips: int = 100_000
     # Peers (CIDRs) served /metrics, and only when no proxy forwarded the request.
     metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
 
@@ -70,6 +76,13 @@ class AgentSettings:
             raise SettingsError("compat_result_ttl: must be > 0")
         if self.compat_max_tasks < 1:
             raise SettingsError("compat_max_tasks: must be >= 1")
+        if self.ban_threshold < 0:
+            raise SettingsError("ban_threshold: must be >= 0 (0 turns bans off)")
+        for name in ("ban_window", "ban_duration"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name}: must be > 0")
+        if self.ban_max_ips < 1:
+            raise SettingsError("ban_max_ips: must be >= 1")
         if self.lease_calls < 1:
             raise SettingsError("lease_calls: must be >= 1")
         try:
