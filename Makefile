@@ -9,7 +9,7 @@ AGENTS ?= 3
 DEMO_STATE ?= .demo
 PYTEST_ARGS ?=
 
-.PHONY: venv system-deps demo test lint test-unit test-integration wheelhouse bench clean
+.PHONY: venv system-deps demo demo-local test lint test-unit test-integration wheelhouse bench clean
 
 $(STAMP): pyproject.toml constraints.txt requirements-ansible.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,12 @@ venv: $(STAMP)
 system-deps:
 	bash scripts/install-system-deps.sh
 
-demo: venv
+# The fleet as an operator meets it: a namespace lab (root) deployed with the playbooks.
+demo: venv system-deps wheelhouse
+	$(BIN)/solverfleet lab demo --name demo --solvers $(AGENTS)
+
+# The same services as local processes on loopback, no root or Ansible needed.
+demo-local: venv
 	$(BIN)/solverfleet local --agents $(AGENTS) --state $(DEMO_STATE) --demo
 
 lint: venv
@@ -31,7 +36,7 @@ lint: venv
 	$(BIN)/ruff format --check .
 	PATH=$(CURDIR)/$(BIN):$$PATH ANSIBLE_CONFIG=$(CURDIR)/ansible.cfg $(BIN)/ansible-lint -q --profile production roles/ playbooks/ inventory/ molecule/
 	for p in playbooks/*.yml; do \
-	  PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-playbook --syntax-check -i inventory/production/hosts.yml "$$p" >/dev/null || exit 1; \
+	  PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-playbook --syntax-check -i inventory/example/hosts.yml "$$p" >/dev/null || exit 1; \
 	done
 
 test: venv system-deps lint
