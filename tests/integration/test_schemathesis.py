@@ -32,11 +32,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from solverfleet.agent import agent_of
-from solverfleet.agent import create_app as create_agent
-from solverfleet.process import wait_until
 from tests.support.collector import key_config, make_app, sqlite_url, team_config, user_config
 from tests.support.fake_collector import (  # noqa: F401
+    agent_app,
     agent_settings,
     fake_collector,
     fake_worker,
@@ -116,19 +114,7 @@ def _report(sent: Counter, deep: set[tuple[str, str, int]]) -> int:
 # ---- agent ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def agent_app(tmp_path, fake_collector, fake_worker):  # noqa: F811
-    secrets = standard_setup(fake_collector)
-    app = create_agent(agent_settings(tmp_path, fake_collector.url, fake_worker.url))
-    client = app.test_client()
-    wait_until(lambda: client.get("/readyz").status_code == 200, timeout=10, what="agent ready")
-    yield app, secrets
-    agent = agent_of(app)
-    agent.shutdown(drain_grace=0, ship_timeout=1)
-    agent.close()
-
-
-def test_agent_survives_generated_requests(agent_app):
+def test_agent_survives_generated_requests(agent_app):  # noqa: F811
     app, secrets = agent_app
     good = secrets["alice-web"]
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app)

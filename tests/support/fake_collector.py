@@ -20,8 +20,10 @@ import pytest
 from flask import Flask, jsonify, request
 from werkzeug.serving import make_server
 
+from solverfleet.agent import agent_of
+from solverfleet.agent import create_app as create_agent
 from solverfleet.keyhash import hash_secret, tokens_equal
-from solverfleet.process import free_port
+from solverfleet.process import free_port, wait_until
 
 FLEET_TOKEN = "test-fleet-token"
 EVENT_FIELDS = {
@@ -461,3 +463,16 @@ def fake_worker():
     worker.start()
     yield worker
     worker.stop()
+
+
+@pytest.fixture
+def agent_app(tmp_path, fake_collector, fake_worker):
+    """An in-process agent app on the standard setup, ready: ``(app, secrets by key id)``."""
+    secrets = standard_setup(fake_collector)
+    app = create_agent(agent_settings(tmp_path, fake_collector.url, fake_worker.url))
+    client = app.test_client()
+    wait_until(lambda: client.get("/readyz").status_code == 200, timeout=10, what="agent ready")
+    yield app, secrets
+    agent = agent_of(app)
+    agent.shutdown(drain_grace=0, ship_timeout=1)
+    agent.close()

@@ -10,9 +10,9 @@ from openapi_spec_validator import validate
 
 from solverfleet.agent import agent_of
 from solverfleet.agent import create_app as create_agent
-from solverfleet.process import wait_until
 from tests.support.collector import event, key_config, team_config, user_config
 from tests.support.fake_collector import (  # noqa: F401
+    agent_app,
     agent_settings,
     fake_collector,
     fake_worker,
@@ -23,18 +23,6 @@ from tests.support.openapi import Spec, routes
 pytest_plugins = ["tests.support.collector"]
 PACKAGES = ["solverfleet.agent", "solverfleet.collector"]
 FORWARDED = {"X-Forwarded-For": "203.0.113.9"}
-
-
-@pytest.fixture
-def agent_app(tmp_path, fake_collector, fake_worker):  # noqa: F811
-    secrets = standard_setup(fake_collector)
-    app = create_agent(agent_settings(tmp_path, fake_collector.url, fake_worker.url))
-    client = app.test_client()
-    wait_until(lambda: client.get("/readyz").status_code == 200, timeout=10, what="agent ready")
-    yield app, secrets
-    agent = agent_of(app)
-    agent.shutdown(drain_grace=0, ship_timeout=1)
-    agent.close()
 
 
 @pytest.fixture
@@ -124,7 +112,7 @@ def test_spec_check_rejects_an_undocumented_answer(bare_agent):
 # ---- real answers against the description --------------------------------------------------
 
 
-def test_agent_answers_match_the_description(agent_app):
+def test_agent_answers_match_the_description(agent_app):  # noqa: F811
     app, secrets = agent_app
     spec = Spec.of("solverfleet.agent")
     c = app.test_client()
