@@ -21,7 +21,7 @@ from tests.support.labfleet import (
     apply_key,
     finish_load,
     haproxy_command,
-    key_successes,
+    settled_successes,
     solve,
     start_load,
     wait_for_response,
@@ -62,7 +62,7 @@ def serving_agents(fleet: Fleet, n: int = 6) -> set[str]:
 def switch_under_load(fleet: Fleet, tmp_path: Path, playbook: str, port: int) -> PlaybookRun:
     """Run a colour switch while clients hold 2 s solves on the live colour (``port``); assert
     no client saw a failure and the collector holds exactly the successes they saw."""
-    before = key_successes(fleet)
+    before = settled_successes(fleet)
     stop = tmp_path / f"stop-{playbook}"
     load = start_load(fleet, stop, latency_ms=2000)
     try:

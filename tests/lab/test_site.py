@@ -23,7 +23,7 @@ from tests.support.labfleet import (
     finish_load,
     haproxy_command,
     haproxy_servers,
-    key_successes,
+    settled_successes,
     solve,
     start_load,
     wait_for_response,
@@ -85,7 +85,7 @@ def test_rolling_update_under_load_fails_no_request(fleet: Fleet, tmp_path: Path
     apply_key(fleet)
     wait_for_response(lambda: solve(fleet), lambda r: r.status == 200, timeout=15, what="/solve")
     release = "0.0.0-rolled"  # any new release name; same wheels, new release directory
-    before = key_successes(fleet)
+    before = settled_successes(fleet)
     stop = tmp_path / "stop-load"
     load = start_load(fleet, stop, latency_ms=2000)
     try:
@@ -185,8 +185,10 @@ def test_2captcha_round_trip_routes_res_php_to_the_owning_agent(fleet: Fleet) ->
     # answers are still fetched from it; use-server goes past the drain.
     servers = {h.name for h in fleet.solvers}
     cfg = lab.ssh(fleet.host("lb").name, ["cat", "/etc/haproxy/haproxy.cfg"], check=True).stdout
+    # The blue backend's rules: the green one names the same hosts with node ids + 500.
+    blue = cfg.split("\nbackend solverfleet_agents\n", 1)[1].split("\nbackend ", 1)[0]
     rules = dict(
-        re.findall(r"use-server (\S+) if compat_res \{ urlp\(id\) -m reg \^([0-9]+)\[", cfg)
+        re.findall(r"use-server (\S+) if compat_res \{ urlp\(id\) -m reg \^([0-9]+)\[", blue)
     )
     assert set(rules) == servers and len(set(rules.values())) == len(servers), cfg
     drained = {node: host for host, node in rules.items()}[nodes[task_ids[0]]]

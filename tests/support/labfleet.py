@@ -251,6 +251,34 @@ def key_successes(fleet: Fleet, key_id: str = "alice-lab") -> int:
     return resp.json()["keys"][key_id]["successes"]
 
 
+_BACKLOG = (
+    'python3 -c "import json, sys, urllib.request\n'
+    "for port in sys.argv[1:]:\n"
+    "    try:\n"
+    "        r = urllib.request.urlopen('http://127.0.0.1:%s/admin/status' % port, timeout=5)\n"
+    "    except OSError:\n"
+    "        continue  # that colour's agent is not running\n"
+    "    print(json.load(r)['spool_backlog'])\" "
+)
+
+
+def settled_successes(fleet: Fleet, *, timeout: float = 60) -> int:
+    """The lab key's successes at the collector once every agent (both colours) has shipped its
+    spool, so a count taken before a test's load includes the solves made just before it."""
+    deadline = time.monotonic() + timeout
+    ports = f"{AGENT_PORT} {AGENT_PORT + 1}"
+    while True:
+        backlog = {
+            host.name: fleet.lab.ssh(host.name, [_BACKLOG + ports], check=True).stdout.split()
+            for host in fleet.solvers
+        }
+        if all(n == "0" for ns in backlog.values() for n in ns):
+            return key_successes(fleet)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"agents' spools not shipped after {timeout}s: {backlog}")
+        time.sleep(0.5)
+
+
 def wait_usage_equals(fleet: Fleet, expected: int, *, timeout: float = 60) -> int:
     """Wait until the collector holds ``expected`` successes of the lab key (agents ship within
     seconds); return the final count, which the caller asserts (more would be a double charge)."""
