@@ -137,6 +137,21 @@ def test_a_well_stocked_lease_is_not_refilled_and_a_low_one_is():
     assert request["want_micros"] == 40_000 - 16_000 and request["min_micros"] == 2000
 
 
+def test_a_remainder_below_one_price_asks_only_for_what_completes_a_call():
+    # Halved grants leave slivers: 5,000 held at a price of 2,000 is 2 calls and 1,000 over.
+    # Asking for at least a whole price made the collector refuse the 1,000 still in its pool
+    # (a grant below min_micros is 0), so the key's last call's worth could never be spent.
+    snap, ledger = make_snap(), Ledger()
+    ledger.apply_grants([balance_grant(5_000)])
+    ledger.commit(admit(ledger, snap))
+    ledger.commit(admit(ledger, snap))
+    assert isinstance(admit(ledger, snap), Refusal)
+    (request,) = ledger.lease_requests(snap, NOW, 60)
+    assert request["min_micros"] == 1_000  # what one more call lacks
+    ledger.apply_grants([balance_grant(6_000, granted=1_000)])  # the pool's last 1,000
+    assert isinstance(admit(ledger, snap), Hold)
+
+
 def test_a_burst_asks_for_at_least_what_is_in_flight():
     snap, ledger = make_snap(), Ledger()
     ledger.apply_grants([balance_grant(200_000)])  # 100 calls' worth

@@ -88,9 +88,13 @@ class LeaseNegotiation:
             )
             if available < bal.price or available * 2 < target:
                 want = target - available
+                # The least grant worth having: what one more call lacks. A plain `price` would
+                # strand a remainder below one price for good: the collector refuses the
+                # sliver that would complete it, so the key's last call could never be spent.
+                least = bal.price - available if 0 < available < bal.price else bal.price
                 self._asked["balance", key_id, 0] = want
                 yield {"kind": "balance", "key_id": key_id, "want_micros": want,
-                       "min_micros": bal.price, "return_micros": 0}  # fmt: skip
+                       "min_micros": least, "return_micros": 0}  # fmt: skip
 
     def _count_requests(self, snap: Snapshot, now: float, elapsed: float, idle_after: float):
         window, today = int(now // 60), int(now // 86400)
