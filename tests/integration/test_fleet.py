@@ -1,4 +1,5 @@
-"""The metering promises end to end: real collector, worker and agents, on SQLite and MariaDB."""
+"""The metering promises end to end: real collector, worker and agents, on SQLite and MariaDB.
+Faults under load (kill -9, collector and database outages) are in tests/chaos/."""
 
 from __future__ import annotations
 
@@ -224,92 +225,6 @@ def test_deactivation_reaches_both_agents_within_a_second(fleet_factory):
     print(f"deactivation -> refused on both agents after {max(latencies) * 1000:.0f} ms")
     assert max(latencies) < 1.0
     assert solve(stack.agent_url(1), secret).json()["error"] == "key_disabled"
-
-
-def test_collector_down_agents_serve_within_leases_then_every_event_arrives_once(fleet_factory):
-    stack = fleet_factory(agents=2)
-    secret = new_secret("offline")
-    _apply(stack, team(user("ivy", key("ivy-web", secret, "5.00"))), secret)
-    agents = [stack.agent_url(0), stack.agent_url(1)]
-    before = [solve(a, secret).status_code for a in agents for _ in range(3)]
-    assert before == [200] * 6
-
-    stack.stop_collector()
-    offline = Counter(solve(agents[i % 2], secret).status_code for i in range(40))
-    print(f"collector down, 40 calls: {dict(offline)}")
-    assert offline[200] > 0, "agents must keep serving within their leases"
-    assert set(offline) <= {200, 402}
-
-    stack.start_collector()
-    expected = 6 + offline[200]
-    wait_until(lambda: _summary(stack)["successes"] == expected, timeout=30, what="backlog shipped")
-    summary = _summary(stack)
-    assert summary["events"] == expected  # failures: none; duplicates: none
-    assert micros(_key(stack, "ivy-web")["balance"]) == micros("5.00") - expected * micros(PRICE)
-
-
-def test_kill_9_under_load_loses_and_duplicates_nothing(fleet_factory):
-    stack = fleet_factory(agents=1, worker_latency_ms="5")
-    secret = new_secret("crash")
-    _apply(stack, team(user("jack", key("jack-web", secret, "100.00"))), secret)
-    agent = stack.agent_url(0)
-    seen_ok: list[str] = []
-    unknown: list[str] = []  # connection cut: the solve may or may not have happened
-    stop = threading.Event()
-    lock = threading.Lock()
-    counter = iter(range(1_000_000))
-
-    def client() -> None:
-        deadline = time.monotonic() + 30
-        while not stop.is_set() and time.monotonic() < deadline:
-            with lock:
-                n = next(counter)
-            target = f"https://example.test/page/{n}"
-            try:
-                resp = solve(agent, secret, url=target)
-            except requests.RequestException:
-                with lock:
-                    unknown.append(target)
-                continue
-            if resp.status_code == 200:
-                with lock:
-                    seen_ok.append(target)
-
-    threads = [threading.Thread(target=client) for _ in range(6)]
-    for t in threads:
-        t.start()
-    try:
-        wait_until(lambda: len(seen_ok) >= 150, timeout=20, what="load to build up")
-        stack.kill_agent(0)
-        stack.start_agent(0)
-        stack.wait_agents_ready()
-        wait_until(lambda: len(seen_ok) >= 300, timeout=20, what="load after restart")
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(35)
-
-    def recorded() -> list[dict]:
-        with stack.admin_client() as admin:
-            return admin.usage(key_id="jack-web", limit=1_000)["events"]
-
-    wait_until(
-        lambda: _summary(stack)["successes"] >= len(seen_ok), timeout=30, what="usage shipped"
-    )
-    events = recorded()
-    assert len(events) < 1_000, "more events than one page: raise the page size"
-    urls = Counter(e["url"] for e in events if e["status"] == "success")
-    assert len({e["event_id"] for e in events}) == len(events), "duplicate event ids"
-    missing = [u for u in seen_ok if urls[u] != 1]
-    extra = [u for u in urls if u not in set(seen_ok)]
-    print(
-        f"kill -9 under load: client successes {len(seen_ok)}, usage records {sum(urls.values())}, "
-        f"cut connections {len(unknown)}, recorded-but-unseen {len(extra)}"
-    )
-    assert not missing, f"successes without exactly one usage record: {missing[:5]}"
-    assert set(extra) <= set(unknown), "usage for a request the client never made"
-    charged = micros("100.00") - micros(_key(stack, "jack-web")["balance"])
-    assert charged == sum(urls.values()) * micros(PRICE)
 
 
 def test_sigterm_returns_unused_lease(fleet_factory):
