@@ -12,7 +12,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from solverfleet.lab import preflight
+from solverfleet.lab import preflight, repoinventory
 from solverfleet.lab.config import DEFAULT_NAME, LabError
 from solverfleet.lab.lab import Lab, LabStatus
 
@@ -67,6 +67,7 @@ def up(lab: Lab, solvers: int | None) -> None:
 def down(lab: Lab) -> None:
     """Kill every process in the lab, delete its namespaces and state."""
     result = lab.down()
+    repoinventory.withdraw(lab, repoinventory.checkout_inventory_dir())
     click.echo(
         f"lab {lab.name!r} down in {result.seconds:.2f}s: {len(result.namespaces)} namespaces "
         f"deleted, {len(set(result.killed))} processes killed"
@@ -144,6 +145,9 @@ def _print_up(
         parts.append(f"removed {', '.join(removed)}")
     click.echo(f"lab {lab.name!r} up in {seconds:.2f}s: {'; '.join(p for p in parts if p)}")
     click.echo(f"  inventory:  {lab.inventory_path}")
+    published = repoinventory.publish(lab, repoinventory.checkout_inventory_dir())
+    if published is not None:
+        click.echo(f"              {published} (a copy in this checkout)")
     click.echo(f"  ssh:        solverfleet lab ssh --name {lab.name} solver1")
     click.echo(
         f"  ansible:    ip netns exec {lab.controller_netns} "

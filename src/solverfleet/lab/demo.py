@@ -18,6 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from solverfleet.lab import repoinventory
 from solverfleet.lab.config import LabError
 from solverfleet.lab.controller import ansible_env, controller_request, playbook_argv
 from solverfleet.lab.lab import Lab
@@ -68,6 +69,7 @@ def demo_team(keys: list[DemoKey]) -> dict[str, Any]:
 class Demo:
     def __init__(self, lab: Lab, repo: Path, wheelhouse: Path, console: Console) -> None:
         self.lab, self.repo, self.wheelhouse, self.console = lab, repo, wheelhouse, console
+        self.inventory: Path = lab.inventory_path  # or its copy in the checkout, once up
         self.keys = [
             DemoKey(k[0], "SOLVERFLEET_DEMO_KEY_" + k[0].upper().replace("-", "_"), "")
             for k in _KEYS
@@ -77,6 +79,10 @@ class Demo:
         started = time.monotonic()
         self.step(f"lab up: lb1, collector1, solver1..{solvers} as network namespaces")
         self.lab.up(solvers)
+        self.inventory = (
+            repoinventory.publish(self.lab, repoinventory.checkout_inventory_dir(self.repo))
+            or self.lab.inventory_path
+        )
         self.step("site.yml: bare hosts to a serving fleet (takes a few minutes)")
         self.playbook("site.yml")
         self.step("team.yml: a demo team, key secrets from ENV: references")
@@ -184,9 +190,9 @@ class Demo:
         self.console.print(
             f"Send a solve through the balancer from your shell:\n\n  {curl}\n\n"
             f"Key secrets are in {Path(self.lab.state_dir) / 'secrets' / 'demo-keys'}, the lab "
-            f"inventory in {self.lab.inventory_path}.\n"
+            f"inventory in {self.inventory}.\n"
             f"Health report again: sudo ip netns exec {self.lab.controller_netns} "
-            f"{Path(sys.executable).parent / 'ansible-playbook'} -i {self.lab.inventory_path} "
+            f"{Path(sys.executable).parent / 'ansible-playbook'} -i {self.inventory} "
             f"playbooks/health.yml\n"
             f"Tear the lab down:   sudo {exe} lab down --name {self.lab.name}",
             soft_wrap=True,
