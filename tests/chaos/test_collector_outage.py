@@ -13,12 +13,12 @@ import pytest
 from tests.support.chaos import (
     Load,
     Tracker,
-    agent_status,
     assert_ledger,
     outcome_counts,
     wait_for,
+    wait_leases,
 )
-from tests.support.fleet import PRICE, key, micros, new_secret, team, user
+from tests.support.fleet import key, new_secret, team, user
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -54,17 +54,7 @@ def test_collector_down_for_a_minute_under_load(fleet_factory):
         expect={200, 402},
     ) as load:
         load.wait_successes(100, timeout=30, what="load before the outage")
-        # Leases are sized by observed demand (lease_seconds of spend): wait until both agents
-        # hold a lease for the load's rate, so they have something to serve from while down.
-        wait_for(
-            lambda: all(
-                agent_status(stack, i)["leases"]["available_micros"] >= 100 * micros(PRICE)
-                for i in range(len(agents))
-            ),
-            timeout=30,
-            what="both agents to hold leases sized for the load",
-            guard=load.check,
-        )
+        wait_leases(stack, load, calls=100)
         stack.stop_collector()
         down_at = time.monotonic()
         wait_for(

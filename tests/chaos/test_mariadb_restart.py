@@ -17,12 +17,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support.chaos import (
     Load,
     Tracker,
-    agent_status,
     assert_ledger,
     outcome_counts,
     wait_for,
+    wait_leases,
 )
-from tests.support.fleet import PRICE, key, micros, new_secret, team, user
+from tests.support.fleet import key, new_secret, team, user
 from tests.support.mariadb import MariaDBServer, running_server
 
 pytestmark = [
@@ -86,15 +86,7 @@ def test_mariadb_restart_mid_ingest(fleet_factory, own_mariadb: MariaDBServer):
         tracker, agents, secret, clients=4, pace=0.01, max_seconds=150, expect={200, 402}
     ) as load:
         load.wait_successes(100, timeout=30, what="load before the restart")
-        wait_for(  # leases sized for the load: the agents have credit to serve from meanwhile
-            lambda: all(
-                agent_status(stack, i)["leases"]["available_micros"] >= 50 * micros(PRICE)
-                for i in range(len(agents))
-            ),
-            timeout=30,
-            what="both agents to hold leases sized for the load",
-            guard=load.check,
-        )
+        wait_leases(stack, load, calls=50)
         refused = _usage_refusals(stack)
         for n in range(RESTARTS):
             # Mid-ingest: the collector is storing the load's usage as it arrives.

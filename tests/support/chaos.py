@@ -378,6 +378,21 @@ def agent_status(stack: LocalStack, i: int) -> dict:
     return resp.json()
 
 
+def wait_leases(stack: LocalStack, load: Load, calls: int, timeout: float = 30.0) -> None:
+    """Wait until every agent holds credit for ``calls`` solves. Leases are sized by observed
+    demand, so a fault that cuts the collector off must wait for them to give the agents
+    something to serve from meanwhile."""
+    wait_for(
+        lambda: all(
+            agent_status(stack, i)["leases"]["available_micros"] >= calls * micros(PRICE)
+            for i in range(len(stack.agents))
+        ),
+        timeout=timeout,
+        what=f"every agent to hold credit for {calls} calls",
+        guard=load.check,
+    )
+
+
 def settle(stack: LocalStack, timeout: float = 60.0) -> None:
     """Wait until every running agent has nothing in flight and nothing left to ship."""
 
