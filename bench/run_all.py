@@ -14,6 +14,8 @@ BENCHES = [
     "bench_ingest.py",
     "bench_reports.py",
     "bench_obs.py",
+    "bench_lease.py",
+    "bench_revocation.py",
 ]
 
 

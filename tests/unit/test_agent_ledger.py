@@ -152,6 +152,24 @@ def test_a_remainder_below_one_price_asks_only_for_what_completes_a_call():
     assert isinstance(admit(ledger, snap), Hold)
 
 
+def test_a_starved_sliver_is_given_back_for_another_agent_to_complete():
+    # Two agents holding 1,000 each at a price of 2,000: neither can serve, the pool is empty,
+    # so each refill is refused. Each gives its sliver back; the next ask can then get 2,000.
+    snap, ledger = make_snap(), Ledger()
+    ledger.apply_grants([balance_grant(1_000)])
+    assert isinstance(admit(ledger, snap), Refusal)  # demand, and too little to serve it
+    (ask,) = ledger.lease_requests(snap, NOW, 60)
+    assert ask["min_micros"] == 1_000 and ask["return_micros"] == 0
+    ledger.apply_grants([balance_grant(1_000, granted=0)])  # starved
+    (give_back,) = ledger.lease_requests(snap, NOW, 60)
+    assert give_back["return_micros"] == 1_000 and give_back["want_micros"] == 0
+    ledger.apply_grants([balance_grant(0, granted=0)])
+    (ask,) = ledger.lease_requests(snap, NOW, 60)
+    assert ask["min_micros"] == 2_000 and ask["return_micros"] == 0  # a whole call, or nothing
+    ledger.apply_grants([balance_grant(2_000)])
+    assert isinstance(admit(ledger, snap), Hold)
+
+
 def test_a_burst_asks_for_at_least_what_is_in_flight():
     snap, ledger = make_snap(), Ledger()
     ledger.apply_grants([balance_grant(200_000)])  # 100 calls' worth

@@ -86,6 +86,14 @@ class LeaseNegotiation:
             target = max(
                 self.lease_calls * bal.price, int(bal.rate * self.lease_seconds), bal.holds
             )
+            if bal.answered and bal.starved and 0 < available < bal.price:
+                # A sliver the pool could not complete: give it back, so that with several
+                # agents each holding part of the last call's price, one of them can get it all.
+                bal.held -= available
+                self._returning.append(key_id)
+                yield {"kind": "balance", "key_id": key_id, "want_micros": 0,
+                       "min_micros": 0, "return_micros": available}  # fmt: skip
+                continue
             if available < bal.price or available * 2 < target:
                 want = target - available
                 # The least grant worth having: what one more call lacks. A plain `price` would
