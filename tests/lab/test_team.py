@@ -20,6 +20,7 @@ from tests.support.labfleet import (
     SKIP,
     Fleet,
     apply_key,
+    register_secret,
     wait_for_response,
 )
 
@@ -97,7 +98,7 @@ def collector_state(fleet: Fleet) -> dict:
 def test_team_play_applies_inventory_team_with_env_secrets(fleet: Fleet, group_vars: Path) -> None:
     lab = fleet.lab
     apply_key(fleet)  # the lb certificate, to verify TLS
-    secret = "sk-team-" + secrets.token_urlsafe(24)
+    secret = register_secret("tess-lab", "sk-team-" + secrets.token_urlsafe(24))
     env = {KEY_ENV: secret}
     write_team(group_vars, team())
 
@@ -116,7 +117,7 @@ def test_team_play_applies_inventory_team_with_env_secrets(fleet: Fleet, group_v
     # The generated key's secret is on the controller only, owner-readable, and it works.
     saved = Path(lab.state_dir) / "secrets" / "keys" / "tess-generated"
     assert stat.S_IMODE(saved.stat().st_mode) == 0o600
-    generated = saved.read_text().strip()
+    generated = register_secret("tess-generated", saved.read_text().strip())
     wait_for_response(
         lambda: solve_with(fleet, generated),
         lambda r: r.status == 200,

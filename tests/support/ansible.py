@@ -10,13 +10,19 @@ this repository's ``ansible.cfg`` and roles. ``PLAY RECAP`` is parsed into numbe
 
 ``controller_request`` makes one HTTP(S) call from the controller namespace (stdlib only, so
 no curl is needed), for health checks and API calls against lab hosts.
+
+What every ``run_playbook`` of this process printed is also kept, one file per run, in
+``output_dir()`` (removed when the process exits), for the lab's secret scan.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -142,7 +148,30 @@ def run_playbook(
         code, out = -9, _text(exc.stdout)
         err = _text(exc.stderr) + f"\n(killed after {timeout:.0f}s)"
     seconds = time.monotonic() - started
+    _keep_output(path, code, out, err)
     return PlaybookRun(argv, code, out, err, seconds, parse_recap(out))
+
+
+_output_dir: Path | None = None
+
+
+def output_dir() -> Path:
+    """The directory holding what every run_playbook of this process printed (made on first
+    use, removed at exit): ``NNN-<playbook>.log`` per run, stdout then stderr."""
+    global _output_dir
+    if _output_dir is None:
+        _output_dir = Path(tempfile.mkdtemp(prefix=f"solverfleet-ansible-{os.getpid()}-"))
+        atexit.register(shutil.rmtree, _output_dir, ignore_errors=True)
+    return _output_dir
+
+
+def _keep_output(playbook: Path, code: int, out: str, err: str) -> None:
+    # The playbook's name and exit code only: the argv may carry extra vars, and what is kept
+    # here is what Ansible itself printed.
+    folder = output_dir()
+    n = len(list(folder.glob("*.log"))) + 1
+    text = f"# {playbook.name} exited {code}\n--- stdout\n{out}\n--- stderr\n{err}\n"
+    (folder / f"{n:03d}-{playbook.stem}.log").write_text(text)
 
 
 def _text(data: bytes | str | None) -> str:
