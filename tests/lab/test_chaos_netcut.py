@@ -28,12 +28,12 @@ from solverfleet.money import to_micros
 from tests.support.ansible import controller_request
 from tests.support.labfleet import (
     AGENT_PORT,
-    COLLECTOR_PORT,
     SKIP,
     Fleet,
     TrackedCall,
     agent_status,
     apply_key,
+    apply_lab_key,
     assert_lab_ledger,
     finish_tracked_load,
     haproxy_servers,
@@ -119,24 +119,9 @@ def solve_codes(fleet: Fleet, host: str) -> Counter:
 def make_key(fleet: Fleet, key_id: str) -> str:
     """A key of its own (own account), so its ledger holds this module's requests only."""
     secret = register_secret(key_id, "sk-netcut-" + secrets.token_urlsafe(24))
-    applied = controller_request(
-        fleet.lab,
-        "POST",
-        f"http://{fleet.host('collector').address}:{COLLECTOR_PORT}/admin/v1/apply",
-        headers={"Authorization": f"Bearer {fleet.admin_token}"},
-        body={
-            "account": "netcut",
-            "prices": {"turnstile": PRICE},
-            "users": [
-                {
-                    "id": "nina",
-                    "email": "nina@example.com",
-                    "keys": [{"id": key_id, "secret": secret, "balance": OPENING}],
-                }
-            ],
-        },
+    apply_lab_key(
+        fleet, account="netcut", user="nina", key_id=key_id, secret=secret, balance=OPENING
     )
-    assert applied.status == 200, applied
     return secret
 
 

@@ -118,30 +118,39 @@ def wait_for_response(fetch, ok, *, timeout: float, what: str):
         time.sleep(0.5)
 
 
-def apply_key(fleet: Fleet) -> None:
-    """A key created through the collector's admin API, and the lb certificate to verify TLS."""
-    if fleet.api_key:
-        return
-    collector, lb = fleet.host("collector"), fleet.host("lb")
-    api_key = register_secret("alice-lab", "sk-lab-" + secrets.token_urlsafe(24))
+def apply_lab_key(
+    fleet: Fleet, *, account: str, user: str, key_id: str, secret: str, balance: str
+) -> None:
+    """One account with one user holding one key (turnstile at 0.002), through the admin API."""
     applied = controller_request(
         fleet.lab,
         "POST",
-        f"http://{collector.address}:{COLLECTOR_PORT}/admin/v1/apply",
+        f"http://{fleet.host('collector').address}:{COLLECTOR_PORT}/admin/v1/apply",
         headers={"Authorization": f"Bearer {fleet.admin_token}"},
         body={
-            "account": "labco",
+            "account": account,
             "prices": {"turnstile": "0.002"},
             "users": [
                 {
-                    "id": "alice",
-                    "email": "alice@example.com",
-                    "keys": [{"id": "alice-lab", "secret": api_key, "balance": "100.00"}],
+                    "id": user,
+                    "email": f"{user}@example.com",
+                    "keys": [{"id": key_id, "secret": secret, "balance": balance}],
                 }
             ],
         },
     )
     assert applied.status == 200, applied
+
+
+def apply_key(fleet: Fleet) -> None:
+    """A key created through the collector's admin API, and the lb certificate to verify TLS."""
+    if fleet.api_key:
+        return
+    lb = fleet.host("lb")
+    api_key = register_secret("alice-lab", "sk-lab-" + secrets.token_urlsafe(24))
+    apply_lab_key(
+        fleet, account="labco", user="alice", key_id="alice-lab", secret=api_key, balance="100.00"
+    )
     cert = fleet.lab.ssh(lb.name, ["cat", "/etc/haproxy/certs/solverfleet.pem"], check=True)
     cafile = Path(fleet.lab.state_dir) / "lb-ca.pem"
     cafile.write_text(cert.stdout)
