@@ -16,6 +16,7 @@ BENCHES = [
     "bench_obs.py",
     "bench_lease.py",
     "bench_revocation.py",
+    "bench_rollout.py",  # root: a lab of namespace hosts, ~15 min
 ]
 
 
