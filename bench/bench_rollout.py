@@ -35,8 +35,11 @@ from common import machine, table
 
 from solverfleet.lab import preflight
 from tests.support.ansible import build_wheelhouse, controller_request, run_playbook
+from tests.support.chaos import wait_for
 from tests.support.labfleet import (
     AGENT_PORT,
+    LAB_KEY_ID,
+    LAB_OPENING,
     Fleet,
     TrackedCall,
     apply_key,
@@ -50,7 +53,6 @@ from tests.support.labfleet import (
 )
 
 LAB = "benchroll"
-KEY_ID, OPENING, PRICE = "alice-lab", "100.00", "0.002"  # apply_key's key: 50,000 solves
 SUPERVISOR = ["supervisorctl", "-c", "/etc/solverfleet/supervisord.conf"]
 STEADY_S = 30.0
 GREEN_PORT = AGENT_PORT + 1
@@ -130,14 +132,12 @@ def wait_up(fleet: Fleet, host: str, timeout: float = 60) -> None:
         timeout=timeout,
         what=f"{host} /readyz",
     )
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def running() -> bool:
         rows = [ln.split() for ln in haproxy_servers(fleet).splitlines()]
-        if any(len(f) > 6 and f[3] == host and f[5] == "2" for f in rows):
-            return
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{host} not UP in HAProxy after {timeout}s")
-        time.sleep(0.2)
+        return any(len(f) > 6 and f[3] == host and f[5] == "2" for f in rows)
+
+    wait_for(running, timeout=timeout, what=f"{host} UP in HAProxy", interval=0.2)
 
 
 def restart_without_drain(fleet: Fleet) -> Callable[[], tuple[bool, str]]:
@@ -215,7 +215,7 @@ def main() -> int:
             try:
                 ledger = assert_lab_ledger(
                     fleet, [c for p in phases for c in p.calls],
-                    key_id=KEY_ID, opening=OPENING, price=PRICE, label="whole run",
+                    key_id=LAB_KEY_ID, opening=LAB_OPENING, label="whole run",
                 )  # fmt: skip
                 ledger_ok = True
             except AssertionError as exc:

@@ -28,6 +28,7 @@ from solverfleet.money import to_micros
 from tests.support.ansible import controller_request
 from tests.support.labfleet import (
     AGENT_PORT,
+    LAB_PRICE,
     SKIP,
     Fleet,
     TrackedCall,
@@ -55,7 +56,6 @@ pytestmark = [
 ]
 
 CUT_SECONDS = 30
-PRICE = "0.002"
 OPENING = "10.00"  # 5,000 calls: more than the load can make
 TABLE = "solverfleet_netcut"
 
@@ -153,7 +153,7 @@ def phase(call: TrackedCall, cut_from: float, cut_to: float) -> str:
 @pytest.mark.timeout(600)
 def test_agent_cut_off_from_the_collector_for_30s_under_load(fleet: Fleet, tmp_path: Path) -> None:
     victim = fleet.solvers[0].name
-    price = to_micros(PRICE)
+    price = to_micros(LAB_PRICE)
     others = [h.name for h in fleet.solvers[1:]]
     collector = fleet.host("collector").address
     apply_key(fleet)  # the lb certificate, to verify TLS
@@ -217,7 +217,7 @@ def test_agent_cut_off_from_the_collector_for_30s_under_load(fleet: Fleet, tmp_p
         calls = finish_tracked_load(load, stop)
     settle_agents(fleet)
     codes_after = {h.name: solve_codes(fleet, h.name) for h in fleet.solvers}
-    ledger = assert_lab_ledger(fleet, probes + calls, key_id=key_id, opening=OPENING, price=PRICE)
+    ledger = assert_lab_ledger(fleet, probes + calls, key_id=key_id, opening=OPENING)
 
     # What the clients saw, by phase; what each agent answered (its /metrics, /solve only).
     by_phase = {p: Counter() for p in ("before", "during", "across", "after")}

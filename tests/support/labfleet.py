@@ -48,6 +48,9 @@ COLLECTOR_PORT = 8400
 TEST_LB = {"solverfleet_lb_retries": 0, "solverfleet_lb_redispatch": False}
 # Never run the package manager inside a lab host: /usr is the machine's.
 LAB_VARS = {"solverfleet_manage_packages": False, **TEST_LB}
+# The lab's price list and apply_key's key.
+LAB_PRICE = "0.002"
+LAB_KEY_ID, LAB_OPENING = "alice-lab", "100.00"
 
 
 @dataclass
@@ -121,7 +124,7 @@ def wait_for_response(fetch, ok, *, timeout: float, what: str):
 def apply_lab_key(
     fleet: Fleet, *, account: str, user: str, key_id: str, secret: str, balance: str
 ) -> None:
-    """One account with one user holding one key (turnstile at 0.002), through the admin API."""
+    """One account with one user holding one key (turnstile at LAB_PRICE), through the admin API."""
     applied = controller_request(
         fleet.lab,
         "POST",
@@ -129,7 +132,7 @@ def apply_lab_key(
         headers={"Authorization": f"Bearer {fleet.admin_token}"},
         body={
             "account": account,
-            "prices": {"turnstile": "0.002"},
+            "prices": {"turnstile": LAB_PRICE},
             "users": [
                 {
                     "id": user,
@@ -147,9 +150,9 @@ def apply_key(fleet: Fleet) -> None:
     if fleet.api_key:
         return
     lb = fleet.host("lb")
-    api_key = register_secret("alice-lab", "sk-lab-" + secrets.token_urlsafe(24))
+    api_key = register_secret(LAB_KEY_ID, "sk-lab-" + secrets.token_urlsafe(24))
     apply_lab_key(
-        fleet, account="labco", user="alice", key_id="alice-lab", secret=api_key, balance="100.00"
+        fleet, account="labco", user="alice", key_id=LAB_KEY_ID, secret=api_key, balance=LAB_OPENING
     )
     cert = fleet.lab.ssh(lb.name, ["cat", "/etc/haproxy/certs/solverfleet.pem"], check=True)
     cafile = Path(fleet.lab.state_dir) / "lb-ca.pem"
@@ -536,7 +539,7 @@ def assert_lab_ledger(
     *,
     key_id: str,
     opening: str,
-    price: str = "0.002",
+    price: str = LAB_PRICE,
     label: str = "",
     settle_timeout: float = 90,
 ) -> LabLedger:
