@@ -13,10 +13,17 @@ from rich.console import Console
 from rich.table import Table
 
 from solverfleet.lab import preflight, repoinventory
-from solverfleet.lab.config import DEFAULT_NAME, LabError
+from solverfleet.lab.config import DEFAULT_NAME, INITS, LabError
 from solverfleet.lab.lab import Lab, LabStatus
 
 _PASSTHROUGH = {"ignore_unknown_options": True, "allow_interspersed_args": False}
+_INIT = click.option(
+    "--init",
+    type=click.Choice(INITS),
+    default=None,
+    help="PID 1 of the hosts: systemd (systemd-nspawn --boot) or a shell init for supervisord "
+    "[default: systemd, or as is].",
+)
 
 
 def _lab_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -55,9 +62,12 @@ def lab_group() -> None:
 
 @lab_group.command()
 @click.option("--solvers", type=int, default=None, help="Solver hosts [default: 3, or as is].")
+@_INIT
 @_lab_options
-def up(lab: Lab, solvers: int | None) -> None:
+def up(lab: Lab, solvers: int | None, init: str | None) -> None:
     """Bring the lab up, or repair it; running hosts are left alone."""
+    if init is not None:
+        lab = Lab(lab.name, prefix=lab.config.prefix, state_dir=lab.state_dir, init=init)
     result = lab.up(solvers)
     _print_up(lab, result.started, result.kept, result.removed, result.seconds)
 
@@ -76,10 +86,11 @@ def down(lab: Lab) -> None:
 
 @lab_group.command()
 @click.option("--solvers", type=int, default=None, help="Solver hosts [default: 3, or as is].")
+@_INIT
 @_lab_options
-def reset(lab: Lab, solvers: int | None) -> None:
-    """down + up: fresh hosts with empty /etc, /var, /root, /opt layers."""
-    result = lab.reset(solvers)
+def reset(lab: Lab, solvers: int | None, init: str | None) -> None:
+    """down + up: fresh hosts with empty copy-on-write layers."""
+    result = lab.reset(solvers, init)
     _print_up(lab, result.started, result.kept, result.removed, result.seconds)
 
 

@@ -17,6 +17,10 @@ from pathlib import Path
 DEFAULT_NAME = "default"
 DEFAULT_SOLVERS = 3
 DEFAULT_PREFIX = "sf-"
+# PID 1 of a lab host: systemd (systemd-nspawn --boot, the production shape) or a small shell
+# init under which the roles run their services with supervisord.
+INITS = ("systemd", "supervisor")
+DEFAULT_INIT = "systemd"
 STATE_ROOT = Path(os.environ.get("SOLVERFLEET_LAB_STATE_ROOT", "/var/tmp/solverfleet-lab"))
 
 # The only range the lab ever uses; 192.0.2.0/24 is this machine's uplink, never touch it.
@@ -72,6 +76,7 @@ class LabConfig:
     prefix: str = DEFAULT_PREFIX
     state_dir: Path = STATE_ROOT / DEFAULT_NAME
     solvers: int = DEFAULT_SOLVERS
+    init: str = DEFAULT_INIT
 
     @classmethod
     def for_name(
@@ -81,6 +86,7 @@ class LabConfig:
         prefix: str | None = None,
         state_dir: str | os.PathLike[str] | None = None,
         solvers: int = DEFAULT_SOLVERS,
+        init: str = DEFAULT_INIT,
     ) -> LabConfig:
         if not _NAME_RE.match(name):
             raise LabError(f"bad lab name {name!r}: use 1-24 of a-z 0-9 _ - (starting alnum)")
@@ -88,8 +94,11 @@ class LabConfig:
             prefix = DEFAULT_PREFIX if name == DEFAULT_NAME else f"{DEFAULT_PREFIX}{name}-"
         if not _PREFIX_RE.match(prefix):
             raise LabError(f"bad namespace prefix {prefix!r}: use 1-32 of A-Z a-z 0-9 _ . -")
+        if init not in INITS:
+            raise LabError(f"--init must be one of {', '.join(INITS)}, got {init!r}")
         path = Path(state_dir) if state_dir is not None else STATE_ROOT / name
-        return cls(name=name, prefix=prefix, state_dir=path.absolute()).with_solvers(solvers)
+        cfg = cls(name=name, prefix=prefix, state_dir=path.absolute(), init=init)
+        return cfg.with_solvers(solvers)
 
     def with_solvers(self, solvers: int) -> LabConfig:
         if not 0 <= solvers <= MAX_SOLVERS:
@@ -104,6 +113,15 @@ class LabConfig:
 
     def netns_for(self, host: str) -> str:
         return f"{self.prefix}{host}"
+
+    def machine_for(self, host: str) -> str:
+        """systemd-nspawn's machine name: the namespace name, as a valid hostname."""
+        return re.sub(r"[^A-Za-z0-9-]", "-", self.netns_for(host))
+
+    @property
+    def cgroup(self) -> str:
+        """This lab's cgroup directory, below each hierarchy's root (one subdirectory a host)."""
+        return f"solverfleet-lab/{self.name}"
 
     def owns_netns(self, netns: str) -> bool:
         return netns.startswith(self.prefix) and bool(MEMBER_RE.match(netns[len(self.prefix) :]))
@@ -172,6 +190,10 @@ class LabConfig:
     @property
     def etc_hosts_path(self) -> Path:
         return self.state_dir / "etc-hosts"
+
+    @property
+    def nspawn_script_path(self) -> Path:
+        return self.state_dir / "nspawn.sh"
 
     def host_dir(self, host: str) -> Path:
         """Per host: sshd_config, console.log and the overlay layers (upper/, work/)."""

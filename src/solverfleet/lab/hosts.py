@@ -7,7 +7,7 @@ import subprocess
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from solverfleet.lab import netns
+from solverfleet.lab import netns, nspawn
 from solverfleet.lab.config import BRIDGE, HOST_IFACE, HostSpec, LabConfig, LabError, mac_for
 
 # Hosts start from a clean environment, as after a boot, not with the caller's venv and vars.
@@ -85,21 +85,13 @@ class HostState:
         return self.netns_exists and self.wired and self.init_pid is not None
 
 
-def find_init(pids: list[int]) -> int | None:
-    """The host's init: the process that is PID 1 of a pid namespace below ours."""
-    for pid in pids:
-        if netns.namespace_pid(pid) == 1:
-            return pid
-    return None
-
-
 def inspect(
     cfg: LabConfig, spec: HostSpec, ctl_links: dict[str, dict], pids: list[int]
 ) -> HostState:
     state = HostState(spec, netns_exists=netns.exists(spec.netns), pids=pids)
     if not state.netns_exists:
         return state
-    state.init_pid = find_init(pids)
+    state.init_pid = netns.init_of(pids)
     veth = ctl_links.get(spec.veth)
     if veth and veth.get("master") == BRIDGE and "UP" in veth.get("flags", []):
         try:
@@ -144,7 +136,10 @@ def boot(cfg: LabConfig, spec: HostSpec) -> None:
     here (no zombies in a long-lived caller such as pytest) and survives the launching shell."""
     host_dir = cfg.host_dir(spec.name)
     host_dir.mkdir(parents=True, exist_ok=True)
-    argv = netns.exec_argv(spec.netns, [*UNSHARE, "bash", str(cfg.init_script_path), spec.name])
+    if cfg.init == "systemd":
+        argv = nspawn.launcher_argv(cfg, spec.name)  # nspawn joins the namespace itself
+    else:
+        argv = netns.exec_argv(spec.netns, [*UNSHARE, "bash", str(cfg.init_script_path), spec.name])
     with open(host_dir / "console.log", "ab") as log:
         subprocess.run(
             ["setsid", "-f", *argv],
@@ -157,10 +152,11 @@ def boot(cfg: LabConfig, spec: HostSpec) -> None:
 
 
 def launched_pids(cfg: LabConfig, names: Collection[str] | None = None) -> list[int]:
-    """This lab's host launchers (`unshare ... init.sh HOST`), found by their exact argv: the
-    init script path is unique per lab. Unlike `ip netns pids`, this still finds a host whose
-    namespace was deleted under it (`ip netns del` by hand)."""
+    """This lab's host launchers (`unshare ... init.sh HOST` or `bash nspawn.sh HOST`), found
+    by their exact argv: the script paths are unique per lab. Unlike `ip netns pids`, this still
+    finds a host whose namespace was deleted under it (`ip netns del` by hand)."""
     head = [*UNSHARE, "bash", str(cfg.init_script_path)]
+    systemd = nspawn.launched_pids(cfg, names)
 
     def ours(argv: list[str]) -> bool:
         return (
@@ -169,18 +165,22 @@ def launched_pids(cfg: LabConfig, names: Collection[str] | None = None) -> list[
             and (names is None or argv[-1] in names)
         )
 
-    return netns.pids_with_argv(ours)
+    return systemd + netns.pids_with_argv(ours)
 
 
-def kill_launched(cfg: LabConfig, names: Collection[str] | None = None) -> list[int]:
-    """SIGKILL the launchers; `--kill-child` takes each host's whole pid namespace with it."""
-    return netns.kill_until_gone(lambda: launched_pids(cfg, names), f"lab {cfg.name} hosts")
+def stop(cfg: LabConfig, specs: Collection[HostSpec]) -> list[int]:
+    """End the hosts' inits: systemd hosts power off in order (all at once), then every launcher
+    is SIGKILLed; `--kill-child` takes a shell-init host's whole pid namespace with it."""
+    names = [s.name for s in specs]
+    stopped = nspawn.stop(cfg, specs)
+    find = lambda: launched_pids(cfg, names)  # noqa: E731
+    return stopped + netns.kill_until_gone(find, f"lab {cfg.name} hosts")
 
 
 def destroy(cfg: LabConfig, spec: HostSpec, ctl_links: dict[str, dict]) -> list[int]:
     """Kill everything in the host, drop its veth and namespace. Keeps its overlay layers, so a
     repaired host comes back like a rebooted machine."""
-    killed = kill_launched(cfg, [spec.name]) + netns.kill_all([spec.netns])
+    killed = stop(cfg, [spec]) + netns.kill_all([spec.netns])
     if spec.veth in ctl_links:
         # Deleting one veth end deletes both at once. The kernel may beat us to it: a namespace
         # whose last process just died takes its veth pair along, asynchronously.

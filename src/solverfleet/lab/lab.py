@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from solverfleet.lab import hosts, initscript, inventory, netns, preflight, sshconf
+from solverfleet.lab import hosts, initscript, inventory, netns, nspawn, preflight, sshconf
 from solverfleet.lab.config import (
+    DEFAULT_INIT,
     DEFAULT_NAME,
     DEFAULT_SOLVERS,
     FLEET_NETWORK,
@@ -24,7 +25,7 @@ from solverfleet.lab.config import (
     LabError,
 )
 
-BOOT_TIMEOUT = 20.0  # s for every sshd to answer; 3 hosts take well under a second here
+BOOT_TIMEOUT = 60.0  # s for every sshd to answer and systemd to finish; 5 hosts take ~3 s
 
 # What `down` may delete in a state dir; anything else there (a user's --state-dir) is kept.
 _STATE_FILES = (
@@ -37,6 +38,7 @@ _STATE_FILES = (
     "inventory.ini",
     "lab.json",
     "init.sh",
+    "nspawn.sh",
     "etc-hosts",
 )
 _STATE_DIRS = ("hosts", "ansible-cp")
@@ -88,7 +90,9 @@ class LabStatus:
 class Lab:
     """A named lab. Cheap to construct (no side effects); ``up()``/``down()`` do the work.
 
-    ``solvers=None`` keeps the count of an existing lab (from its lab.json), else 3.
+    ``solvers=None`` keeps the count of an existing lab (from its lab.json), else 3; the same
+    for ``init`` (systemd or supervisor, default systemd). A running lab changes its init only
+    through ``reset``.
     """
 
     def __init__(
@@ -98,6 +102,7 @@ class Lab:
         solvers: int | None = None,
         prefix: str | None = None,
         state_dir: str | os.PathLike[str] | None = None,
+        init: str | None = None,
     ) -> None:
         probe = LabConfig.for_name(name, prefix=prefix, state_dir=state_dir)
         saved = _read_json(probe.state_file)
@@ -106,7 +111,9 @@ class Lab:
             prefix=prefix if prefix is not None else saved.get("prefix"),
             state_dir=probe.state_dir,
             solvers=solvers if solvers is not None else saved.get("solvers", DEFAULT_SOLVERS),
+            init=init if init is not None else saved.get("init", DEFAULT_INIT),
         )
+        self._saved_init = saved.get("init")
 
     # -- what the lab looks like ----------------------------------------------------------------
 
@@ -160,8 +167,14 @@ class Lab:
 
     def up(self, solvers: int | None = None) -> UpResult:
         """Make the lab match the plan: create what is missing, rebuild what is broken, remove
-        hosts beyond the solver count, keep what runs. Returns once every sshd answers."""
-        preflight.check()
+        hosts beyond the solver count, keep what runs. Returns once every sshd answers (and,
+        on systemd hosts, systemd has finished booting)."""
+        preflight.check(self.config.init)
+        if self._saved_init not in (None, self.config.init) and self.status().exists:
+            raise LabError(
+                f"lab {self.name!r} runs {self._saved_init} hosts; "
+                f"`solverfleet lab reset --init {self.config.init}` to change that"
+            )
         if solvers is not None:
             self.config = self.config.with_solvers(solvers)
         cfg = self.config
@@ -190,15 +203,23 @@ class Lab:
                     continue
                 hosts.destroy(cfg, spec, ctl_links)  # whatever is left of it, possibly nothing
                 hosts.wire(cfg, spec)
+                if cfg.init == "systemd":
+                    sshd = sshconf.sshd_config(spec, nspawn.LAB_SSH_HOST_KEY)
+                    nspawn.prepare(cfg, spec, sshd, cfg.etc_hosts_path.read_text())
                 hosts.boot(cfg, spec)
                 result.started.append(spec.name)
+            deadline = time.monotonic() + BOOT_TIMEOUT
             self._wait_for_sshd(BOOT_TIMEOUT)
+            if cfg.init == "systemd":
+                for name in result.started:
+                    nspawn.wait_running(self.host_exec, name, deadline - time.monotonic())
             self._save_state()
         result.seconds = time.monotonic() - started
         return result
 
     def down(self) -> DownResult:
-        """Remove the lab entirely, also when it is only partly up. Idempotent."""
+        """Remove the lab entirely, also when it is only partly up: processes, mounts (they go
+        with the hosts' mount namespaces), cgroup directories, namespaces, state. Idempotent."""
         preflight.check()
         cfg = self.config
         result = DownResult()
@@ -209,7 +230,7 @@ class Lab:
             members.sort(key=lambda n: n == cfg.controller_netns)
             doomed = set(hosts.launched_pids(cfg))
             doomed.update(pid for pids in netns.pids_by_netns(members).values() for pid in pids)
-            doomed.update(hosts.kill_launched(cfg) + netns.kill_all(members))
+            doomed.update(hosts.stop(cfg, cfg.hosts) + netns.kill_all(members))
             result.killed = sorted(doomed)
             for name in members:
                 netns.delete(name)
@@ -218,8 +239,17 @@ class Lab:
         result.seconds = time.monotonic() - started
         return result
 
-    def reset(self, solvers: int | None = None) -> UpResult:
+    def reset(self, solvers: int | None = None, init: str | None = None) -> UpResult:
         self.down()
+        if init is not None:
+            self.config = LabConfig.for_name(
+                self.name,
+                prefix=self.config.prefix,
+                state_dir=self.state_dir,
+                solvers=self.config.solvers,
+                init=init,
+            )
+        self._saved_init = None
         return self.up(solvers)
 
     def status(self, probe_timeout: float = 1.0) -> LabStatus:
@@ -269,19 +299,12 @@ class Lab:
     run_in_controller = controller_exec
 
     def host_argv(self, host: str, argv: Sequence[str]) -> list[str]:
-        """``argv`` wrapped to run inside a host (its net, mount, uts and pid namespaces)."""
+        """``argv`` wrapped to run inside a host (its net, mount, uts, pid, and on systemd
+        hosts ipc and cgroup namespaces), outside the host's own cgroup tree."""
         pid = self.init_pid(host)
-        return [
-            "nsenter",
-            f"--target={pid}",
-            "--mount",
-            "--uts",
-            "--net",
-            "--pid",
-            "--wd=/root",
-            "--",
-            *[str(a) for a in argv],
-        ]
+        systemd = self.config.init == "systemd"
+        spaces = ["--all"] if systemd else ["--mount", "--uts", "--net", "--pid"]
+        return ["nsenter", f"--target={pid}", *spaces, "--wd=/root", "--", *map(str, argv)]
 
     def host_exec(
         self,
@@ -311,7 +334,7 @@ class Lab:
     def init_pid(self, host: str) -> int:
         spec = self.config.host(host)
         pids = netns.pids_by_netns([spec.netns]).get(spec.netns, [])
-        pid = hosts.find_init(pids)
+        pid = netns.init_of(pids)
         if pid is None:
             raise LabError(f"host {host} of lab {self.name!r} is not running (solverfleet lab up)")
         return pid
@@ -339,6 +362,7 @@ class Lab:
             cfg.known_hosts_path: sshconf.known_hosts(cfg),
             cfg.inventory_path: inventory.render(cfg),
             cfg.init_script_path: initscript.render(cfg),
+            cfg.nspawn_script_path: nspawn.render_launcher(cfg),
             cfg.etc_hosts_path: "".join(f"{h.address}\t{h.name}\n" for h in cfg.hosts),
         }
         for spec in cfg.hosts:
@@ -387,6 +411,7 @@ class Lab:
             "prefix": cfg.prefix,
             "state_dir": str(cfg.state_dir),
             "solvers": cfg.solvers,
+            "init": cfg.init,
             "network": str(FLEET_NETWORK),
             "controller": {
                 "netns": cfg.controller_netns,
@@ -399,7 +424,7 @@ class Lab:
                     "group": h.group,
                     "address": h.address,
                     "netns": h.netns,
-                    "init_pid": hosts.find_init(pids.get(h.netns, [])),
+                    "init_pid": netns.init_of(pids.get(h.netns, [])),
                     "pids": pids.get(h.netns, []),
                 }
                 for h in cfg.hosts

@@ -133,6 +133,14 @@ def namespace_pid(pid: int) -> int | None:
     return None
 
 
+def init_of(pids: Iterable[int]) -> int | None:
+    """A host's init: of ``pids``, the process that is PID 1 of a pid namespace below ours."""
+    for pid in pids:
+        if namespace_pid(pid) == 1:
+            return pid
+    return None
+
+
 def kill_until_gone(find: Callable[[], list[int]], what: str, timeout: float = 10.0) -> list[int]:
     """SIGKILL whatever ``find()`` returns until it returns nothing; returns what was killed.
 

@@ -19,6 +19,8 @@ REQUIRED_BINARIES = {
     "ssh": "openssh-client",
     "ssh-keygen": "openssh-client",
 }
+# Only systemd hosts need it (lab up --init systemd, the default).
+NSPAWN = {"systemd-nspawn": "systemd-container", "systemd-id128": "systemd"}
 # sshd lives in /usr/sbin, which is not always on a non-root PATH.
 _EXTRA_PATH = "/usr/local/sbin:/usr/sbin:/sbin"
 
@@ -28,15 +30,16 @@ def which(binary: str) -> str | None:
     return shutil.which(binary, path=path)
 
 
-def missing_binaries() -> dict[str, str]:
-    return {b: pkg for b, pkg in REQUIRED_BINARIES.items() if which(b) is None}
+def missing_binaries(init: str = "systemd") -> dict[str, str]:
+    wanted = REQUIRED_BINARIES | (NSPAWN if init == "systemd" else {})
+    return {b: pkg for b, pkg in wanted.items() if which(b) is None}
 
 
-def problem() -> str | None:
+def problem(init: str = "systemd") -> str | None:
     """Why the lab cannot run here, or None. Tests use this as their skip reason."""
     if os.geteuid() != 0:
         return "solverfleet lab needs root (network namespaces)"
-    missing = missing_binaries()
+    missing = missing_binaries(init)
     if missing:
         names = ", ".join(sorted(missing))
         packages = " ".join(sorted(set(missing.values())))
@@ -44,7 +47,7 @@ def problem() -> str | None:
     return None
 
 
-def check() -> None:
-    reason = problem()
+def check(init: str = "supervisor") -> None:
+    reason = problem(init)
     if reason:
         raise LabError(reason)

@@ -34,11 +34,11 @@ def public_key(path: Path) -> str:
     return path.with_suffix(".pub").read_text().strip()
 
 
-def sshd_config(host: HostSpec) -> str:
+def sshd_config(host: HostSpec, host_key: str = f"{HOST_RUN_DIR}/ssh_host_ed25519_key") -> str:
     return f"""\
 # solverfleet lab host {host.name}: root login with the lab key only.
 ListenAddress {host.address}:22
-HostKey {HOST_RUN_DIR}/ssh_host_ed25519_key
+HostKey {host_key}
 PidFile /run/sshd.pid
 AuthorizedKeysFile .ssh/authorized_keys
 PermitRootLogin prohibit-password
