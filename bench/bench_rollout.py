@@ -53,7 +53,6 @@ from tests.support.labfleet import (
 )
 
 LAB = "benchroll"
-SUPERVISOR = ["supervisorctl", "-c", "/etc/solverfleet/supervisord.conf"]
 STEADY_S = 30.0
 GREEN_PORT = AGENT_PORT + 1
 
@@ -143,9 +142,7 @@ def wait_up(fleet: Fleet, host: str, timeout: float = 60) -> None:
 def restart_without_drain(fleet: Fleet) -> Callable[[], tuple[bool, str]]:
     def action() -> tuple[bool, str]:
         for host in fleet.solvers:
-            fleet.lab.host_exec(
-                host.name, [*SUPERVISOR, "restart", "solverfleet-agent"], check=True, timeout=120
-            )
+            fleet.lab.service(host.name, "restart", "solverfleet-agent")
             wait_up(fleet, host.name)
         return True, ""
 

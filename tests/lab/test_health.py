@@ -30,11 +30,6 @@ def health(fleet: Fleet, out: Path):
     return run, json.loads(out.read_text())
 
 
-def supervisorctl(fleet: Fleet, host: str, action: str, service: str) -> None:
-    conf = "/etc/solverfleet/supervisord.conf"
-    fleet.lab.ssh(host, ["supervisorctl", "-c", conf, action, service], check=True)
-
-
 def wait_up_in_haproxy(fleet: Fleet, host: str, backend: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -79,11 +74,11 @@ def test_health_report_names_a_stopped_agent(fleet: Fleet, tmp_path: Path) -> No
     assert "fleet: HEALTHY" in run.output
 
     victim, address = fleet.solvers[1].name, fleet.solvers[1].address  # solver2
-    supervisorctl(fleet, victim, "stop", SERVICES[active])
+    fleet.lab.service(victim, "stop", SERVICES[active])
     try:
         run, report = health(fleet, tmp_path / "stopped.json")
     finally:
-        supervisorctl(fleet, victim, "start", SERVICES[active])
+        fleet.lab.service(victim, "start", SERVICES[active])
         wait_for_response(
             lambda: controller_request(
                 fleet.lab, "GET", f"http://{address}:{PORTS[active]}/readyz"

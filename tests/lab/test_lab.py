@@ -16,7 +16,7 @@ import psutil
 import pytest
 from click.testing import CliRunner
 
-from solverfleet.lab import Lab, LabConfig, LabError, hosts, inventory, netns, preflight
+from solverfleet.lab import Lab, LabConfig, LabError, hosts, inventory, netns, nspawn, preflight
 from solverfleet.lab.cli import lab_group
 from tests.support.lab import (
     lab_fixture,  # noqa: F401 - provides the `lab` fixture
@@ -150,8 +150,30 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _leftovers(some: Lab) -> dict[str, list[str]]:
+    """Everything of a lab that could outlive it: namespaces, processes that name its state
+    directory (launchers, nspawn), mounts of its layers, cgroup directories, nspawn's state."""
+    state = str(some.state_dir)
+    procs = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if any(state in part for part in proc.info["cmdline"] or []):
+            procs.append(f"{proc.pid} {' '.join(proc.info['cmdline'])}")
+    mounts = [ln for ln in Path("/proc/self/mountinfo").read_text().splitlines() if state in ln]
+    nspawn_dirs = [
+        str(p)
+        for p in Path("/run/systemd/nspawn/propagate").glob(f"{some.config.machine_for('')}*")
+    ]
+    return {
+        "namespaces": [n for n in netns.list_netns() if n.startswith(some.config.prefix)],
+        "processes": procs,
+        "mounts": mounts,
+        "cgroups": nspawn.leftover_cgroups(some.config),
+        "nspawn": nspawn_dirs,
+    }
+
+
 def _assert_gone(gone: Lab, pids: list[int]) -> None:
-    assert [n for n in netns.list_netns() if n.startswith(gone.config.prefix)] == []
+    assert _leftovers(gone) == {k: [] for k in _leftovers(gone)}
     assert [p for p in pids if _alive(p)] == []
     assert not gone.state_dir.exists()
     assert root_namespace_fleet_config() == []
@@ -159,13 +181,19 @@ def _assert_gone(gone: Lab, pids: list[int]) -> None:
 
 @pytest.mark.lab
 @needs_lab
-def test_up_repairs_broken_hosts_and_down_leaves_nothing() -> None:
+@pytest.mark.parametrize("init", ["systemd", "supervisor"])
+def test_up_repairs_broken_hosts_and_down_leaves_nothing(init: str) -> None:
     assert root_namespace_fleet_config() == []
-    lc = Lab(lab_name("lc"), solvers=2)
+    lc = Lab(lab_name(f"lc-{init[:3]}"), solvers=2, init=init)
+    before = _leftovers(lc)
+    assert before == {k: [] for k in before}, "a lab of this name is already there"
     pids: list[int] = []
     try:
         first = lc.up()
         assert first.started == ["lb1", "collector1", "solver1", "solver2"]
+        assert _leftovers(lc)["namespaces"], "the check sees a running lab"
+        pid1 = lc.host_exec("solver1", ["cat", "/proc/1/comm"]).stdout.strip()
+        assert pid1 == ("systemd" if init == "systemd" else "bash")
         # Break it three ways: a dead host, a cut cable, a namespace deleted under its host.
         os.kill(lc.init_pid("solver1"), signal.SIGKILL)
         netns.ip_in(lc.controller_netns, "link", "del", "ve-lb1")
@@ -185,7 +213,7 @@ def test_up_repairs_broken_hosts_and_down_leaves_nothing() -> None:
         down = lc.down()
     assert set(pids) <= set(down.killed)
     _assert_gone(lc, pids)
-    assert hosts.kill_launched(lc.config) == []  # no host survived without its namespace
+    assert hosts.launched_pids(lc.config) == []  # no host survived without its namespace
 
 
 @pytest.mark.lab

@@ -25,6 +25,8 @@ from solverfleet.lab.config import (
     LabError,
 )
 
+# Where the roles put supervisord's config on shell-init hosts (solverfleet_supervisor_config).
+SUPERVISOR_CONFIG = "/etc/solverfleet/supervisord.conf"
 BOOT_TIMEOUT = 60.0  # s for every sshd to answer and systemd to finish; 5 hosts take ~3 s
 
 # What `down` may delete in a state dir; anything else there (a user's --state-dir) is kept.
@@ -330,6 +332,17 @@ class Lab:
     ) -> subprocess.CompletedProcess[str]:
         """Run a command on ``host`` over SSH from the controller namespace, like Ansible does."""
         return _run(self.ssh_argv(host, command), check, True, timeout, None, None, None)
+
+    def service(
+        self, host: str, action: str, service: str, *, timeout: float = 120.0
+    ) -> subprocess.CompletedProcess[str]:
+        """``action`` (start, stop, restart) a service the roles installed on ``host``, through
+        the host's service manager, over SSH as an operator would."""
+        if self.config.init == "systemd":
+            argv = ["systemctl", action, service]
+        else:
+            argv = ["supervisorctl", "-c", SUPERVISOR_CONFIG, action, service]
+        return self.ssh(host, argv, check=True, timeout=timeout)
 
     def init_pid(self, host: str) -> int:
         spec = self.config.host(host)

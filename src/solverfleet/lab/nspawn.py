@@ -19,6 +19,8 @@ import time
 from collections.abc import Collection
 from pathlib import Path
 
+import psutil
+
 from solverfleet.lab import netns
 from solverfleet.lab.config import HostSpec, LabConfig, LabError
 
@@ -204,6 +206,13 @@ def stop(cfg: LabConfig, specs: Collection[HostSpec], timeout: float = STOP_TIME
         leader = netns.init_of(pids.get(spec.netns, []))
         if leader is not None:
             leaders[spec.name] = leader
+    # A host whose namespace was deleted under it is found through its launcher.
+    for launcher in launched_pids(cfg, names):
+        with contextlib.suppress(psutil.Error):
+            kids = psutil.Process(launcher).children(recursive=True)
+            leader = netns.init_of(p.pid for p in kids)
+            if leader is not None:
+                leaders.setdefault(f"pid{launcher}", leader)
     signalled = []
     for leader in leaders.values():
         parent = _ppid(leader)
