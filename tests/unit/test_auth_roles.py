@@ -279,6 +279,7 @@ def test_tokens_are_stored_hashed_shown_once_and_revocable(collector_app: AppHar
         "id": token["id"],
         "role": "user",
         "user_id": "bob",
+        "agent_id": None,
         "label": "bob's laptop",
         "created": h.clock.now,
         "created_by": "bootstrap",

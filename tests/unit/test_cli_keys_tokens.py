@@ -218,3 +218,18 @@ def test_tokens_list_and_revoke(fake_admin):
     assert result.exit_code == 0, result.output
     assert result.stdout == "token 5: revoked\n"
     assert run(fake_admin, "tokens", "revoke", "zero").exit_code == 2
+
+
+def test_tokens_create_service_bound_to_an_agent_and_listed(fake_admin):
+    bound = {**TOKEN, "id": 6, "role": "service", "user_id": None, "agent_id": "host-1"}
+    fake_admin.answer("POST", "/admin/v1/tokens", {"token": bound, "secret": "sft_h1"}, 201)
+    result = run(fake_admin, "tokens", "create", "--role", "service", "--agent", "host-1")
+    assert result.exit_code == 0, result.output
+    assert fake_admin.requests[0].body == {"role": "service", "agent_id": "host-1"}
+    assert result.stdout.startswith("Created service token 6 bound to agent host-1.\n")
+    refused = run(fake_admin, "tokens", "create", "--role", "admin", "--agent", "host-1")
+    assert refused.exit_code == 2 and len(fake_admin.requests) == 1
+    fake_admin.answer("GET", "/admin/v1/tokens", {"tokens": [bound]})
+    listed = run(fake_admin, "tokens", "list")
+    assert listed.exit_code == 0, listed.output
+    assert "host-1" in next(x for x in listed.stdout.splitlines() if "service" in x)

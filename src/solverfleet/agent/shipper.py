@@ -4,6 +4,8 @@ The collector answers 200 only after its transaction committed, and ignores even
 already stored, so "retry the same batch until it is acknowledged" gives exactly-once.
 A batch the collector calls malformed (400) is retried one event at a time; an event refused
 alone goes to ``rejected.jsonl`` beside the spool (a bug to fix, never silently dropped).
+Events the collector answers as ``refused`` (an agent-bound credential's usage beyond its
+grants) are final: the batch is acknowledged and they are kept in ``rejected.jsonl`` too.
 """
 
 from __future__ import annotations
@@ -69,13 +71,14 @@ class Shipper:
                 self.spool.ack(batch.end, batch.lines)
             return batch.lines
         try:
-            self._post(batch.entries, timeout)
+            answer = self._post(batch.entries, timeout)
         except CollectorError as exc:
             if exc.status != 400:
                 raise
             log.error("collector refused a usage batch as malformed; retrying one by one")
             self._one_by_one(batch.entries, timeout)
             return batch.lines  # trailing corrupt lines, if any, wait for the next batch
+        self._keep_refused(batch.entries, answer)
         self._acked(batch.entries)
         self.spool.ack(batch.end, batch.lines)
         return batch.lines
@@ -87,15 +90,32 @@ class Shipper:
                 return True
         return self.spool.pending <= 0
 
-    def _post(self, entries: list[Entry], timeout: float | None) -> None:
+    def _post(self, entries: list[Entry], timeout: float | None) -> object:
         events = [entry.event for entry in entries]
-        self.client.post("/agent/v1/usage", {"agent_id": self.agent_id, "events": events}, timeout)
+        return self.client.post(
+            "/agent/v1/usage", {"agent_id": self.agent_id, "events": events}, timeout
+        )
+
+    def _keep_refused(self, entries: list[Entry], answer: object) -> None:
+        refused = answer.get("refused") if isinstance(answer, dict) else None
+        if not refused:
+            return
+        reasons = {r.get("event_id"): r.get("reason") for r in refused if isinstance(r, dict)}
+        for entry in entries:
+            reason = reasons.get(entry.event.get("event_id"))
+            if reason is not None:
+                log.error(
+                    "collector refused event %s (%s); kept in rejected.jsonl",
+                    entry.event.get("event_id"),
+                    reason,
+                )
+                self.spool.reject(entry, f"collector refused: {reason}")
 
     def _one_by_one(self, entries: list[Entry], timeout: float | None) -> None:
         done_lines = 0
         for entry in entries:
             try:
-                self._post([entry], timeout)
+                self._keep_refused([entry], self._post([entry], timeout))
                 self._acked([entry])
             except CollectorError as exc:
                 if exc.status != 400:

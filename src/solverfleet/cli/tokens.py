@@ -1,7 +1,8 @@
 """``solverfleet tokens ...``: bearer tokens for the admin API and the fleet protocol.
 
 Roles: ``admin`` (the whole admin API), ``user`` (that user's own keys, usage and reports),
-``service`` (agents' ``fleet_token`` alternative). A token is printed once, when created.
+``service`` (agents' ``fleet_token`` alternative; with ``--agent AGENT_ID`` bound to that one
+agent: the per-host credential). A token is printed once, when created.
 """
 
 from __future__ import annotations
@@ -35,23 +36,38 @@ def _when(seconds: Any) -> Text:
 @tokens_group.command("create")
 @click.option("--role", type=click.Choice(ROLES), required=True, help="What the token may do.")
 @click.option("--user", "user_id", metavar="USER_ID", help="The user a user token speaks for.")
+@click.option(
+    "--agent",
+    "agent_id",
+    metavar="AGENT_ID",
+    help="Bind a service token to one agent (per-host credential): it may act for no other.",
+)
 @click.option("--label", help="A note for the token list (e.g. who or what holds it).")
 @_json_flag
 @admin_options
 def tokens_create(
-    client: AdminClient, role: str, user_id: str | None, label: str | None, as_json: bool
+    client: AdminClient,
+    role: str,
+    user_id: str | None,
+    agent_id: str | None,
+    label: str | None,
+    as_json: bool,
 ) -> None:
     """Create a token and print it (shown this once; stored hashed)."""
     if role == "user" and not user_id:
         raise click.UsageError("a user token needs --user USER_ID")
     if role != "user" and user_id:
         raise click.UsageError(f"--user is only for user tokens, not {role} tokens")
-    result = client.create_token(role, user_id, label)
+    if role != "service" and agent_id:
+        raise click.UsageError(f"--agent is only for service tokens, not {role} tokens")
+    result = client.create_token(role, user_id, label, agent_id)
     if as_json:
         _print_json(result)
         return
     token = result.get("token") or {}
     owner = f" for user {token.get('user_id')}" if token.get("user_id") else ""
+    if token.get("agent_id"):
+        owner = f" bound to agent {token.get('agent_id')}"
     console.print(f"Created {role} token {token.get('id')}{owner}.", markup=False)
     console.print(f"Token (shown once, store it now): {result.get('secret')}", markup=False)
 
@@ -66,7 +82,8 @@ def tokens_list(client: AdminClient, as_json: bool) -> None:
         _print_json({"tokens": tokens})
         return
     table = Table(title=f"{len(tokens)} token(s)", title_justify="left")
-    for name in ("id", "role", "user", "label", "created (UTC)", "by", "last used", "state"):
+    columns = ("id", "role", "user", "agent", "label", "created (UTC)", "by", "last used", "state")
+    for name in columns:
         table.add_column(name, justify="right" if name == "id" else "left")
     for token in tokens:
         revoked = token.get("revoked")
@@ -74,6 +91,7 @@ def tokens_list(client: AdminClient, as_json: bool) -> None:
             _cell(token.get("id")),
             _cell(token.get("role")),
             _cell(token.get("user_id")),
+            _cell(token.get("agent_id")),
             _cell(token.get("label")),
             _when(token.get("created")),
             _cell(token.get("created_by")),

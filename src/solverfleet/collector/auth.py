@@ -4,7 +4,8 @@ Roles (docs/ARCHITECTURE.md, "Access"): ``admin`` may use the whole admin API; `
 read its own keys, usage, log and reports (routes marked with ``roles("admin", "user")``, their
 queries scoped by ``scope()``); ``service`` may use the fleet protocol (``/agent/v1``) only.
 The settings' ``admin_token`` is always an admin and ``fleet_token`` always a service; other
-tokens are stored hashed (``collector.tokens``).
+tokens are stored hashed (``collector.tokens``). A stored service token may be bound to one
+agent id (``Principal.agent_id``); ``same_agent`` refuses a bound caller that names another agent.
 
 Each blueprint runs ``check()`` before every request. A route without a ``roles`` mark is
 open to the blueprint's default roles only (admin on the admin API), so a new route is never
@@ -35,6 +36,7 @@ class Principal:
     role: str  # admin | user | service
     user_id: str | None = None  # for role user
     token_id: int | None = None  # None: a token from the settings (bootstrap)
+    agent_id: str | None = None  # for role service: the one agent this token speaks for
 
     @property
     def actor(self) -> str:
@@ -77,7 +79,7 @@ def identify(token: str) -> Principal:
         raise Unauthorized("unknown or revoked bearer token")
     if found.role == "user" and not found.user_active:
         raise Forbidden("the user of this token is deactivated", "user_disabled")
-    return Principal(found.role, found.user_id, found.id)
+    return Principal(found.role, found.user_id, found.id, found.agent_id)
 
 
 def principal() -> Principal:
@@ -86,6 +88,19 @@ def principal() -> Principal:
     if who is None:
         who = g.solverfleet_principal = _identify()
     return who
+
+
+def same_agent(*agent_ids: str | None) -> None:
+    """403 ``agent_mismatch`` if the caller is bound to an agent and any id names another."""
+    bound = principal().agent_id
+    if bound is None:
+        return
+    for agent_id in agent_ids:
+        if agent_id is not None and agent_id != bound:
+            raise Forbidden(
+                f"this service token is bound to agent {bound!r}, not {agent_id!r}",
+                "agent_mismatch",
+            )
 
 
 def scope() -> str | None:

@@ -10,6 +10,12 @@ on one database never charge an event twice. Nothing is acknowledged before the 
 
 Group commit: concurrent requests in one process are merged into one transaction (one
 fsync), while each request still gets its own accepted/duplicates answer.
+
+Grant checks (per-host credentials): a batch from an agent-bound service token is checked,
+event by event, against what the collector granted that agent, in the same transaction: the key
+must have a balance lease row for the agent (free types excepted), a success must cost the
+type's price, and the agent's charges for a key must stay within granted - returned. Refused
+events are not stored and not charged; the answer lists them (final: a retry is refused again).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from solverfleet.collector import metrics, notifications
+from solverfleet.collector import leases, metrics, notifications
 from solverfleet.collector.problems import Invalid
 from solverfleet.collector.store import Database, StoreUnavailable, Tx
 from solverfleet.collector.store.db import mysql_literal
@@ -60,7 +66,7 @@ FIELDS = (
     "cost_micros",
 )
 COLUMNS = ("event_id", "ingest_token", *FIELDS[1:], "received_ms")
-EID, TS, AGENT, KEY, USER, STATUS, COST = 0, 1, 3, 4, 5, 12, 17
+EID, TS, AGENT, KEY, USER, TYPE, STATUS, COST = 0, 1, 3, 4, 5, 10, 12, 17
 
 # Free-text fields are truncated rather than refused: refusing would make the agent retry the
 # same batch forever, and losing usage over a long URL is worse than a shortened URL.
@@ -274,13 +280,46 @@ def _chunks(items: list, size: int = 200) -> Iterable[list]:
         yield items[start : start + size]
 
 
-def store_events(db: Database, rows: list[tuple], *, now_ms: int) -> set[str]:
-    """Store and charge ``rows`` (unique event_ids) in one transaction; return the new ids."""
+def _unstore(tx: Tx, event_ids: list[str], token: int) -> None:
+    """Delete refused rows this transaction inserted: no claim is left behind."""
+    for ids in _chunks(sorted(event_ids)):
+        tx.execute(
+            f"DELETE FROM usage_events WHERE ingest_token = ? AND event_id IN ({_in(len(ids))})",
+            (token, *ids),
+        )
+
+
+def store_events(
+    db: Database,
+    rows: list[tuple],
+    *,
+    now_ms: int,
+    verify: set[str] | None = None,
+    refused: dict[str, str] | None = None,
+) -> set[str]:
+    """Store and charge ``rows`` (unique event_ids) in one transaction; return the new ids.
+
+    Rows whose event_id is in ``verify`` (from agent-bound credentials) are checked against
+    the agent's grants if new; the refused ones are not stored and go into ``refused``.
+    """
     rows = sorted(rows)  # same insert order in every transaction: fewer lock cycles
 
     def work(tx: Tx) -> set[str]:
         token = secrets.randbits(63) or 1  # fresh per attempt: a retry is a new transaction
         inserted = _insert(tx, rows, token, now_ms)
+        if refused is not None:
+            refused.clear()  # this attempt's verdicts only (a deadlock retry runs work again)
+        if verify and inserted:
+            checked = [r for r in rows if r[EID] in inserted and r[EID] in verify]
+            verdicts = leases.check_usage(
+                tx,
+                [(r[EID], r[TS], r[KEY], r[AGENT], r[TYPE], r[STATUS], r[COST]) for r in checked],
+            )
+            if verdicts:
+                _unstore(tx, list(verdicts), token)
+                inserted -= verdicts.keys()
+                if refused is not None:
+                    refused.update(verdicts)
         if inserted:
             charged = _charge(tx, (r for r in rows if r[0] in inserted))
             # Low-balance crossings, in this transaction: fired if and only if the charge commits.
@@ -294,23 +333,39 @@ def store_events(db: Database, rows: list[tuple], *, now_ms: int) -> set[str]:
 class IngestResult:
     accepted: int
     duplicates: int
+    # Events of a bound agent refused by the grant checks: [{"event_id", "reason"}].
+    refused: list[dict] = field(default_factory=list)
 
 
-def ingest(db: Database, rows: list[tuple], *, now_ms: int) -> IngestResult:
-    """One batch, one transaction (no grouping)."""
-    return _write_group(db, [rows], now_ms)[0]
+def ingest(db: Database, rows: list[tuple], *, now_ms: int, verify: bool = False) -> IngestResult:
+    """One batch, one transaction (no grouping); ``verify``: check it against the grants."""
+    return _write_group(db, [rows], now_ms, [verify])[0]
 
 
-def _write_group(db: Database, batches: list[list[tuple]], now_ms: int) -> list[IngestResult]:
+def _write_group(
+    db: Database, batches: list[list[tuple]], now_ms: int, verify: list[bool] | None = None
+) -> list[IngestResult]:
     first: dict[str, tuple[int, tuple]] = {}
     for n, rows in enumerate(batches):
         for row in rows:
             first.setdefault(row[0], (n, row))
-    inserted = store_events(db, [row for _, row in first.values()], now_ms=now_ms)
-    accepted = [0] * len(batches)
+    unique = [row for _, row in first.values()]
+    refused: dict[str, str] = {}
+    if verify and any(verify):
+        checked = {eid for eid, (n, _) in first.items() if verify[n]}
+        inserted = store_events(db, unique, now_ms=now_ms, verify=checked, refused=refused)
+    else:
+        inserted = store_events(db, unique, now_ms=now_ms)
+    results = [IngestResult(0, len(rows)) for rows in batches]
     for eid in inserted:
-        accepted[first[eid][0]] += 1
-    return [IngestResult(a, len(rows) - a) for a, rows in zip(accepted, batches, strict=True)]
+        result = results[first[eid][0]]
+        result.accepted += 1
+        result.duplicates -= 1
+    for eid, reason in sorted(refused.items()):
+        result = results[first[eid][0]]
+        result.refused.append({"event_id": eid, "reason": reason})
+        result.duplicates -= 1
+    return results
 
 
 # --- group commit -----------------------------------------------------------------------------
@@ -319,6 +374,7 @@ def _write_group(db: Database, batches: list[list[tuple]], now_ms: int) -> list[
 @dataclass
 class _Job:
     rows: list[tuple]
+    verify: bool = False
     done: bool = False
     result: IngestResult | None = None
     error: BaseException | None = None
@@ -345,9 +401,11 @@ class IngestWriter:
         self._busy = False
         self.groups_written = 0  # for tests and stats
 
-    def submit(self, rows: list[tuple]) -> IngestResult:
+    def submit(self, rows: list[tuple], verify: bool = False) -> IngestResult:
+        """Write ``rows`` (merged with concurrent batches); ``verify``: a bound agent's batch,
+        checked against its grants."""
         started = time.perf_counter()
-        job = _Job(rows)
+        job = _Job(rows, verify)
         with self._cond:
             self._queue.append(job)
         while True:
@@ -369,6 +427,8 @@ class IngestWriter:
             raise job.error
         assert job.result is not None
         metrics.ingested(job.result.accepted, job.result.duplicates, time.perf_counter() - started)
+        if job.result.refused:
+            metrics.usage_refused(r["reason"] for r in job.result.refused)
         return job.result
 
     def _take(self) -> list[_Job]:
@@ -383,7 +443,12 @@ class IngestWriter:
 
     def _write(self, group: list[_Job]) -> None:
         try:
-            outcomes = write_batches(self.db, [j.rows for j in group], now_ms=self.now_ms())
+            outcomes = write_batches(
+                self.db,
+                [j.rows for j in group],
+                now_ms=self.now_ms(),
+                verify=[j.verify for j in group],
+            )
             self.groups_written += 1
             for job, outcome in zip(group, outcomes, strict=True):
                 if isinstance(outcome, IngestResult):
@@ -398,21 +463,22 @@ class IngestWriter:
 
 
 def write_batches(
-    db: Database, batches: list[list[tuple]], *, now_ms: int
+    db: Database, batches: list[list[tuple]], *, now_ms: int, verify: list[bool] | None = None
 ) -> list[IngestResult | Exception]:
     """Write several batches in one transaction; if that fails for a reason other than an
     unavailable database, write them one by one so one bad batch cannot fail the others."""
+    flags = verify or [False] * len(batches)
     try:
-        return list(_write_group(db, batches, now_ms))
+        return list(_write_group(db, batches, now_ms, flags))
     except StoreUnavailable as exc:
         return [exc for _ in batches]
     except Exception as exc:
         if len(batches) == 1:
             return [exc]
     outcomes: list[IngestResult | Exception] = []
-    for rows in batches:
+    for rows, flag in zip(batches, flags, strict=True):
         try:
-            outcomes.append(_write_group(db, [rows], now_ms)[0])
+            outcomes.append(_write_group(db, [rows], now_ms, [flag])[0])
         except Exception as exc:
             outcomes.append(exc)
     return outcomes

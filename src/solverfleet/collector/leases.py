@@ -184,10 +184,8 @@ def _balance(
         if granted < req.min_unit:
             granted = 0  # a sliver below the agent's minimum is not worth holding
     held = own - returned + granted
-    if key is not None and held != own:
-        _upsert(
-            tx, "lease_balance", ("key_id", "agent_id"), (req.key_id, agent), "held_micros", held
-        )
+    if key is not None and (granted or returned):
+        _record_balance(tx, req.key_id, agent, held, granted, returned)
     reply = {
         "kind": "balance",
         "key_id": req.key_id,
@@ -195,6 +193,21 @@ def _balance(
         "held_micros": held,
     }
     return reply, returned
+
+
+def _record_balance(
+    tx: Tx, key_id: str, agent: str, held: int, granted: int, returned: int
+) -> None:
+    """Set the lease's remainder and add to its running grant/return totals (the bound ingest
+    checks a bound agent's usage against: granted - returned, see ``ingest``)."""
+    updates = {
+        "held_micros": tx.dialect.new("held_micros"),
+        "granted_micros": "granted_micros + " + tx.dialect.new("granted_micros"),
+        "returned_micros": "returned_micros + " + tx.dialect.new("returned_micros"),
+    }
+    columns = ("key_id", "agent_id", "held_micros", "granted_micros", "returned_micros")
+    sql = tx.dialect.upsert("lease_balance", columns, ("key_id", "agent_id"), updates)
+    tx.execute(sql, (key_id, agent, held, granted, returned))
 
 
 def _cpm(tx: Tx, agent: str, req: LeaseRequest, key: dict | None, usable: bool, now_win: int):
@@ -404,3 +417,68 @@ def release(db: Database, req: ReleaseRequest, *, now_ms: int) -> list[dict]:
         return out
 
     return db.transaction(work)
+
+
+# --- usage against grants (per-host credentials) ------------------------------------------
+
+# Why a bound agent's event was refused (also the refused-events metric's label).
+NOT_LEASED, WRONG_COST, OVER_GRANT = "not_leased", "wrong_cost", "over_grant"
+
+
+def _oldest_first(event: tuple) -> tuple:
+    return event[1], event[0]
+
+
+def check_usage(tx: Tx, events: list[tuple]) -> dict[str, str]:
+    """Check new usage events of agent-bound credentials against what each agent was granted;
+    add the accepted charges to the lease rows' ``charged_micros``; return ``{event_id:
+    reason}`` for the refused ones. ``events``: (event_id, ts_ms, key_id, agent_id, type,
+    status, cost_micros).
+
+    The key must have a balance lease row for the agent (free types excepted: agents admit them
+    without a lease); a success must cost the type's price; and the agent's charges for a key
+    must stay within granted - returned. Voids (reset, reclaim) are not returns: events spent
+    from a voided lease may still be in the agent's spool, and they stay chargeable.
+    Locks keys, then lease rows (the documented order): two collectors cannot share the room.
+    """
+    if not events:
+        return {}
+    for chunk in _chunks(sorted({e[2] for e in events})):
+        tx.all(
+            f"SELECT id FROM api_keys WHERE id IN ({_in(len(chunk))})"
+            f" ORDER BY id{tx.dialect.for_update}",
+            chunk,
+        )
+    room: dict[tuple[str, str], int] = {}
+    for pairs in _chunks(sorted({(e[2], e[3]) for e in events})):
+        match = " OR ".join("(key_id = ? AND agent_id = ?)" for _ in pairs)
+        for key_id, agent_id, left in tx.all(
+            "SELECT key_id, agent_id, granted_micros - returned_micros - charged_micros"
+            f" FROM lease_balance WHERE {match} ORDER BY key_id, agent_id{tx.dialect.for_update}",
+            [x for p in pairs for x in p],
+        ):
+            room[(key_id, agent_id)] = int(left)
+    prices = {t: int(p) for t, p in tx.all("SELECT type, price_micros FROM prices")}
+    refused: dict[str, str] = {}
+    spent: dict[tuple[str, str], int] = {}
+    for eid, _, key_id, agent_id, type_, status, cost in sorted(events, key=_oldest_first):
+        pair, price = (key_id, agent_id), prices.get(type_)
+        if pair not in room and price != 0:
+            refused[eid] = NOT_LEASED
+        elif status != "success" or (not cost and price == 0):
+            continue  # nothing charged: failures and reports (cost forced to 0), free types
+        elif cost != price:
+            refused[eid] = WRONG_COST
+        elif cost > room[pair] - spent.get(pair, 0):
+            refused[eid] = OVER_GRANT
+        else:
+            spent[pair] = spent.get(pair, 0) + cost
+    for pairs in _chunks(sorted(p for p, v in spent.items() if v)):
+        cost_sql = "CASE " + " ".join("WHEN key_id = ? AND agent_id = ? THEN ?" for _ in pairs)
+        match = " OR ".join("(key_id = ? AND agent_id = ?)" for _ in pairs)
+        tx.execute(
+            f"UPDATE lease_balance SET charged_micros = charged_micros + ({cost_sql} ELSE 0 END)"
+            f" WHERE {match}",
+            (*(x for p in pairs for x in (*p, spent[p])), *(x for p in pairs for x in p)),
+        )
+    return refused

@@ -13,7 +13,7 @@ Counters are per gunicorn worker process (the collector runs one, see gunicorn_c
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -29,6 +29,14 @@ USAGE_EVENTS = Counter(
     "solverfleet_collector_usage_events",
     "Usage events received from agents, by outcome; rate() of stored is the ingest rate.",
     ["result"],
+    registry=None,
+)
+# reason: why a bound agent's event was refused (ingest: not_leased, wrong_cost, over_grant).
+# Refused events are not stored or charged; a rising count means a misbehaving or forged host.
+USAGE_REFUSED = Counter(
+    "solverfleet_collector_usage_refused",
+    "Usage events of agent-bound credentials refused by the grant checks, by reason.",
+    ["reason"],
     registry=None,
 )
 INGEST_BATCH_EVENTS = Histogram(
@@ -72,6 +80,7 @@ HTTP_REQUESTS = Counter(
 )
 SHARED = (
     USAGE_EVENTS,
+    USAGE_REFUSED,
     INGEST_BATCH_EVENTS,
     INGEST_SECONDS,
     NOTIFICATIONS_SENT,
@@ -95,6 +104,12 @@ def ingested(accepted: int, duplicates: int, seconds: float) -> None:
 def ingest_failed(events: int) -> None:
     """One usage batch not committed (the agent ships it again)."""
     _FAILED.inc(events)
+
+
+def usage_refused(reasons: Iterable[str]) -> None:
+    """Events refused by the grant checks (committed batch: they were not stored)."""
+    for reason in reasons:
+        USAGE_REFUSED.labels(reason).inc()
 
 
 def count_grants(answer: dict) -> None:

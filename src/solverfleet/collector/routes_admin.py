@@ -191,13 +191,14 @@ def agents():
 
 @bp.post("/tokens")
 def create_token():
-    data = read_object(("role", "user_id", "label"))
+    data = read_object(("role", "user_id", "label", "agent_id"))
     c = current()
     created = tokens.create(
         c.db,
         role=data.get("role"),
         user_id=data.get("user_id"),
         label=data.get("label"),
+        agent_id=data.get("agent_id"),
         now_ms=c.now_ms(),
         actor=auth.principal().actor,
     )

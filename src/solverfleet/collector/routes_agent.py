@@ -1,5 +1,11 @@
 """The fleet protocol (``/agent/v1/*``), for service credentials (the fleet token or a
-stored service token)."""
+stored service token).
+
+A service token bound to an agent id speaks for that agent only: a sync, usage or release
+naming another agent is refused whole (403 ``agent_mismatch``, nothing changes), and its usage
+is checked against what that agent was granted (``ingest``: refused events are answered, not
+stored). With ``require_agent_credentials`` only bound tokens are accepted here.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from flask import Blueprint, jsonify, request
 from solverfleet.collector import auth, ingest, leases, metrics, protocol
 from solverfleet.collector.context import current
 from solverfleet.collector.errors import read_json
+from solverfleet.collector.problems import Forbidden
 
 # 5,000 events with long URLs can exceed the admin API's 1 MiB; still bounded.
 MAX_BODY = 32 * 1024 * 1024
@@ -18,13 +25,24 @@ bp = Blueprint("agent", __name__, url_prefix="/agent/v1")
 @bp.before_request
 def _guard() -> None:
     request.max_content_length = MAX_BODY
-    auth.check(auth.FLEET)  # the fleet_token or a stored service token
+    who = auth.check(auth.FLEET)  # the fleet_token or a stored service token
+    if (
+        request.endpoint is not None
+        and who.agent_id is None
+        and current().settings.require_agent_credentials
+    ):
+        raise Forbidden(
+            "this collector requires a service token bound to the calling agent"
+            " (solverfleet tokens create --role service --agent AGENT_ID)",
+            "agent_credential_required",
+        )
 
 
 @bp.post("/sync")
 def sync():
     c = current()
     req = protocol.sync_request(read_json())
+    auth.same_agent(req.agent_id)
     answer = leases.sync(c.db, req, now_ms=c.now_ms(), ttl_ms=c.ttl_ms)
     metrics.count_grants(answer)
     return jsonify(answer)
@@ -32,14 +50,28 @@ def sync():
 
 @bp.post("/usage")
 def usage():
-    _, rows = ingest.parse_batch(read_json())
+    agent_id, rows = ingest.parse_batch(read_json())
+    bound = auth.principal().agent_id
+    auth.same_agent(agent_id, *(row[ingest.AGENT] for row in rows))
     # Answered only after the commit; an exception here means nothing was committed.
-    result = current().writer.submit(rows) if rows else ingest.IngestResult(0, 0)
-    return jsonify({"accepted": result.accepted, "duplicates": result.duplicates})
+    # A bound agent's events are checked against its grants (the unbound fleet token may
+    # act for any agent, so checking it would prove nothing; it is the bootstrap path).
+    result = (
+        current().writer.submit(rows, verify=bound is not None)
+        if rows
+        else ingest.IngestResult(0, 0)
+    )
+    answer: dict = {"accepted": result.accepted, "duplicates": result.duplicates}
+    if result.refused:
+        # Refused events are final: answered 200 so the agent's spool moves on (a retry
+        # would be refused again), listed so the agent can keep them for an operator.
+        answer["refused"] = result.refused
+    return jsonify(answer)
 
 
 @bp.post("/release")
 def release():
     c = current()
     req = protocol.release_request(read_json())
+    auth.same_agent(req.agent_id)
     return jsonify({"returned": leases.release(c.db, req, now_ms=c.now_ms())})

@@ -4,6 +4,10 @@ A token is shown once, when it is created; only its sha256 is stored, so a copy 
 database lets nobody in. Tokens are 32 random bytes, so a fast hash is enough (as for API keys).
 The settings' ``admin_token`` and ``fleet_token`` are not stored here: they stay valid as the
 bootstrap admin and service credentials (``collector.auth``).
+
+A service token may be bound to one agent id (``agent_id``): it then speaks for that agent only,
+and the collector checks the agent's usage against what it was granted (docs/ARCHITECTURE.md,
+"Per-host credentials"). Revoking it cuts off that one host.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ TOKEN_PREFIX = "sft_"
 # last_used is a heartbeat, not an audit trail: one write a minute per token at most.
 TOUCH_EVERY_MS = 60_000
 MAX_LABEL = 128
-COLUMNS = "id, role, user_id, label, created_ms, created_by, last_used_ms, revoked_ms"
+COLUMNS = "id, role, user_id, agent_id, label, created_ms, created_by, last_used_ms, revoked_ms"
+MAX_AGENT_ID = 128
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,7 @@ class Found:
     role: str
     user_id: str | None
     user_active: bool
+    agent_id: str | None = None  # a service token bound to one agent
 
 
 def generate() -> str:
@@ -48,6 +54,7 @@ def public(row: dict[str, Any]) -> dict[str, Any]:
         "id": int(row["id"]),
         "role": row["role"],
         "user_id": row["user_id"],
+        "agent_id": row["agent_id"],
         "label": row["label"],
         "created": _seconds(row["created_ms"]),
         "created_by": row["created_by"],
@@ -55,6 +62,24 @@ def public(row: dict[str, Any]) -> dict[str, Any]:
         "revoked": _seconds(row["revoked_ms"]),
         "active": row["revoked_ms"] is None,
     }
+
+
+def check_agent_id(role: Any, agent_id: Any) -> str | None:
+    """An agent binding is for service tokens only: 1 to 128 printable characters, no spaces."""
+    if agent_id is None:
+        return None
+    if role != "service":
+        raise Invalid(f"agent_id is only for service tokens, not {role} tokens", "invalid")
+    if (
+        not isinstance(agent_id, str)
+        or not 0 < len(agent_id) <= MAX_AGENT_ID
+        or not agent_id.isprintable()
+        or any(c.isspace() for c in agent_id)
+    ):
+        raise Invalid(
+            f"agent_id must be 1 to {MAX_AGENT_ID} printable characters without spaces", "invalid"
+        )
+    return agent_id
 
 
 def check_request(role: Any, user_id: Any, label: Any) -> tuple[str, str | None, str | None]:
@@ -82,20 +107,23 @@ def create(
     role: Any,
     user_id: Any = None,
     label: Any = None,
+    agent_id: Any = None,
     now_ms: int,
     actor: str | None = None,
 ) -> dict:
     """A new token: ``{"token": public fields, "secret": the token}`` (shown this once)."""
     role, user_id, label = check_request(role, user_id, label)
+    agent_id = check_agent_id(role, agent_id)
     secret = generate()
 
     def work(tx: Tx) -> int:
         if user_id is not None and tx.one("SELECT 1 FROM users WHERE id = ?", (user_id,)) is None:
             raise Invalid(f"user {user_id!r} does not exist", "unknown_user")
         return tx.insert(
-            "INSERT INTO api_tokens (role, user_id, label, token_hash, created_ms, created_by)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (role, user_id, label, hash_secret(secret), now_ms, actor),
+            "INSERT INTO api_tokens"
+            " (role, user_id, agent_id, label, token_hash, created_ms, created_by)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (role, user_id, agent_id, label, hash_secret(secret), now_ms, actor),
         )
 
     token_id = db.transaction(work)
@@ -141,18 +169,18 @@ def lookup(db: Database, secret: str, *, now_ms: int) -> Found | None:
     digest = hash_secret(secret)
     row = db.read(
         lambda tx: tx.one(
-            "SELECT t.id, t.role, t.user_id, t.revoked_ms, t.last_used_ms, u.active"
+            "SELECT t.id, t.role, t.user_id, t.revoked_ms, t.last_used_ms, u.active, t.agent_id"
             " FROM api_tokens t LEFT JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?",
             (digest,),
         )
     )
     if row is None or row[3] is not None:
         return None
-    token_id, role, user_id, _, last_used, user_active = row
+    token_id, role, user_id, _, last_used, user_active, agent_id = row
     if last_used is None or now_ms - int(last_used) >= TOUCH_EVERY_MS:
         db.transaction(
             lambda tx: tx.execute(
                 "UPDATE api_tokens SET last_used_ms = ? WHERE id = ?", (now_ms, token_id)
             )
         )
-    return Found(int(token_id), role, user_id, bool(user_active))
+    return Found(int(token_id), role, user_id, bool(user_active), agent_id)

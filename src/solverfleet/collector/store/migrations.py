@@ -92,11 +92,29 @@ def _v3_notifications(tx: Tx) -> None:
             tx.execute(statement)
 
 
+def _v5_agent_credentials(tx: Tx) -> None:
+    # Re-runnable: each column is added only if missing (MySQL commits each ALTER on its own).
+    for table, columns in schema.V5_COLUMNS.items():
+        have = _columns(tx, table)
+        for name, spec in columns:
+            if name not in have:
+                tx.execute(
+                    f"ALTER TABLE {table} ADD COLUMN {schema.column_sql(name, spec, tx.dialect)}"
+                )
+    # Leases granted before this version: their history is unknown, so count what is held now
+    # as granted; everything spent from it is still to be charged (held drops at ingest).
+    tx.execute(
+        "UPDATE lease_balance SET granted_micros = held_micros"
+        " WHERE granted_micros = 0 AND returned_micros = 0 AND charged_micros = 0"
+    )
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial schema", _v1_initial),
     Migration(4, "key rotation, ledger actor, admin API tokens", _v4_keys_tokens_access),
     Migration(2, "solve log and report indexes", _v2_report_indexes),
     Migration(3, "low-balance notifications", _v3_notifications),
+    Migration(5, "agent-bound service tokens, lease grant totals", _v5_agent_credentials),
 ]
 
 

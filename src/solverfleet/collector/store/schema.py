@@ -250,6 +250,23 @@ V4_COLUMNS: dict[str, list[tuple[str, str]]] = {
 }
 
 
+# --- version 5: per-host credentials (agent-bound service tokens, grant accounting) ----------
+
+V5_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    # A service token bound to one agent id may speak for that agent only (NULL: any agent).
+    "api_tokens": [("agent_id", ID)],
+    # Running totals per (key, agent), written in the same transactions as held_micros:
+    # what sync granted, what the agent gave back, what ingest charged. Ingest refuses a
+    # bound agent's usage beyond granted - returned (voids and reclaims are not returns:
+    # events spent from a voided lease may still be in the agent's spool).
+    "lease_balance": [
+        ("granted_micros", "BIGINT NOT NULL DEFAULT 0"),
+        ("returned_micros", "BIGINT NOT NULL DEFAULT 0"),
+        ("charged_micros", "BIGINT NOT NULL DEFAULT 0"),
+    ],
+}
+
+
 def column_sql(name: str, spec: str, dialect: Dialect) -> str:
     """One column definition as ``render`` writes it (for ALTER TABLE ... ADD COLUMN)."""
     if ASCII in spec:
