@@ -42,6 +42,10 @@ proc_name = f"solverfleet-agent-{_settings.agent_id}"
 # JSON lines from gunicorn and the agent alike; access lines only with --access-logfile.
 logger_class = "solverfleet.obs.gunicornlog.JsonLogger"
 logconfig_dict = LOGCONFIG
+# HTTPS for HAProxy (and anyone else) when the settings name a certificate and key.
+if _settings.tls_cert_file:  # validated as a pair by the settings
+    certfile = _settings.tls_cert_file
+    keyfile = _settings.tls_key_file
 
 
 def post_worker_init(worker) -> None:

@@ -58,7 +58,10 @@ class Agent:
         self.ledger = Ledger(lease_calls=settings.lease_calls, lease_seconds=settings.lease_seconds)
         self.spool = Spool(state / "spool")
         self.client = FleetClient(
-            settings.collector_url, settings.fleet_token, settings.collector_timeout
+            settings.collector_url,
+            settings.fleet_token,
+            settings.collector_timeout,
+            ca_file=settings.collector_ca_file,
         )
         self.shipper = Shipper(self.spool, self.client, self.ledger, settings.agent_id)
         self.clock = time.time  # wall clock for CPM windows and days; tests pin it

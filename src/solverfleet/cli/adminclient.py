@@ -14,6 +14,8 @@ from urllib.parse import quote
 
 import requests
 
+from solverfleet.agent.fleetclient import tls_verify
+
 DEFAULT_TIMEOUT = 30.0  # s; an apply of a large team runs one transaction
 
 
@@ -26,14 +28,42 @@ class AdminError(Exception):
         self.code = code
 
 
+def url_problem(url: str) -> str | None:
+    """Why ``url`` is no collector base URL (no http/https scheme), or None when it is one."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return (
+            f"collector URL {url!r} has no scheme: give https://{url} "
+            f"(or http://{url} for a collector on loopback)"
+        )
+    if scheme.lower() not in ("http", "https") or not rest.strip("/"):
+        return f"collector URL {url!r} must be http://HOST:PORT or https://HOST:PORT"
+    return None
+
+
 class AdminClient:
-    def __init__(self, base_url: str, token: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """``ca_file``: PEM CA bundle verifying an https collector; empty: the system trust store."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        ca_file: str | None = None,
+    ) -> None:
         if not base_url:
             raise AdminError("no collector URL (--collector or SOLVERFLEET_COLLECTOR)")
         if not token:
             raise AdminError("no admin token (--token or SOLVERFLEET_TOKEN)")
+        problem = url_problem(base_url)
+        if problem:
+            raise AdminError(problem)
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.ca_file = ca_file or ""
+        # Passed on every call: a session's verify loses to REQUESTS_CA_BUNDLE in requests.
+        self.verify = tls_verify(self.base_url, self.ca_file)
         self._session = requests.Session()
         self._session.headers["Authorization"] = f"Bearer {token}"
         self._session.headers["User-Agent"] = "solverfleet-cli"
@@ -99,16 +129,19 @@ class AdminClient:
         url = self.base_url + path
         try:
             resp = self._session.request(
-                method, url, json=json_body, params=params, timeout=self.timeout
+                method, url, json=json_body, params=params, timeout=self.timeout, verify=self.verify
             )
+        except requests.exceptions.SSLError as exc:
+            raise AdminError(self._tls_message(exc)) from None
         except requests.Timeout:
             raise AdminError(
                 f"no answer from the collector within {self.timeout:g} s ({url})"
             ) from None
         except requests.RequestException as exc:
-            raise AdminError(
-                f"cannot reach the collector at {self.base_url}: {_reason(exc)}"
-            ) from None
+            reason = _reason(exc)
+            if self.base_url.startswith("http://") and _hung_up(reason):
+                reason += f" (does it serve HTTPS? try https://{self.base_url[7:]})"
+            raise AdminError(f"cannot reach the collector at {self.base_url}: {reason}") from None
         body = _json(resp)
         if resp.status_code >= 400:
             raise _http_error(resp, body)
@@ -117,6 +150,22 @@ class AdminClient:
                 f"unexpected answer from {method} {path} (HTTP {resp.status_code}): not JSON"
             )
         return body
+
+    def _tls_message(self, exc: requests.exceptions.SSLError) -> str:
+        reason = _reason(exc)
+        if "CERTIFICATE_VERIFY_FAILED" in reason or "certificate verify failed" in reason:
+            detail = reason.split("certificate verify failed:", 1)[-1].split("(_ssl", 1)[0]
+            where = (
+                f"the CA file {self.ca_file}"
+                if self.ca_file
+                else "the system trust store (give the collector's CA with --ca-file or "
+                "SOLVERFLEET_CA_FILE)"
+            )
+            return (
+                f"cannot verify the collector's TLS certificate at {self.base_url}: "
+                f"{detail.strip()}; checked against {where}"
+            )
+        return f"TLS handshake with the collector at {self.base_url} failed: {reason}"
 
     # solve log and reports (routes_reports)
 
@@ -153,8 +202,15 @@ class AdminClient:
         path = f"/admin/v1/keys/{_seg(key_id)}/transactions"
         return self._call("GET", path, params=params)["transactions"]
 
-    def create_token(self, role: str, user_id: str | None = None, label: str | None = None) -> dict:
-        body = {k: v for k, v in (("role", role), ("user_id", user_id), ("label", label)) if v}
+    def create_token(
+        self,
+        role: str,
+        user_id: str | None = None,
+        label: str | None = None,
+        agent_id: str | None = None,
+    ) -> dict:
+        fields = (("role", role), ("user_id", user_id), ("label", label), ("agent_id", agent_id))
+        body = {k: v for k, v in fields if v}
         return self._call("POST", "/admin/v1/tokens", json_body=body)
 
     def list_tokens(self) -> list[dict]:
@@ -191,6 +247,12 @@ def _http_error(resp: requests.Response, body: Any) -> AdminError:
     if resp.status_code == 401:
         return AdminError("the collector refused the admin token (HTTP 401)", status=401)
     return AdminError(f"the collector answered HTTP {resp.status_code}", status=resp.status_code)
+
+
+def _hung_up(reason: str) -> bool:
+    """A server that closed the connection on a request: often plain HTTP to a TLS port."""
+    text = reason.lower()
+    return "reset by peer" in text or "without response" in text or "aborted" in text
 
 
 def _reason(exc: requests.RequestException) -> str:

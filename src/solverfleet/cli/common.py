@@ -14,7 +14,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from solverfleet.cli.adminclient import AdminClient, AdminError
+from solverfleet.cli.adminclient import AdminClient, AdminError, url_problem
 from solverfleet.money import MoneyError, format_micros, to_micros
 
 # Piped output (logs, CI, tests) is not squeezed into rich's default 80 columns.
@@ -67,7 +67,8 @@ def read_stack_file(path: str) -> dict:
 
 
 def admin_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """--collector/--token/--stack/--timeout; the command receives ``client: AdminClient``."""
+    """--collector/--token/--stack/--timeout/--ca-file; the command receives
+    ``client: AdminClient``."""
 
     @click.option(
         "--collector",
@@ -95,9 +96,22 @@ def admin_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         show_default=True,
         help="Seconds.",
     )
+    @click.option(
+        "--ca-file",
+        envvar="SOLVERFLEET_CA_FILE",
+        type=click.Path(exists=True, dir_okay=False, readable=True),
+        metavar="PEM",
+        help="CA bundle that verifies an https collector (env SOLVERFLEET_CA_FILE); "
+        "default: the system trust store.",
+    )
     @functools.wraps(fn)
     def wrapper(
-        collector: str | None, token: str | None, stack_file: str | None, timeout: float, **kw: Any
+        collector: str | None,
+        token: str | None,
+        stack_file: str | None,
+        timeout: float,
+        ca_file: str | None,
+        **kw: Any,
     ) -> Any:
         if stack_file:
             stack = read_stack_file(stack_file)
@@ -107,9 +121,12 @@ def admin_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise CliError(
                 "no collector URL: give --collector, SOLVERFLEET_COLLECTOR or --stack", 2
             )
+        problem = url_problem(collector)
+        if problem:
+            raise CliError(f"--collector: {problem}", 2)
         if not token:
             raise CliError("no admin token: give --token, SOLVERFLEET_TOKEN or --stack", 2)
-        with AdminClient(collector, token, timeout=timeout) as client:
+        with AdminClient(collector, token, timeout=timeout, ca_file=ca_file) as client:
             try:
                 return fn(client=client, **kw)
             except AdminError as exc:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from solverfleet.agent.settings import check_tls_pair
 from solverfleet.settings import SettingsError, load_settings
 
 
@@ -16,6 +17,9 @@ class CollectorSettings:
     admin_token: str
     # The fleet token being rotated out, accepted beside fleet_token until agents move on.
     fleet_token_previous: str = ""
+    # Per-host credentials: refuse the shared fleet_token and unbound service tokens on
+    # /agent/v1, so every agent must use a service token bound to its own agent id.
+    require_agent_credentials: bool = False
     db: str = "sqlite:///solverfleet.db"
     lease_ttl: float = 300.0  # must exceed every agent's offline_grace (60 s)
     # Peers (CIDRs) served /metrics without the admin token, when no proxy forwarded them.
@@ -29,6 +33,10 @@ class CollectorSettings:
     notify_max_attempts: int = 10
     # Signs dashboard session cookies; empty: a random one per process (sessions end at restart).
     dashboard_secret: str = field(default="", repr=False)
+    # Serve HTTPS (gunicorn_conf) with this PEM certificate (chain) and unencrypted PEM key;
+    # both or neither. Empty: plain HTTP, for a collector reached only over loopback.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
 
     def __post_init__(self) -> None:
         # Refuse to start wide open: an empty token would let anyone in.
@@ -55,6 +63,7 @@ class CollectorSettings:
             raise SettingsError("notify_max_attempts must be a whole number from 1 to 100")
         if self.dashboard_secret and len(self.dashboard_secret) < 32:
             raise SettingsError("dashboard_secret must be at least 32 characters (or empty)")
+        check_tls_pair(self.tls_cert_file, self.tls_key_file)
 
     @classmethod
     def load(

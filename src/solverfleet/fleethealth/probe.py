@@ -4,11 +4,16 @@
         --colour blue:8600:/opt/solverfleet/current --colour green:8601:/opt/solverfleet/green \\
         --worker-url http://127.0.0.1:8500/healthz --worker-link /opt/solverfleet/worker \\
         --colour-file /var/lib/solverfleet/colour.json --disk / --disk /var/lib/solverfleet
+        [--agent-tls --ca-file /etc/solverfleet/tls/ca.pem]
 
 It reports, it does not judge: psutil CPU, memory and disks; per colour the release its link
 points at and its agent's ``/admin/status`` (or why there is none); the worker's health; the
 host's ``colour.json``. Verdicts are made on the controller. Only the standard library and
 psutil are used, and nothing here changes the host. Exit status 0 whenever JSON was printed.
+
+Agents that serve HTTPS (their ``tls_cert_file``) are read with ``--agent-tls``: the chain is
+verified against ``--ca-file`` (default: the system trust store); the name is not, since the
+call goes to 127.0.0.1 while the certificate names the host as the load balancer knows it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import datetime as dt
 import json
 import os
 import socket
+import ssl
 import sys
 import urllib.error
 import urllib.request
@@ -53,10 +59,22 @@ def parse_colour(text: str) -> Colour:
     return Colour(parts[0], port, parts[2])
 
 
-def http_json(url: str, timeout: float) -> tuple[int, Any]:
+def agent_tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """Verifies a local agent's certificate chain against ``ca_file`` (or the system store)."""
+    context = ssl.create_default_context(cafile=ca_file or None)
+    context.check_hostname = False  # loopback: the certificate names the host, not 127.0.0.1
+    return context  # verify_mode stays CERT_REQUIRED
+
+
+def http_json(url: str, timeout: float, context: ssl.SSLContext | None = None) -> tuple[int, Any]:
     """(status, parsed JSON body or None). Raises OSError when nothing answered."""
+    opener = _OPENER
+    if context is not None:
+        opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+        )
     try:
-        with _OPENER.open(url, timeout=timeout) as resp:
+        with opener.open(url, timeout=timeout) as resp:
             status, body = resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         status, body = exc.code, exc.read()
@@ -77,15 +95,15 @@ def _reason(exc: BaseException) -> str:
     return text[:200]
 
 
-def agent_status(port: int, timeout: float) -> dict[str, Any]:
+def agent_status(port: int, timeout: float, tls: ssl.SSLContext | None = None) -> dict[str, Any]:
     """``{"agent": ..., "agent_error": None}`` from ``/admin/status``, or ``{"agent": None,
     "agent_error": why}``. An agent of a release without ``/admin/status`` (404) is read from
-    ``/readyz`` instead (``"partial": true``)."""
-    base = f"http://127.0.0.1:{port}"
+    ``/readyz`` instead (``"partial": true``). ``tls``: the agent serves HTTPS."""
+    base = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     try:
-        status, body = http_json(f"{base}/admin/status", timeout)
+        status, body = http_json(f"{base}/admin/status", timeout, tls)
         if status == 404:
-            status, body = http_json(f"{base}/readyz", timeout)
+            status, body = http_json(f"{base}/readyz", timeout, tls)
             if not isinstance(body, dict):
                 return {"agent": None, "agent_error": f"/readyz answered {status} without JSON"}
             ready = status == 200
@@ -213,6 +231,7 @@ def system(disks: list[str], cpu_interval: float) -> dict[str, Any]:
 
 
 def probe(args: argparse.Namespace) -> dict[str, Any]:
+    tls = agent_tls_context(args.ca_file) if getattr(args, "agent_tls", False) else None
     colours = {}
     for colour in args.colour:
         release = release_of(colour.link)
@@ -220,7 +239,7 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
             "port": colour.port,
             "link": colour.link,
             **release,
-            **agent_status(colour.port, args.timeout),
+            **agent_status(colour.port, args.timeout, tls),
         }
     return {
         "schema": SCHEMA,
@@ -264,6 +283,18 @@ def parser() -> argparse.ArgumentParser:
         help="report the file system holding PATH (repeatable)",
     )
     p.add_argument("--timeout", type=float, default=2.0, help="seconds per HTTP call")
+    p.add_argument(
+        "--agent-tls",
+        action="store_true",
+        help="the agents serve HTTPS (their tls_cert_file is set)",
+    )
+    p.add_argument(
+        "--ca-file",
+        default=None,
+        metavar="PEM",
+        help="with --agent-tls: CA bundle verifying the agents' certificates "
+        "(default: the system trust store)",
+    )
     p.add_argument(
         "--cpu-interval", type=float, default=0.5, help="seconds over which CPU use is measured"
     )
