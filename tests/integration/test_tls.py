@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 from click.testing import CliRunner
+from cryptography import x509
 
 from solverfleet.cli import main
 from solverfleet.cli.adminclient import AdminClient
@@ -257,3 +259,40 @@ def test_cli_verifies_the_collector_with_ca_file(fleet: Fleet):
     assert wrong.exit_code == 1
     assert "cannot verify the collector's TLS certificate" in wrong.stderr
     assert str(fleet.other_ca.ca_file) in wrong.stderr
+
+
+def _served_serial(port: int, ca_file: Path) -> int:
+    """The serial number of the certificate ``port`` presents (no SNI: an IP address)."""
+    ctx = ssl.create_default_context(cafile=str(ca_file))
+    with (
+        socket.create_connection((HOST, port), timeout=5) as raw,
+        ctx.wrap_socket(raw, server_hostname=HOST) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def test_a_rotated_certificate_is_served_without_a_restart(fleet: Fleet):
+    url, agent = fleet.start_agent("agent-rot", fleet.ca.ca_file)
+    collector = fleet.services[0]
+    listeners = [(int(url.rsplit(":", 1)[1]), "agent-rot", agent)]
+    listeners.append((fleet.collector_port, "collector", collector))
+    for port, label, svc in listeners:
+        pid = svc.proc.pid
+        before = _served_serial(port, fleet.ca.ca_file)
+        old_cert, old_key = fleet.ca.dir / f"{label}.crt", fleet.ca.dir / f"{label}.key"
+        new_cert, new_key = fleet.ca.server(f"{label}-next", HOST)
+        # As the pki role replaces them: the key first, so for a moment the pair disagrees.
+        os.replace(new_key, old_key)
+        assert _served_serial(port, fleet.ca.ca_file) == before, "a broken pair was loaded"
+        os.replace(new_cert, old_cert)
+        wait_until(
+            lambda port=port, before=before: _served_serial(port, fleet.ca.ca_file) != before,
+            timeout=10,
+            what=f"{label} to serve its new certificate",
+        )
+        assert svc.alive() and svc.proc.pid == pid, f"{label} restarted:\n{svc.log_tail()}"
+    resp = requests.post(
+        f"{url}/solve", json=BODY, headers=auth("nosuch"), verify=str(fleet.ca.ca_file), timeout=10
+    )
+    assert resp.status_code == 401, resp.text

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from solverfleet.money import MoneyError, to_micros
 from solverfleet.settings import SettingsError, load_settings
+from solverfleet.tls import check_ca_file, check_tls_pair
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -108,56 +109,6 @@ class AgentSettings:
     @property
     def offline_allowance_micros(self) -> int:
         return to_micros(self.offline_allowance)
-
-
-def check_readable_file(setting: str, path: str) -> None:
-    """A SettingsError naming ``setting`` unless ``path`` is a file this process can read."""
-    try:
-        with open(path, "rb"):
-            pass
-    except FileNotFoundError:
-        raise SettingsError(f"{setting}: no such file: {path}") from None
-    except IsADirectoryError:
-        raise SettingsError(f"{setting}: {path} is a directory, not a file") from None
-    except OSError as exc:
-        raise SettingsError(f"{setting}: cannot read {path}: {exc.strerror or exc}") from None
-
-
-def check_tls_pair(cert_file: str, key_file: str) -> None:
-    """``tls_cert_file`` and ``tls_key_file``: both empty, or a readable matching PEM pair."""
-    if bool(cert_file) != bool(key_file):
-        given, missing = (
-            ("tls_cert_file", "tls_key_file") if cert_file else ("tls_key_file", "tls_cert_file")
-        )
-        raise SettingsError(f"{missing}: must be set when {given} is (both or neither)")
-    if not cert_file:
-        return
-    check_readable_file("tls_cert_file", cert_file)
-    check_readable_file("tls_key_file", key_file)
-    import ssl  # here, not at the top: see the module docstring
-
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    try:
-        # A password callback, so an encrypted key fails here instead of prompting on a tty.
-        context.load_cert_chain(cert_file, key_file, password=lambda: b"")
-    except (ssl.SSLError, ValueError) as exc:
-        raise SettingsError(
-            f"tls_cert_file/tls_key_file: {cert_file} and {key_file} are not a PEM certificate "
-            f"and its unencrypted private key ({getattr(exc, 'reason', None) or exc})"
-        ) from None
-
-
-def check_ca_file(setting: str, path: str) -> None:
-    """A readable PEM bundle holding at least one CA certificate."""
-    check_readable_file(setting, path)
-    import ssl
-
-    try:
-        ssl.create_default_context(cafile=path)
-    except (ssl.SSLError, ValueError) as exc:
-        raise SettingsError(
-            f"{setting}: {path} holds no PEM CA certificate ({getattr(exc, 'reason', None) or exc})"
-        ) from None
 
 
 def load(**overrides: object) -> AgentSettings:

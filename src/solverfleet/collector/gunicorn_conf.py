@@ -31,3 +31,5 @@ logconfig_dict = LOGCONFIG
 if _settings.tls_cert_file:  # validated as a pair by the settings
     certfile = _settings.tls_cert_file
     keyfile = _settings.tls_key_file
+    # A rotated certificate is served from the next handshake on, without a restart.
+    from solverfleet.tls import gunicorn_ssl_context as ssl_context  # noqa: F401

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from solverfleet.agent.settings import check_tls_pair
 from solverfleet.settings import SettingsError, load_settings
+from solverfleet.tls import check_tls_pair
 
 
 @dataclass(frozen=True)
