@@ -242,3 +242,28 @@ def test_the_agent_verifies_the_collector_with_collector_ca_file(ca, tmp_path):
         assert agent.client.verify == str(ca.ca_file)
     finally:
         agent.client.close()
+
+
+def test_the_fleet_token_can_come_from_a_file_and_follows_its_rotation(tmp_path):
+    token = tmp_path / "agent.token"
+    token.write_text("first-token\n")
+    token.chmod(0o600)
+    settings = AgentSettings(collector_url="http://c:8400", fleet_token_file=str(token))
+    assert settings.fleet_token == "first-token"
+    with pytest.raises(SettingsError, match="not both"):
+        AgentSettings(collector_url="http://c", fleet_token="x", fleet_token_file=str(token))
+    empty = tmp_path / "empty.token"
+    empty.write_text("\n")
+    with pytest.raises(SettingsError, match="is empty"):
+        AgentSettings(collector_url="http://c", fleet_token_file=str(empty))
+    with pytest.raises(SettingsError, match="fleet_token_file: no such file"):
+        AgentSettings(collector_url="http://c", fleet_token_file=str(tmp_path / "missing"))
+
+    client = FleetClient("http://c:8400", settings.fleet_token, 1.0, token_file=str(token))
+    client._follow_token_file()
+    assert client.session.headers["Authorization"] == "Bearer first-token"
+    replacement = tmp_path / "agent.token.new"
+    replacement.write_text("second-token\n")
+    os.replace(replacement, token)  # as Ansible's copy does: a new inode
+    client._follow_token_file()
+    assert client.session.headers["Authorization"] == "Bearer second-token"

@@ -6,11 +6,14 @@ when that is empty, the system trust store — never against nothing.
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 from typing import Any
 
 import requests
+
+log = logging.getLogger(__name__)
 
 
 class CollectorError(Exception):
@@ -64,15 +67,50 @@ def failure_reason(exc: requests.RequestException) -> str:
 
 
 class FleetClient:
-    def __init__(self, base_url: str, token: str, timeout: float, *, ca_file: str = "") -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        timeout: float,
+        *,
+        ca_file: str = "",
+        token_file: str = "",
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.verify = tls_verify(self.base_url, ca_file)
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {token}"
         self.session.verify = self.verify
+        self.token_file = token_file
+        self._token_stamp = self._stamp()
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        if not self.token_file:
+            return None
+        try:
+            st = os.stat(self.token_file)
+        except OSError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
+    def _follow_token_file(self) -> None:
+        """A rotated credential (the file replaced) is used from the next call on."""
+        stamp = self._stamp()
+        if stamp is None or stamp == self._token_stamp:
+            return
+        try:
+            with open(self.token_file) as fh:
+                token = fh.read().strip()
+        except OSError:
+            return
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+            self._token_stamp = stamp
+            log.info("fleet credential reloaded from %s", self.token_file)
 
     def post(self, path: str, payload: dict[str, Any], timeout: float | None = None) -> Any:
+        self._follow_token_file()
         try:
             resp = self.session.post(
                 self.base_url + path,

@@ -62,6 +62,7 @@ class Agent:
             settings.fleet_token,
             settings.collector_timeout,
             ca_file=settings.collector_ca_file,
+            token_file=settings.fleet_token_file,
         )
         self.shipper = Shipper(self.spool, self.client, self.ledger, settings.agent_id)
         self.clock = time.time  # wall clock for CPM windows and days; tests pin it

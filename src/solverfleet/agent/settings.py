@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from solverfleet.money import MoneyError, to_micros
 from solverfleet.settings import SettingsError, load_settings
-from solverfleet.tls import check_ca_file, check_tls_pair
+from solverfleet.tls import check_ca_file, check_readable_file, check_tls_pair
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -22,7 +22,10 @@ MAX_BODY_BYTES = 1024 * 1024
 @dataclass(frozen=True)
 class AgentSettings:
     collector_url: str
-    fleet_token: str = field(repr=False)  # a secret: never in a repr, a log line or a traceback
+    fleet_token: str = field(default="", repr=False)  # a secret: never in a repr, a log line
+    # ... or a file holding it (a host's own credential, 0600): read at start and again when
+    # it changes, so a rotated credential is used from the next sync on.
+    fleet_token_file: str = ""
     worker_url: str = "http://127.0.0.1:8500"
     agent_id: str = field(default_factory=socket.gethostname)
     state_dir: str = "/var/lib/solverfleet/agent"
@@ -65,8 +68,16 @@ class AgentSettings:
             if not url.startswith(("http://", "https://")):
                 raise SettingsError(f"{name}: must be an http(s) URL, got {url!r}")
             object.__setattr__(self, name, url.rstrip("/"))
+        if self.fleet_token and self.fleet_token_file:
+            raise SettingsError("fleet_token, fleet_token_file: give one of them, not both")
+        if self.fleet_token_file:
+            check_readable_file("fleet_token_file", self.fleet_token_file)
+            with open(self.fleet_token_file) as fh:
+                object.__setattr__(self, "fleet_token", fh.read().strip())
+            if not self.fleet_token:
+                raise SettingsError(f"fleet_token_file: {self.fleet_token_file} is empty")
         if not self.fleet_token:
-            raise SettingsError("fleet_token: must not be empty")
+            raise SettingsError("fleet_token: must not be empty (or give fleet_token_file)")
         if not self.agent_id:
             raise SettingsError("agent_id: must not be empty")
         for name in ("worker_timeout", "sync_interval", "collector_timeout", "lease_seconds"):
