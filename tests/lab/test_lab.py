@@ -188,6 +188,7 @@ def test_up_repairs_broken_hosts_and_down_leaves_nothing(init: str) -> None:
     before = _leftovers(lc)
     assert before == {k: [] for k in before}, "a lab of this name is already there"
     pids: list[int] = []
+    inits: set[int] = set()
     try:
         first = lc.up()
         assert first.started == ["lb1", "collector1", "solver1", "solver2"]
@@ -208,10 +209,13 @@ def test_up_repairs_broken_hosts_and_down_leaves_nothing(init: str) -> None:
         # Fewer solvers: the extra host goes away.
         assert lc.up(solvers=1).removed == ["solver2"]
         pids = _lab_processes(lc)
+        inits = {lc.init_pid(h.name) for h in lc.hosts}
         assert pids
     finally:
         down = lc.down()
-    assert set(pids) <= set(down.killed)
+    # Every host's init is accounted for; short-lived processes of a booted system may end on
+    # their own before `down` (all of them are checked gone below).
+    assert inits <= set(down.killed)
     _assert_gone(lc, pids)
     assert hosts.launched_pids(lc.config) == []  # no host survived without its namespace
 
