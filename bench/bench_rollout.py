@@ -126,7 +126,7 @@ def wait_up(fleet: Fleet, host: str, timeout: float = 60) -> None:
     """The blue agent on ``host`` answers ready and HAProxy has it running (op state 2)."""
     address = fleet.lab.address(host)
     wait_for_response(
-        lambda: controller_request(fleet.lab, "GET", f"http://{address}:{AGENT_PORT}/readyz"),
+        lambda: fleet.get(f"{fleet.agent_url(address, AGENT_PORT)}/readyz"),
         lambda r: r.status == 200,
         timeout=timeout,
         what=f"{host} /readyz",

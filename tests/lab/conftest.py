@@ -11,7 +11,14 @@ import pytest
 from tests.support.labfleet import fleet_fixture  # noqa: F401
 
 # Modules not listed run after these, in their usual order.
-_ORDER = ["test_lab.py", "test_site.py", "test_team.py", "test_blue_green.py", "test_health.py"]
+_ORDER = [
+    "test_lab.py",
+    "test_site.py",
+    "test_production.py",
+    "test_team.py",
+    "test_blue_green.py",
+    "test_health.py",
+]
 # ... and these after every other module: the secret scan looks at what the whole session did.
 _LAST = ["test_secret_scan.py"]
 

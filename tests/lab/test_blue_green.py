@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.ansible import PlaybookRun, controller_request, run_playbook
+from tests.support.ansible import PlaybookRun, run_playbook
 from tests.support.labfleet import (
     AGENT_PORT,
     SKIP,
@@ -98,7 +98,7 @@ def test_blue_green_switch_and_rollback_under_load(fleet: Fleet, tmp_path: Path)
         assert link(fleet, host.name, "green").endswith("/" + RELEASE)
         assert link(fleet, host.name, "current") == blue_release[host.name]  # blue untouched
         # The old colour keeps running for rollback.
-        ready = controller_request(lab, "GET", f"http://{host.address}:{AGENT_PORT}/readyz")
+        ready = fleet.get(f"{fleet.agent_url(host.address, AGENT_PORT)}/readyz")
         assert ready.status == 200, (host.name, ready)
     for name in [lb] + [h.name for h in fleet.solvers]:
         state = colour_state(fleet, name)

@@ -28,6 +28,7 @@ from solverfleet.money import to_micros
 from tests.support.ansible import controller_request
 from tests.support.labfleet import (
     AGENT_PORT,
+    HOST_CA,
     LAB_PRICE,
     SKIP,
     Fleet,
@@ -97,9 +98,10 @@ def dropped_packets(listing: str) -> int:
 
 _HTTP = re.compile(r"^solverfleet_agent_http_requests_total\{([^}]*)\}\s+(\S+)$", re.M)
 _METRICS = (
-    "import sys, urllib.request; "
-    "sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:%s/metrics' % sys.argv[1], "
-    "timeout=5).read().decode())"
+    "import ssl, sys, urllib.request; "
+    f"ctx = ssl.create_default_context(cafile='{HOST_CA}'); "
+    "sys.stdout.write(urllib.request.urlopen('https://127.0.0.1:%s/metrics' % sys.argv[1], "
+    "timeout=5, context=ctx).read().decode())"
 )
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.ansible import controller_request, run_playbook
+from tests.support.ansible import run_playbook
 from tests.support.labfleet import SKIP, Fleet, haproxy_command, wait_for_response
 
 pytestmark = [pytest.mark.lab, pytest.mark.skipif(SKIP is not None, reason=str(SKIP))]
@@ -80,9 +80,7 @@ def test_health_report_names_a_stopped_agent(fleet: Fleet, tmp_path: Path) -> No
     finally:
         fleet.lab.service(victim, "start", SERVICES[active])
         wait_for_response(
-            lambda: controller_request(
-                fleet.lab, "GET", f"http://{address}:{PORTS[active]}/readyz"
-            ),
+            lambda: fleet.get(f"{fleet.agent_url(address, PORTS[active])}/readyz"),
             lambda r: r.status == 200,
             timeout=90,
             what=f"{victim} agent ready again",

@@ -28,10 +28,9 @@ from pathlib import Path
 import pytest
 
 from tests.support import ansible
-from tests.support.ansible import controller_request
 from tests.support.labfleet import (
+    ADMIN_PORT,
     AGENT_PORT,
-    COLLECTOR_PORT,
     KEY,
     SKIP,
     TOKEN,
@@ -78,7 +77,9 @@ class Finding:
 
     @property
     def allowed(self) -> bool:
-        return self.blob.category == "config" and self.secret.kind == TOKEN
+        """A token in settings; a host's own credential in its own host's settings only."""
+        own_host = not self.secret.host or self.blob.where.startswith(f"{self.secret.host}:")
+        return self.blob.category == "config" and self.secret.kind == TOKEN and own_host
 
     def __str__(self) -> str:
         return (
@@ -137,6 +138,19 @@ def host_files(fleet: Fleet, host: str) -> list[Blob]:
     return blobs
 
 
+def journals(fleet: Fleet) -> list[Blob]:
+    """Each systemd host's journal, every field of every entry (decompressed by journalctl)."""
+    if fleet.lab.config.init != "systemd":
+        return []
+    blobs = []
+    for host in fleet.lab.hosts:
+        argv = fleet.lab.host_argv(host.name, ["journalctl", "--no-pager", "-o", "export"])
+        proc = subprocess.run(argv, capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
+        assert proc.returncode == 0, f"{host.name}: journalctl: {proc.stderr[-300:]!r}"
+        blobs.append(Blob("logs", f"{host.name}:journal", proc.stdout))
+    return blobs
+
+
 def consoles(fleet: Fleet) -> list[Blob]:
     """The lab hosts' consoles on the controller (init and sshd write there)."""
     root = Path(fleet.lab.state_dir) / "hosts"
@@ -147,11 +161,12 @@ def consoles(fleet: Fleet) -> list[Blob]:
 
 
 _FETCH = r"""
-import json, sys, urllib.error, urllib.request
+import json, ssl, sys, urllib.error, urllib.request
+ctx = ssl.create_default_context(cafile="/etc/solverfleet/tls/ca.pem")
 out = {}
 for url in sys.argv[1:]:
     try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
+        with urllib.request.urlopen(url, timeout=10, context=ctx) as resp:
             out[url] = [resp.status, resp.read().decode(errors="replace")]
     except urllib.error.HTTPError as exc:
         out[url] = [exc.code, exc.read().decode(errors="replace")]
@@ -173,7 +188,7 @@ def service_pages(fleet: Fleet) -> list[Blob]:
     blobs = []
     for host in fleet.solvers:
         urls = [
-            f"http://127.0.0.1:{port}/{path}"
+            f"https://127.0.0.1:{port}/{path}"
             for port in (AGENT_PORT, AGENT_PORT + 1)  # blue, and green if it runs
             for path in ("metrics", "admin/status", "readyz")
         ]
@@ -187,10 +202,8 @@ def service_pages(fleet: Fleet) -> list[Blob]:
         assert status == 200, (url, status, body[:200])
         blobs.append(Blob("metrics", f"{lb}:{url}", body.encode()))
     collector = fleet.host("collector")
-    metrics = controller_request(
-        fleet.lab,
-        "GET",
-        f"http://{collector.address}:{COLLECTOR_PORT}/metrics",
+    metrics = fleet.get(
+        f"{fleet.collector_url}/metrics",
         headers={"Authorization": f"Bearer {fleet.admin_token}"},
     )
     assert metrics.status == 200 and "solverfleet_collector" in metrics.body, metrics
@@ -206,11 +219,12 @@ def service_pages(fleet: Fleet) -> list[Blob]:
 # Logs in to the dashboard (cookie session, CSRF field) and fetches every page; first a login
 # with a key secret as the token, which must be refused without echoing it. Spec on stdin.
 _DASHBOARD = r"""
-import http.cookiejar, json, re, sys, urllib.error, urllib.parse, urllib.request
+import http.cookiejar, json, re, ssl, sys, urllib.error, urllib.parse, urllib.request
 spec = json.loads(sys.stdin.read())
 base = spec["base"]
 opener = urllib.request.build_opener(
-    urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()),
+    urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=spec["cafile"])))
 pages = {}
 def fetch(path, form=None):
     data = None if form is None else urllib.parse.urlencode(form).encode()
@@ -247,7 +261,9 @@ def dashboard_pages(fleet: Fleet, refused_token: str) -> list[Blob]:
     assert keys.status == 200, keys
     key_ids = sorted(k["id"] for k in keys.json()["keys"])
     spec = {
-        "base": f"http://{fleet.host('collector').address}:{COLLECTOR_PORT}",
+        # The dashboard as operators reach it: through HAProxy's admin frontend, over TLS.
+        "base": f"https://{fleet.host('lb').address}:{ADMIN_PORT}",
+        "cafile": fleet.cafile,
         "token": fleet.admin_token,
         "refused_token": refused_token,
         "keys": key_ids,
@@ -376,6 +392,7 @@ def test_no_secret_in_logs_metrics_dashboard_or_ansible_output(fleet: Fleet) -> 
     finally:
         lab.host_exec(canary_host, ["rm", "-f", CANARY_LOG], check=True)
     blobs += consoles(fleet)
+    blobs += journals(fleet)
     blobs += service_pages(fleet)
     blobs += dashboard_pages(fleet, refused_token=fleet.api_key)
     blobs += ansible_output()
@@ -405,19 +422,29 @@ def test_no_secret_in_logs_metrics_dashboard_or_ansible_output(fleet: Fleet) -> 
     assert not [
         f for f in findings if f.secret in (canary, cut) and not f.blob.where.endswith(CANARY_LOG)
     ]
-    # ... and it reads the hosts' files: the fleet token is in every agent's settings.
+    # ... and it reads the hosts' files: every agent's own credential is in its settings.
     for host in fleet.solvers:
         assert any(
-            f.secret.label == "fleet_token"
-            and f.blob.where == f"{host.name}:/etc/solverfleet/agent.yml"
+            f.secret.host == host.name
+            and f.blob.where == f"{host.name}:/etc/solverfleet/agent.credential"
             for f in allowed
         ), allowed
     # Every kind of place was read, and the Ansible output holds the session's plays.
     assert {"logs", "state", "config", "metrics", "admin-api", "dashboard", "ansible"} <= set(
         per_category
     )
+    # ... and every host's service logs: the journal's entries of its services, or the files
+    # supervisord writes.
+    services = {
+        "lb": b"haproxy",
+        "collector": b"solverfleet-collector",
+        "solvers": b"solverfleet-agent",
+    }
     for host in lab.hosts:
-        assert any(b.where.startswith(f"{host.name}:/var/log/solverfleet/") for b in blobs), host
+        journal = next((b for b in blobs if b.where == f"{host.name}:journal"), None)
+        assert (journal is not None and services[host.group] in journal.data) or any(
+            b.where.startswith(f"{host.name}:/var/log/solverfleet/") for b in blobs
+        ), host
     assert any(b"PLAY RECAP" in b.data for b in blobs if b.category == "ansible")
 
     assert not leaks, "secrets found:\n" + "\n".join(leaks)

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.ansible import controller_request, run_playbook
+from tests.support.ansible import run_playbook
 from tests.support.labfleet import (
     AGENT_PORT,
-    COLLECTOR_PORT,
     SKIP,
     Fleet,
     apply_key,
@@ -42,7 +41,7 @@ def test_site_deploys_a_serving_fleet_idempotently(fleet: Fleet) -> None:
 
     # Every agent is ready, asked from the controller namespace on the fleet network.
     for host in fleet.solvers:
-        resp = controller_request(lab, "GET", f"http://{host.address}:{AGENT_PORT}/readyz")
+        resp = fleet.get(f"{fleet.agent_url(host.address, AGENT_PORT)}/readyz")
         assert resp.status == 200, (host.name, resp)
         assert resp.json()["status"] == "ready"
     assert len(fleet.fleet_token) >= 32 and len(fleet.admin_token) >= 32
@@ -214,13 +213,9 @@ def test_2captcha_round_trip_routes_res_php_to_the_owning_agent(fleet: Fleet) ->
 
     # One success event per delivered answer at the collector (the agents ship within a few
     # seconds), each charged once, by the agent whose node id leads the task id.
-    collector = fleet.host("collector")
-
     def billed():
-        return controller_request(
-            lab,
-            "GET",
-            f"http://{collector.address}:{COLLECTOR_PORT}/admin/v1/usage?key_id=alice-lab&limit=1000",
+        return fleet.get(
+            f"{fleet.collector_url}/admin/v1/usage?key_id=alice-lab&limit=1000",
             headers={"Authorization": f"Bearer {fleet.admin_token}"},
         )
 

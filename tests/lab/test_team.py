@@ -16,7 +16,6 @@ import yaml
 
 from tests.support.ansible import controller_request, run_playbook
 from tests.support.labfleet import (
-    COLLECTOR_PORT,
     SKIP,
     Fleet,
     apply_key,
@@ -83,10 +82,10 @@ def solve_with(fleet: Fleet, key: str):
 
 def collector_state(fleet: Fleet) -> dict:
     """Users and keys at the collector; balances left out (usage lands asynchronously)."""
-    base = f"http://{fleet.host('collector').address}:{COLLECTOR_PORT}/admin/v1"
+    base = f"{fleet.collector_url}/admin/v1"
     auth = {"Authorization": f"Bearer {fleet.admin_token}"}
-    users = controller_request(fleet.lab, "GET", f"{base}/users", headers=auth)
-    keys = controller_request(fleet.lab, "GET", f"{base}/keys", headers=auth)
+    users = fleet.get(f"{base}/users", headers=auth)
+    keys = fleet.get(f"{base}/keys", headers=auth)
     assert users.status == 200 and keys.status == 200, (users, keys)
     return {
         "users": users.json()["users"],

@@ -44,6 +44,9 @@ SKIP = skip_reason() or (
 
 AGENT_PORT = 8600
 COLLECTOR_PORT = 8400
+ADMIN_PORT = 8443  # HAProxy's operators' frontend to the collector (solverfleet_lb_admin_port)
+# The fleet CA on every host (roles/solverfleet_pki); scripts run inside hosts verify with it.
+HOST_CA = "/etc/solverfleet/tls/ca.pem"
 # The test balancer: no retries, no redispatch (a cut request must show as a failure).
 TEST_LB = {"solverfleet_lb_retries": 0, "solverfleet_lb_redispatch": False}
 # Never run the package manager inside a lab host: /usr is the machine's.
@@ -65,6 +68,22 @@ class Fleet:
 
     def host(self, group: str):
         return next(h for h in self.lab.hosts if h.group == group)
+
+    @property
+    def fleet_ca(self) -> str:
+        """The fleet's private CA, made on the controller beside the lab inventory."""
+        return str(Path(self.lab.state_dir) / ".pki" / "ca.pem")
+
+    def agent_url(self, address: str, port: int = AGENT_PORT) -> str:
+        return f"https://{address}:{port}"
+
+    @property
+    def collector_url(self) -> str:
+        return f"https://{self.host('collector').address}:{COLLECTOR_PORT}"
+
+    def get(self, url: str, **kwargs):
+        """GET from the controller namespace, verifying fleet hosts with the fleet CA."""
+        return controller_request(self.lab, "GET", url, cafile=self.fleet_ca, **kwargs)
 
     @property
     def solvers(self):
@@ -128,7 +147,8 @@ def apply_lab_key(
     applied = controller_request(
         fleet.lab,
         "POST",
-        f"http://{fleet.host('collector').address}:{COLLECTOR_PORT}/admin/v1/apply",
+        f"{fleet.collector_url}/admin/v1/apply",
+        cafile=fleet.fleet_ca,
         headers={"Authorization": f"Bearer {fleet.admin_token}"},
         body={
             "account": account,
@@ -245,7 +265,7 @@ def wait_in_flight(fleet: Fleet, *, timeout: float = 30, port: int = AGENT_PORT)
     """Wait until every solver's agent (on ``port``) has a solve in flight."""
 
     def busy(host) -> bool:
-        resp = controller_request(fleet.lab, "GET", f"http://{host.address}:{port}/readyz")
+        resp = fleet.get(f"{fleet.agent_url(host.address, port)}/readyz")
         return resp.status == 200 and resp.json().get("in_flight", 0) > 0
 
     deadline = time.monotonic() + timeout
@@ -258,11 +278,8 @@ def wait_in_flight(fleet: Fleet, *, timeout: float = 30, port: int = AGENT_PORT)
 
 def admin_get(fleet: Fleet, path: str):
     """GET on the collector's admin API with the lab's admin token."""
-    collector = fleet.host("collector")
-    return controller_request(
-        fleet.lab,
-        "GET",
-        f"http://{collector.address}:{COLLECTOR_PORT}/admin/v1/{path}",
+    return fleet.get(
+        f"{fleet.collector_url}/admin/v1/{path}",
         headers={"Authorization": f"Bearer {fleet.admin_token}"},
     )
 
@@ -275,10 +292,12 @@ def key_successes(fleet: Fleet, key_id: str = "alice-lab") -> int:
 
 
 _BACKLOG = (
-    'python3 -c "import json, sys, urllib.request\n'
+    'python3 -c "import json, ssl, sys, urllib.request\n'
+    f"ctx = ssl.create_default_context(cafile='{HOST_CA}')\n"
     "for port in sys.argv[1:]:\n"
     "    try:\n"
-    "        r = urllib.request.urlopen('http://127.0.0.1:%s/admin/status' % port, timeout=5)\n"
+    "        r = urllib.request.urlopen('https://127.0.0.1:%s/admin/status' % port, timeout=5,"
+    " context=ctx)\n"
     "    except OSError:\n"
     "        continue  # that colour's agent is not running\n"
     "    print(json.load(r)['spool_backlog'])\" "
@@ -324,6 +343,7 @@ class SessionSecret:
     label: str
     value: str
     kind: str  # KEY or TOKEN
+    host: str = ""  # a host's own credential: allowed in that host's settings only
 
 
 _SECRETS: dict[str, SessionSecret] = {}
@@ -353,7 +373,23 @@ def session_secrets(fleet: Fleet) -> list[SessionSecret]:
             kind = KEY if rel.parts[0] == "keys" else TOKEN
             found[f"secrets/{rel}"] = SessionSecret(f"secrets/{rel}", value, kind)
             known.add(value)
+    for host, files in agent_credentials(fleet).items():
+        for path, value in files.items():
+            found[f"{host}:{path}"] = SessionSecret(f"{host}:{path}", value, TOKEN, host)
     return list(found.values())
+
+
+def agent_credentials(fleet: Fleet) -> dict[str, dict[str, str]]:
+    """Each solver host's own agent credentials (one file per colour deployed there)."""
+    found = {}
+    for host in fleet.solvers:
+        listing = fleet.lab.host_exec(
+            host.name,
+            ["sh", "-c", "for f in /etc/solverfleet/agent*.credential; do echo $f; cat $f; done"],
+            check=True,
+        ).stdout.split()
+        found[host.name] = dict(zip(listing[::2], listing[1::2], strict=True))
+    return found
 
 
 # --- tracked load and the ledger check -----------------------------------------------------------
@@ -448,11 +484,13 @@ def finish_tracked_load(load: subprocess.Popen, stop: Path) -> list[TrackedCall]
 
 
 _AGENT_STATUS = r"""
-import json, sys, urllib.request
+import json, ssl, sys, urllib.request
+ctx = ssl.create_default_context(cafile="/etc/solverfleet/tls/ca.pem")
 out = {}
 for port in sys.argv[1:]:
     try:
-        r = urllib.request.urlopen("http://127.0.0.1:%s/admin/status" % port, timeout=5)
+        r = urllib.request.urlopen("https://127.0.0.1:%s/admin/status" % port, timeout=5,
+                                   context=ctx)
     except OSError:
         continue  # that colour's agent is not running
     out[port] = json.load(r)

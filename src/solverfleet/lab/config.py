@@ -28,6 +28,8 @@ FLEET_NETWORK = ipaddress.IPv4Network("198.51.100.0/24")
 GATEWAY = FLEET_NETWORK[1]
 LB_ADDRESS = FLEET_NETWORK[10]
 COLLECTOR_ADDRESS = FLEET_NETWORK[20]
+# HAProxy's operators' door to the collector (roles/solverfleet_lb: solverfleet_lb_admin_port).
+ADMIN_PORT = 8443
 SOLVER_BASE = 100  # solverN = .(100 + N)
 MAX_SOLVERS = FLEET_NETWORK.num_addresses - 2 - SOLVER_BASE  # .101 .. .254
 

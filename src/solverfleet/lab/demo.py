@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from solverfleet.lab import repoinventory
-from solverfleet.lab.config import LabError
+from solverfleet.lab.config import ADMIN_PORT, LabError
 from solverfleet.lab.controller import ansible_env, controller_request, playbook_argv
 from solverfleet.lab.lab import Lab
 
@@ -92,6 +92,8 @@ class Demo:
         cafile = self._fetch_ca()
         self.step("solves through HAProxy over TLS")
         self.console.print(self._solve_table(cafile))
+        self.step("the collector's admin API through HAProxy's operators' frontend (TLS)")
+        self._check_admin_door(cafile)
         self.step("health.yml: the fleet health report")
         self.playbook("health.yml", check=False)
         self._print_next_steps(cafile, time.monotonic() - started)
@@ -176,6 +178,24 @@ class Demo:
                 return resp
             time.sleep(0.5)
 
+    @property
+    def admin_url(self) -> str:
+        return f"https://{self.lab.address('lb1')}:{ADMIN_PORT}"
+
+    def _check_admin_door(self, cafile: str) -> None:
+        token = (Path(self.lab.state_dir) / "secrets" / "admin_token").read_text().strip()
+        resp = controller_request(
+            self.lab,
+            "GET",
+            f"{self.admin_url}/admin/v1/keys",
+            headers={"Authorization": f"Bearer {token}"},
+            cafile=cafile,
+        )
+        if resp.status != 200:
+            raise LabError(f"admin API through {self.admin_url}: {resp.status} {resp.body[:200]}")
+        keys = [k["id"] for k in resp.json()["keys"]]
+        self.console.print(f"GET {self.admin_url}/admin/v1/keys -> 200, keys: {', '.join(keys)}")
+
     def _print_next_steps(self, cafile: str, seconds: float) -> None:
         lb = self.lab.address("lb1")
         key = self.keys[0]
@@ -189,6 +209,11 @@ class Demo:
         self.step(f"the fleet is up ({seconds:.0f} s)")
         self.console.print(
             f"Send a solve through the balancer from your shell:\n\n  {curl}\n\n"
+            f"The admin API and the dashboard, from the controller namespace (HAProxy admits only "
+            f"its address on that port):\n\n  {self.admin_url}/dashboard/\n"
+            f"  sudo ip netns exec {self.lab.controller_netns} {exe} keys list --collector "
+            f'{self.admin_url} --ca-file {cafile} --token "$(sudo cat '
+            f'{Path(self.lab.state_dir) / "secrets" / "admin_token"})"\n\n'
             f"Key secrets are in {Path(self.lab.state_dir) / 'secrets' / 'demo-keys'}, the lab "
             f"inventory in {self.inventory}.\n"
             f"Health report again: sudo ip netns exec {self.lab.controller_netns} "

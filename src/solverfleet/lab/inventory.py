@@ -13,9 +13,16 @@ def render(cfg: LabConfig) -> str:
         f"# ip netns exec {cfg.controller_netns} ansible-playbook -i {cfg.inventory_path} ...",
         "",
     ]
+    # Operators (the controller namespace) reach the collector through HAProxy's admin frontend.
+    # Inline, so Ansible reads a list (a [vars] value is always a string).
+    extra = {"lb": f" solverfleet_lb_admin_allow=\"['{cfg.gateway}/32']\""}
     for group in GROUPS:
         lines.append(f"[{group}]")
-        lines += [f"{h.name} ansible_host={h.address}" for h in cfg.hosts if h.group == group]
+        lines += [
+            f"{h.name} ansible_host={h.address}{extra.get(group, '')}"
+            for h in cfg.hosts
+            if h.group == group
+        ]
         lines.append("")
     lines += [
         "[all:vars]",
