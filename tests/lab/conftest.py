@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.labfleet import fleet_fixture  # noqa: F401
+from tests.support.labfleet import fleet_fixture, lab_wheelhouse_fixture  # noqa: F401
 
 # Modules not listed run after these, in their usual order.
 _ORDER = [

@@ -287,7 +287,9 @@ def test_addressing_plan_and_names() -> None:
 def test_inventory_has_groups_and_runs_ssh_through_the_lab_config() -> None:
     cfg = LabConfig.for_name("ci7", state_dir="/var/tmp/x", solvers=2)
     text = inventory.render(cfg)
-    assert "[lb]\nlb1 ansible_host=198.51.100.10\n" in text
+    # The operators' door on the balancer admits the controller (the gateway) only.
+    lb = "lb1 ansible_host=198.51.100.10 solverfleet_lb_admin_allow=\"['198.51.100.1/32']\""
+    assert f"[lb]\n{lb}\n" in text
     assert "[collector]\ncollector1 ansible_host=198.51.100.20\n" in text
     assert (
         "[solvers]\nsolver1 ansible_host=198.51.100.101\nsolver2 ansible_host=198.51.100.102"

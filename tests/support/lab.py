@@ -53,9 +53,9 @@ def reap_stale_test_labs() -> list[str]:
 
 
 @contextlib.contextmanager
-def running_lab(name: str, solvers: int = SOLVERS) -> Iterator[Lab]:
+def running_lab(name: str, solvers: int = SOLVERS, init: str = "systemd") -> Iterator[Lab]:
     """A lab that is up inside the block and gone after it, whatever happens inside."""
-    lab = Lab(name, solvers=solvers)
+    lab = Lab(name, solvers=solvers, init=init)
     try:
         lab.up()
         yield lab

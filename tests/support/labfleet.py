@@ -90,24 +90,32 @@ class Fleet:
         return [h for h in self.lab.hosts if h.group == "solvers"]
 
 
-@pytest.fixture(scope="session", name="fleet")
-def fleet_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    """A lab deployed by one site.yml run from bare hosts, shared by the lab modules."""
+@pytest.fixture(scope="session", name="lab_wheelhouse")
+def lab_wheelhouse_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheels the lab hosts install, built once per session from this checkout."""
     if SKIP:
         pytest.skip(SKIP)
-    wheelhouse = build_wheelhouse(tmp_path_factory.mktemp("wheelhouse"))
+    return build_wheelhouse(tmp_path_factory.mktemp("wheelhouse"))
+
+
+@pytest.fixture(scope="session", name="fleet")
+def fleet_fixture(lab_wheelhouse: Path) -> Iterator[Fleet]:
+    """A lab deployed by one site.yml run from bare hosts, shared by the lab modules."""
     reap_stale_test_labs()
-    with deployed_fleet(lab_name("site"), wheelhouse) as fleet:
+    with deployed_fleet(lab_name("site"), lab_wheelhouse) as fleet:
         yield fleet
 
 
 @contextlib.contextmanager
-def deployed_fleet(name: str, wheelhouse: Path, solvers: int = SOLVERS) -> Iterator[Fleet]:
-    """A lab named ``name`` brought up and deployed by site.yml from ``wheelhouse`` inside the
-    block, taken down (with the files the plays left in its state dir) after it."""
+def deployed_fleet(
+    name: str, wheelhouse: Path, solvers: int = SOLVERS, init: str = "systemd"
+) -> Iterator[Fleet]:
+    """A lab named ``name`` (hosts booting ``init``) brought up and deployed by site.yml from
+    ``wheelhouse`` inside the block, taken down (with the files the plays left in its state
+    dir) after it."""
     state_dir = None
     try:
-        with running_lab(name, solvers) as lab:
+        with running_lab(name, solvers, init) as lab:
             state_dir = Path(lab.state_dir)
             extra = {"solverfleet_wheelhouse_dir": str(wheelhouse), **LAB_VARS}
             first = run_playbook(lab, "site.yml", extra_vars=extra)
@@ -169,15 +177,20 @@ def apply_key(fleet: Fleet) -> None:
     """A key created through the collector's admin API, and the lb certificate to verify TLS."""
     if fleet.api_key:
         return
-    lb = fleet.host("lb")
     api_key = register_secret(LAB_KEY_ID, "sk-lab-" + secrets.token_urlsafe(24))
     apply_lab_key(
         fleet, account="labco", user="alice", key_id=LAB_KEY_ID, secret=api_key, balance=LAB_OPENING
     )
+    fleet.api_key, fleet.cafile = api_key, lb_certificate(fleet)
+
+
+def lb_certificate(fleet: Fleet) -> str:
+    """The balancer's (self-signed) public certificate, saved to verify TLS against it."""
+    lb = fleet.host("lb")
     cert = fleet.lab.ssh(lb.name, ["cat", "/etc/haproxy/certs/solverfleet.pem"], check=True)
     cafile = Path(fleet.lab.state_dir) / "lb-ca.pem"
     cafile.write_text(cert.stdout)
-    fleet.api_key, fleet.cafile = api_key, str(cafile)
+    return str(cafile)
 
 
 def solve(fleet: Fleet):
