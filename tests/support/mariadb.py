@@ -59,7 +59,12 @@ class MariaDBServer:
     """One private mariadbd. ``start()`` blocks until it accepts connections."""
 
     def __init__(
-        self, base_dir: str | Path | None = None, *, durable: bool = False, name: str = "mariadb"
+        self,
+        base_dir: str | Path | None = None,
+        *,
+        durable: bool = False,
+        name: str = "mariadb",
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         found = binaries()
         if found is None:
@@ -75,6 +80,7 @@ class MariaDBServer:
         self.port = free_port()
         self.durable = durable
         self.name = name
+        self.extra_args = extra_args  # e.g. TLS: --ssl-cert, --ssl-key, --require-secure-transport
         self.service: Service | None = None
         self._counter = itertools.count(1)
 
@@ -113,6 +119,7 @@ class MariaDBServer:
             "--max-connections=400",
             "--max-allowed-packet=64M",
             "--skip-log-bin",
+            *self.extra_args,
             *(DURABLE_OPTIONS if self.durable else FAST_OPTIONS),
         ]
         self.service = Service(self.name, argv, log_dir=self.base).start()

@@ -7,8 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from solverfleet.collector.store.db import UrlError, parse_url
 from solverfleet.settings import SettingsError, load_settings
-from solverfleet.tls import check_tls_pair
+from solverfleet.tls import check_ca_file, check_tls_pair
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,21 @@ class CollectorSettings:
         if self.dashboard_secret and len(self.dashboard_secret) < 32:
             raise SettingsError("dashboard_secret must be at least 32 characters (or empty)")
         check_tls_pair(self.tls_cert_file, self.tls_key_file)
+        self._check_db_tls()
+
+    def _check_db_tls(self) -> None:
+        """A database reached over the network is reached over verified TLS, nothing less."""
+        try:
+            url = parse_url(self.db)
+        except UrlError as exc:
+            raise SettingsError(f"db: {exc}") from None
+        if url.beyond_loopback and not url.ssl_ca:
+            raise SettingsError(
+                f"db: {url.host} is beyond loopback: add ?ssl_ca=/path/to/ca.pem to the URL "
+                "(TLS, verified against that CA and the host name)"
+            )
+        if url.ssl_ca:
+            check_ca_file("db ssl_ca", url.ssl_ca)
 
     @classmethod
     def load(

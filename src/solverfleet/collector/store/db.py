@@ -58,11 +58,27 @@ class DbUrl:
     password: str = ""
     database: str = ""
     unix_socket: str | None = None
+    # TLS to the server, verified against this CA bundle and the URL's host name (?ssl_ca=PATH).
+    ssl_ca: str | None = None
+
+    @property
+    def beyond_loopback(self) -> bool:
+        """A MySQL server reached over the network, not a socket or loopback."""
+        if self.dialect != "mysql" or self.unix_socket:
+            return False
+        return self.host not in ("localhost", "::1") and not self.host.startswith("127.")
 
     def redacted(self) -> str:
         if self.dialect == "sqlite":
             return f"sqlite:///{self.path}"
         return f"mysql://{self.user}:***@{self.host}:{self.port}/{self.database}"
+
+
+def _tls(u: DbUrl) -> dict[str, Any]:
+    """pymysql's TLS arguments: verified certificate and host name, or none (loopback)."""
+    if not u.ssl_ca:
+        return {}
+    return {"ssl_ca": u.ssl_ca, "ssl_verify_cert": True, "ssl_verify_identity": True}
 
 
 def parse_url(url: str) -> DbUrl:
@@ -91,6 +107,7 @@ def parse_url(url: str) -> DbUrl:
             password=unquote(parts.password or ""),
             database=database,
             unix_socket=(query.get("unix_socket") or [None])[0],
+            ssl_ca=(query.get("ssl_ca") or [None])[0],
         )
     raise UrlError(f"unsupported database URL scheme: {parts.scheme or url!r}")
 
@@ -274,6 +291,7 @@ class Database:
                 password=u.password,
                 database=u.database,
                 unix_socket=u.unix_socket,
+                **_tls(u),
                 charset="utf8mb4",
                 autocommit=True,
                 connect_timeout=5,
