@@ -275,3 +275,28 @@ def test_shipper_moves_on_past_refused_events_and_keeps_them(tmp_path) -> None:
     rejected = shipper.spool.rejected_path.read_text().splitlines()
     assert len(rejected) == 1 and events[1]["event_id"] in rejected[0]
     assert "over_grant" in rejected[0]
+
+
+def test_the_old_price_is_honest_just_after_a_price_change_only(collector_app: AppHarness) -> None:
+    """Agents learn a new price on their next sync: a call charged at the previous price up to
+    a minute after the change is accepted; later, or any other amount, is refused."""
+    h = collector_app
+    h.apply(config())
+    token = bound_token(h, "host-1")["secret"]
+    sync(h, token, "host-1", lease("alice-web", 10 * PRICE))
+    changed_at = h.clock.now
+    h.apply({**config(), "prices": {"turnstile": "0.003", "recaptcha-v2": "0.003"}})
+    new = 3000
+    calls = {
+        "old price at once": event("alice-web", agent_id="host-1", cost=PRICE, ts=changed_at + 1),
+        "new price": event("alice-web", agent_id="host-1", cost=new, ts=changed_at + 2),
+        "old price too late": event("alice-web", agent_id="host-1", cost=PRICE, ts=changed_at + 61),
+        "neither": event("alice-web", agent_id="host-1", cost=2500, ts=changed_at + 3),
+    }
+    answer = usage(h, token, "host-1", list(calls.values()))
+    refused = {r["event_id"]: r["reason"] for r in answer["refused"]}
+    assert answer["accepted"] == 2
+    assert refused == {
+        calls["old price too late"]["event_id"]: "wrong_cost",
+        calls["neither"]["event_id"]: "wrong_cost",
+    }

@@ -148,7 +148,7 @@ def _apply(tx: Tx, cfg: dict, *, now_ms: int, dry_run: bool, actor: str | None) 
     account = cfg["account"]
     note("account", account, _apply_account(tx, account, cfg["low_balance_alert"], now_ms))
     for type_, price in cfg["prices"].items():
-        note("price", type_, _apply_price(tx, type_, to_micros(price)))
+        note("price", type_, _apply_price(tx, type_, to_micros(price), now_ms))
 
     users = cfg["users"]
     existing_users = {
@@ -263,7 +263,7 @@ def _apply_account(tx: Tx, account: str, alert: dict | None, now_ms: int) -> lis
     return fields
 
 
-def _apply_price(tx: Tx, type_: str, micros: int) -> list[str] | None:
+def _apply_price(tx: Tx, type_: str, micros: int, now_ms: int) -> list[str] | None:
     current = tx.one(
         "SELECT price_micros FROM prices WHERE type = ?" + tx.dialect.for_update, (type_,)
     )
@@ -272,7 +272,11 @@ def _apply_price(tx: Tx, type_: str, micros: int) -> list[str] | None:
         return None
     if current[0] == micros:
         return []
-    tx.execute("UPDATE prices SET price_micros = ? WHERE type = ?", (micros, type_))
+    tx.execute(
+        "UPDATE prices SET price_micros = ?, previous_price_micros = ?, changed_ms = ?"
+        " WHERE type = ?",
+        (micros, current[0], now_ms, type_),
+    )
     return ["price"]
 
 

@@ -425,6 +425,17 @@ def release(db: Database, req: ReleaseRequest, *, now_ms: int) -> list[dict]:
 NOT_LEASED, WRONG_COST, OVER_GRANT = "not_leased", "wrong_cost", "over_grant"
 
 
+# A call made up to this long after a price change may still carry the old price: the agent
+# learns prices on its next sync (a fraction of a second), and its clock may lag a little.
+PRICE_CHANGE_GRACE_MS = 60_000
+
+
+def _old_price(old: tuple[int, int] | None, cost: int, ts_ms: int) -> bool:
+    """``cost`` is the type's previous price and the call was made before that stopped being
+    honest (``old``: previous price, and the time until which it is accepted)."""
+    return old is not None and cost == old[0] and ts_ms <= old[1]
+
+
 def _oldest_first(event: tuple) -> tuple:
     return event[1], event[0]
 
@@ -458,16 +469,22 @@ def check_usage(tx: Tx, events: list[tuple]) -> dict[str, str]:
             [x for p in pairs for x in p],
         ):
             room[(key_id, agent_id)] = int(left)
-    prices = {t: int(p) for t, p in tx.all("SELECT type, price_micros FROM prices")}
+    prices, old = {}, {}
+    for type_, price, previous, changed in tx.all(
+        "SELECT type, price_micros, previous_price_micros, changed_ms FROM prices"
+    ):
+        prices[type_] = int(price)
+        if previous is not None:
+            old[type_] = (int(previous), int(changed) + PRICE_CHANGE_GRACE_MS)
     refused: dict[str, str] = {}
     spent: dict[tuple[str, str], int] = {}
-    for eid, _, key_id, agent_id, type_, status, cost in sorted(events, key=_oldest_first):
+    for eid, ts, key_id, agent_id, type_, status, cost in sorted(events, key=_oldest_first):
         pair, price = (key_id, agent_id), prices.get(type_)
         if pair not in room and price != 0:
             refused[eid] = NOT_LEASED
         elif status != "success" or (not cost and price == 0):
             continue  # nothing charged: failures and reports (cost forced to 0), free types
-        elif cost != price:
+        elif cost != price and not _old_price(old.get(type_), cost, ts):
             refused[eid] = WRONG_COST
         elif cost > room[pair] - spent.get(pair, 0):
             refused[eid] = OVER_GRANT

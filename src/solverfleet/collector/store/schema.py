@@ -264,6 +264,12 @@ V5_COLUMNS: dict[str, list[tuple[str, str]]] = {
         ("returned_micros", "BIGINT NOT NULL DEFAULT 0"),
         ("charged_micros", "BIGINT NOT NULL DEFAULT 0"),
     ],
+    # The price before the last change and when it changed: a bound agent's event charged at
+    # the old price just after a change is honest (agents learn prices on their next sync).
+    "prices": [
+        ("previous_price_micros", "BIGINT"),
+        ("changed_ms", "BIGINT NOT NULL DEFAULT 0"),
+    ],
 }
 
 
