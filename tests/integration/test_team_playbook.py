@@ -63,6 +63,8 @@ def write_inventory(root: Path, collector: CollectorProcess, team: Any) -> Path:
         "solverfleet_admin_token": "ENV:TEST_SF_ADMIN_TOKEN",
         "solverfleet_fleet_token": "ENV:TEST_SF_FLEET_TOKEN",
         "solverfleet_collector_port": collector.port,
+        # A single-host loopback collector in plain HTTP (the lab tests cover TLS).
+        "solverfleet_tls": False,
         # Outside the inventory directory: Ansible would read files there as inventory.
         "solverfleet_secrets_dir": str(root.parent / "secrets"),
         "solverfleet_team": team,

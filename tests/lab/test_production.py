@@ -284,7 +284,7 @@ def agent_pid(fleet: Fleet, host: str) -> str:
 
 
 def sync_age(fleet: Fleet, host: str) -> float:
-    age = agent_status(fleet, host)[str(AGENT_PORT)]["last_sync_age_s"]
+    age = agent_status(fleet, host)[str(AGENT_PORT)]["collector"]["last_sync_age_s"]
     return float("inf") if age is None else float(age)
 
 
