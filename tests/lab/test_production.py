@@ -226,14 +226,7 @@ def test_a_stolen_agent_credential_spends_only_its_own_leases(fleet: Fleet) -> N
         fleet, account="forgeco", user="frank", key_id="forge-key", secret=fresh, balance="1.00"
     )
     direct = wait_for_response(
-        lambda: controller_request(
-            fleet.lab,
-            "POST",
-            f"{fleet.agent_url(victim.address)}/solve",
-            headers={"Authorization": f"Bearer {fleet.api_key}"},
-            body={"type": "turnstile", "url": "https://example.com/direct"},
-            cafile=fleet.fleet_ca,
-        ),
+        lambda: lb_solve(fleet, base=fleet.agent_url(victim.address), cafile=fleet.fleet_ca),
         lambda r: r.status == 200,
         timeout=30,
         what="a solve on the victim agent",

@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.ansible import controller_request, run_playbook
+from tests.support.ansible import run_playbook
 from tests.support.labfleet import (
     SKIP,
     Fleet,
     apply_key,
     register_secret,
+    solve,
     wait_for_response,
 )
 
@@ -69,17 +70,6 @@ def write_team(group_vars: Path, config: dict) -> None:
     (group_vars / "collector.yml").write_text(yaml.safe_dump({"solverfleet_team": config}))
 
 
-def solve_with(fleet: Fleet, key: str):
-    return controller_request(
-        fleet.lab,
-        "POST",
-        f"https://{fleet.host('lb').address}/solve",
-        headers={"Authorization": f"Bearer {key}"},
-        body={"type": "turnstile", "url": "https://example.com/team"},
-        cafile=fleet.cafile,
-    )
-
-
 def collector_state(fleet: Fleet) -> dict:
     """Users and keys at the collector; balances left out (usage lands asynchronously)."""
     base = f"{fleet.collector_url}/admin/v1"
@@ -109,7 +99,7 @@ def test_team_play_applies_inventory_team_with_env_secrets(fleet: Fleet, group_v
 
     # The ENV:-sourced key solves through HAProxy once the agents synced it (about a second).
     solved = wait_for_response(
-        lambda: solve_with(fleet, secret), lambda r: r.status == 200, timeout=15, what="tess-lab"
+        lambda: solve(fleet, secret), lambda r: r.status == 200, timeout=15, what="tess-lab"
     )
     assert solved.json()["status"] == "success" and solved.json()["cost"] == "0.002", solved
 
@@ -118,7 +108,7 @@ def test_team_play_applies_inventory_team_with_env_secrets(fleet: Fleet, group_v
     assert stat.S_IMODE(saved.stat().st_mode) == 0o600
     generated = register_secret("tess-generated", saved.read_text().strip())
     wait_for_response(
-        lambda: solve_with(fleet, generated),
+        lambda: solve(fleet, generated),
         lambda r: r.status == 200,
         timeout=15,
         what="tess-generated",

@@ -193,14 +193,16 @@ def lb_certificate(fleet: Fleet) -> str:
     return str(cafile)
 
 
-def solve(fleet: Fleet):
+def solve(fleet: Fleet, key: str = "", *, base: str = "", cafile: str = ""):
+    """One turnstile /solve with ``key`` (the lab key), through the balancer unless ``base``
+    names another HTTPS endpoint (verified with ``cafile``, the balancer's certificate)."""
     return controller_request(
         fleet.lab,
         "POST",
-        f"https://{fleet.host('lb').address}/solve",
-        headers={"Authorization": f"Bearer {fleet.api_key}"},
+        f"{base or 'https://' + fleet.host('lb').address}/solve",
+        headers={"Authorization": f"Bearer {key or fleet.api_key}"},
         body={"type": "turnstile", "url": "https://example.com/login"},
-        cafile=fleet.cafile,
+        cafile=cafile or fleet.cafile,
     )
 
 
