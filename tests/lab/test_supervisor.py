@@ -44,7 +44,7 @@ def test_site_on_supervisor_hosts_serves_over_tls_idempotently(lab_wheelhouse: P
                     status.stdout,
                 )
         solver = fleet.solvers[0].name
-        mode = lab.ssh(solver, ["stat", "-c", "%a %U", "/etc/solverfleet/agent.credential"])
+        mode = lab.ssh(solver, ["stat -c '%a %U' /etc/solverfleet/agent.credential"])
         assert mode.stdout.split() == ["600", "solverfleet"], mode.stdout
         ready = fleet.get(f"{fleet.agent_url(fleet.solvers[0].address)}/readyz")
         assert ready.status == 200, ready  # HTTPS, verified with the fleet CA
