@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from solverfleet.lab.lab import SUPERVISOR_CONFIG
+from solverfleet.process import wait_until
 from tests.support.ansible import run_playbook
 from tests.support.lab import lab_name
 from tests.support.labfleet import (
@@ -31,18 +32,26 @@ PROGRAMS = {
 }
 
 
+def programs(lab, host: str) -> dict[str, str]:
+    """``supervisorctl status`` on ``host``: program -> state (RUNNING, STARTING...)."""
+    out = lab.ssh(host, ["supervisorctl", "-c", SUPERVISOR_CONFIG, "status"]).stdout
+    return {f[0]: f[1] for f in (line.split() for line in out.splitlines()) if len(f) > 1}
+
+
 @pytest.mark.timeout(900)
 def test_site_on_supervisor_hosts_serves_over_tls_idempotently(lab_wheelhouse: Path) -> None:
     with deployed_fleet(lab_name("sup"), lab_wheelhouse, solvers=1, init="supervisor") as fleet:
         lab = fleet.lab
         for host in lab.hosts:
             assert lab.host_exec(host.name, ["cat", "/proc/1/comm"]).stdout.strip() == "bash"
-            status = lab.ssh(host.name, ["supervisorctl", "-c", SUPERVISOR_CONFIG, "status"])
-            for program in PROGRAMS[host.group]:
-                assert f"{program} " in status.stdout and "RUNNING" in status.stdout, (
-                    host.name,
-                    status.stdout,
-                )
+            wait_until(
+                lambda host=host: all(
+                    programs(lab, host.name).get(p) == "RUNNING" for p in PROGRAMS[host.group]
+                ),
+                timeout=30,
+                interval=0.5,
+                what=f"{host.name}'s programs RUNNING under its supervisord",
+            )
         solver = fleet.solvers[0].name
         mode = lab.ssh(solver, ["stat -c '%a %U' /etc/solverfleet/agent.credential"])
         assert mode.stdout.split() == ["600", "solverfleet"], mode.stdout
