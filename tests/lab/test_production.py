@@ -31,6 +31,7 @@ from tests.support.labfleet import (
     apply_key,
     apply_lab_key,
     finish_load,
+    haproxy_servers,
     register_secret,
     start_load,
     wait_for_response,
@@ -297,6 +298,8 @@ def test_revoking_one_agents_credential_cuts_off_that_agent_only_and_rotation_re
     old_token, token_id = credential(fleet, victim)
     register_secret(f"{victim} revoked credential", old_token, TOKEN)  # for the secret scan
     pid = agent_pid(fleet, victim)
+    address = fleet.solvers[0].address
+    apply_key(fleet)
     revoked = controller_request(
         fleet.lab,
         "POST",
@@ -304,23 +307,40 @@ def test_revoking_one_agents_credential_cuts_off_that_agent_only_and_rotation_re
         headers={"Authorization": f"Bearer {fleet.admin_token}"},
         cafile=fleet.fleet_ca,
     )
-    assert revoked.status == 200, revoked
-    wait_until(lambda: sync_age(fleet, victim) > 3, timeout=30, what=f"{victim} cut off")
-    for name in others:
-        assert sync_age(fleet, name) < 1.5, (name, agent_status(fleet, name))
-    assert fleet_post(fleet, old_token, "sync", {"agent_id": victim, "leases": []}).status == 401
-    apply_key(fleet)
-    assert lb_solve(fleet).status == 200  # the fleet keeps serving
-
-    run = run_playbook(fleet.lab, "rotate_credentials.yml", extra_vars=fleet.extra)
+    try:
+        assert revoked.status == 200, revoked
+        # Refused is not an outage: the agent leaves the balancer at once (503 on /readyz).
+        ready = wait_for_response(
+            lambda: fleet.get(f"{fleet.agent_url(address)}/readyz"),
+            lambda r: r.status == 503,
+            timeout=30,
+            what=f"{victim} out of rotation",
+        )
+        assert ready.json()["error"] == "credential_refused", ready
+        wait_until(lambda: victim_down(fleet, victim), timeout=30, what=f"HAProxy drops {victim}")
+        for name in others:
+            assert sync_age(fleet, name) < 1.5, (name, agent_status(fleet, name))
+        old = fleet_post(fleet, old_token, "sync", {"agent_id": victim, "leases": []})
+        assert old.status == 401, old
+        served = [lb_solve(fleet).status for _ in range(6)]
+        assert served == [200] * 6, served  # the fleet keeps serving, on the others
+    finally:
+        run = run_playbook(fleet.lab, "rotate_credentials.yml", extra_vars=fleet.extra)
     run.assert_ok()
     new_token, new_id = credential(fleet, victim)
     assert (new_token, new_id) != (old_token, token_id)
     wait_until(lambda: sync_age(fleet, victim) < 1.5, timeout=30, what=f"{victim} syncing again")
+    wait_until(lambda: not victim_down(fleet, victim), timeout=30, what=f"{victim} UP again")
     assert agent_pid(fleet, victim) == pid, "the agent was restarted to take its new credential"
     # Every other agent's credential was replaced too, none of them cut off for it.
     for name in others:
         assert sync_age(fleet, name) < 1.5, (name, agent_status(fleet, name))
+
+
+def victim_down(fleet: Fleet, host: str) -> bool:
+    """HAProxy has ``host`` out of the live backend (op state 0: DOWN)."""
+    rows = [line.split() for line in haproxy_servers(fleet).splitlines()]
+    return any(len(f) > 5 and f[3] == host and f[5] == "0" for f in rows)
 
 
 @pytest.mark.timeout(600)

@@ -74,6 +74,7 @@ class FakeCollector:
         self.duplicates = 0
         self.log: list[tuple[str, dict[str, Any]]] = []  # (endpoint, payload), in order
         self.sync_down = False
+        self.sync_status = 503  # what a down sync answers (401: the credential is refused)
         self.usage_down = False
         self.usage_fail_next = 0
         self.usage_status = 503
@@ -306,7 +307,7 @@ class FakeCollector:
 
         def sync(body):
             if self.sync_down:
-                return jsonify(error="unavailable", message="down"), 503
+                return jsonify(error="unavailable", message="down"), self.sync_status
             return jsonify(self.sync(body))
 
         def usage(body):

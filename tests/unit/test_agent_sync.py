@@ -132,6 +132,23 @@ def test_offline_grace_expiry_fails_readiness(setup):
     assert agent.readiness()[0] == "not_ready"
 
 
+def test_a_refused_credential_takes_the_agent_out_of_rotation_at_once(setup):
+    """Revoked (401) is not an outage: readiness fails now, not after offline_grace, and comes
+    back with the first sync the collector accepts (a rotated credential)."""
+    collector, _, make = setup
+    agent = make(offline_grace=3600.0)
+    agent.loop.run_once()
+    assert agent.readiness() == (None, "")
+    collector.sync_down, collector.sync_status = True, 401
+    assert not agent.loop.run_once()
+    assert agent.readiness()[0] == "credential_refused"
+    collector.sync_status = 503  # an outage after all: within offline_grace, still ready
+    agent.loop.run_once()
+    assert agent.readiness() == (None, "")
+    collector.sync_down = False
+    assert agent.loop.run_once() and agent.readiness() == (None, "")
+
+
 def test_malformed_snapshot_keeps_the_old_data(setup):
     collector, _, make = setup
     agent = make()

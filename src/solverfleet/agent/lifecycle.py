@@ -105,6 +105,8 @@ class Agent:
         """``(None, "")`` when ready, else the error code and message for a 503."""
         if self.draining:
             return "draining", "this agent is draining; retry on another host"
+        if self.loop.refused:
+            return "credential_refused", "the collector refuses this agent's credential"
         if self.keystore.snapshot is None or not self.loop.reset_done:
             return "not_ready", "no key data from the collector yet"
         last_ok = self.loop.last_ok

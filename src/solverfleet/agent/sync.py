@@ -51,6 +51,9 @@ class FleetLoop:
         self.clock = clock
         self.reset_done = False
         self.online = False  # the last sync succeeded
+        # The collector refused this agent's credential on the last sync (401/403): revoked, or
+        # bound to another agent id. Not an outage: the agent leaves the balancer at once.
+        self.refused = False
         self.last_ok: float | None = None  # monotonic time of the last successful sync
         self.balances: dict[str, int] = {}  # key id -> balance outside this agent's leases
         self._watch: dict[str, float] = {}
@@ -172,6 +175,7 @@ class FleetLoop:
         except (CollectorError, AttributeError) as exc:
             self.ledger.sync_failed()
             self.online = False
+            self.refused = getattr(exc, "status", None) in (401, 403)
             self._note_error(f"sync failed: {exc}")
             return False
         try:
@@ -188,6 +192,7 @@ class FleetLoop:
                 self._note_error(f"config snapshot rejected: {exc}")
         self.reset_done = True
         self.online = True
+        self.refused = False
         self.last_ok = time.monotonic()
         if self._last_error:
             log.info("collector reachable again")

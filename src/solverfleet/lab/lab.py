@@ -233,6 +233,7 @@ class Lab:
             doomed = set(hosts.launched_pids(cfg))
             doomed.update(pid for pids in netns.pids_by_netns(members).values() for pid in pids)
             doomed.update(hosts.stop(cfg, cfg.hosts) + netns.kill_all(members))
+            nspawn.remove_lab_cgroups(cfg)
             result.killed = sorted(doomed)
             for name in members:
                 netns.delete(name)
@@ -306,7 +307,10 @@ class Lab:
         pid = self.init_pid(host)
         systemd = self.config.init == "systemd"
         spaces = ["--all"] if systemd else ["--mount", "--uts", "--net", "--pid"]
-        return ["nsenter", f"--target={pid}", *spaces, "--wd=/root", "--", *map(str, argv)]
+        # A clean environment, as after a login on the host: the caller's (a venv, pyenv shims
+        # that cd to $PWD, a checkout under /tmp that a systemd host cannot see) stays out.
+        clean = ["env", "-i", *(f"{k}={v}" for k, v in hosts.HOST_ENV.items())]
+        return ["nsenter", f"--target={pid}", *spaces, "--wd=/root", "--", *clean, *map(str, argv)]
 
     def host_exec(
         self,

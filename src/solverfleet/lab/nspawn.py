@@ -242,8 +242,9 @@ def stop(cfg: LabConfig, specs: Collection[HostSpec], timeout: float = STOP_TIME
 
 
 def remove_leftovers(cfg: LabConfig, host: str) -> None:
-    """The host's cgroup directories (depth first) and nspawn's propagate directory; the lab's
-    and the project's cgroup parents and nspawn's own directories once they are empty."""
+    """The host's own cgroup directories (depth first) and nspawn propagate directory. Shared
+    parents stay: another host may be booting into them this very moment (remove_lab_cgroups
+    takes the lab's own parent once every host is down; nspawn's /run directories are kept)."""
     for hierarchy in ("unified", "systemd"):
         top = CGROUP_ROOT / hierarchy / cfg.cgroup / host
         if top.is_dir():
@@ -253,16 +254,15 @@ def remove_leftovers(cfg: LabConfig, host: str) -> None:
                         path.rmdir()
             with contextlib.suppress(OSError):
                 top.rmdir()
-        for parent in (Path(cfg.cgroup), Path(cfg.cgroup).parent):
-            with contextlib.suppress(OSError):
-                (CGROUP_ROOT / hierarchy / parent).rmdir()
     with contextlib.suppress(OSError):
         (NSPAWN_STATE / "propagate" / cfg.machine_for(host)).rmdir()
-    for d in ("propagate", "locks"):
+
+
+def remove_lab_cgroups(cfg: LabConfig) -> None:
+    """The lab's cgroup directory in each hierarchy, once its hosts are gone (`down`)."""
+    for hierarchy in ("unified", "systemd"):
         with contextlib.suppress(OSError):
-            (NSPAWN_STATE / d).rmdir()
-    with contextlib.suppress(OSError):
-        NSPAWN_STATE.rmdir()
+            (CGROUP_ROOT / hierarchy / cfg.cgroup).rmdir()
 
 
 def leftover_cgroups(cfg: LabConfig) -> list[str]:
