@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from solverfleet.process import wait_until
 from tests.support.ansible import controller_request, run_playbook
 from tests.support.labfleet import (
     ADMIN_PORT,
@@ -282,14 +283,6 @@ def sync_age(fleet: Fleet, host: str) -> float:
     return float("inf") if age is None else float(age)
 
 
-def wait_until(condition, *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.25)
-
-
 @pytest.mark.timeout(600)
 def test_revoking_one_agents_credential_cuts_off_that_agent_only_and_rotation_restores_it(
     fleet: Fleet,
@@ -317,7 +310,12 @@ def test_revoking_one_agents_credential_cuts_off_that_agent_only_and_rotation_re
             what=f"{victim} out of rotation",
         )
         assert ready.json()["error"] == "credential_refused", ready
-        wait_until(lambda: victim_down(fleet, victim), timeout=30, what=f"HAProxy drops {victim}")
+        wait_until(
+            lambda: victim_down(fleet, victim),
+            timeout=30,
+            interval=0.25,
+            what=f"HAProxy drops {victim}",
+        )
         for name in others:
             assert sync_age(fleet, name) < 1.5, (name, agent_status(fleet, name))
         old = fleet_post(fleet, old_token, "sync", {"agent_id": victim, "leases": []})
@@ -329,8 +327,15 @@ def test_revoking_one_agents_credential_cuts_off_that_agent_only_and_rotation_re
     run.assert_ok()
     new_token, new_id = credential(fleet, victim)
     assert (new_token, new_id) != (old_token, token_id)
-    wait_until(lambda: sync_age(fleet, victim) < 1.5, timeout=30, what=f"{victim} syncing again")
-    wait_until(lambda: not victim_down(fleet, victim), timeout=30, what=f"{victim} UP again")
+    wait_until(
+        lambda: sync_age(fleet, victim) < 1.5,
+        timeout=30,
+        interval=0.25,
+        what=f"{victim} syncing again",
+    )
+    wait_until(
+        lambda: not victim_down(fleet, victim), timeout=30, interval=0.25, what=f"{victim} UP again"
+    )
     assert agent_pid(fleet, victim) == pid, "the agent was restarted to take its new credential"
     # Every other agent's credential was replaced too, none of them cut off for it.
     for name in others:
