@@ -14,7 +14,7 @@ import time
 import pytest
 import requests
 
-from solverfleet.agent.tasks import id_pattern
+from solverfleet.agent.compat.tasks import id_pattern
 from solverfleet.money import format_micros
 from solverfleet.process import wait_until
 from tests.support.fleet import PRICE, key, micros, new_secret, team, user

@@ -15,7 +15,7 @@ from collections import Counter
 import pytest
 
 from solverfleet.agent import agent_of, create_app
-from solverfleet.agent.tasks import SUFFIX_DIGITS, id_pattern
+from solverfleet.agent.compat.tasks import SUFFIX_DIGITS, id_pattern
 from solverfleet.agent.workerclient import WorkerOutcome
 from solverfleet.process import wait_until
 from tests.support.fake_collector import (  # noqa: F401

@@ -9,8 +9,16 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from solverfleet.agent.compat_methods import PARSE_ERRORS, TaskSpec, parse_task
-from solverfleet.agent.tasks import FAILED, SOLVED, SUFFIX_DIGITS, Task, TaskStore, id_pattern
+from solverfleet.agent.compat.answers import PARSE_ERRORS
+from solverfleet.agent.compat.methods import TaskSpec, parse_task
+from solverfleet.agent.compat.tasks import (
+    FAILED,
+    SOLVED,
+    SUFFIX_DIGITS,
+    Task,
+    TaskStore,
+    id_pattern,
+)
 
 NAMES = ["method", "version", "googlekey", "sitekey", "publickey", "pageurl", "gt",
          "challenge", "body", "action", "min_score", "proxy", "data[blob]", "surl", "numeric",

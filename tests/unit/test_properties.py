@@ -18,15 +18,9 @@ from hypothesis import strategies as st
 from werkzeug.datastructures import MultiDict
 
 from solverfleet.agent.clientip import client_ip, in_nets, parse_ip, parse_nets
-from solverfleet.agent.compat_methods import (
-    ERROR_BAD_PARAMETERS,
-    ERROR_GOOGLEKEY,
-    ERROR_PAGEURL,
-    PARSE_ERRORS,
-    TaskSpec,
-    parse_task,
-)
-from solverfleet.agent.compat_routes import _fields
+from solverfleet.agent.compat.answers import BAD_PARAMETERS, GOOGLEKEY, PAGEURL, PARSE_ERRORS
+from solverfleet.agent.compat.methods import TaskSpec, parse_task
+from solverfleet.agent.compat.routes import _fields
 from solverfleet.teamconfig import MAX_ERRORS, TeamConfigError, loads, parse
 from tests.unit.test_teamconfig import configs, networks, with_key
 
@@ -250,10 +244,10 @@ pageurls = st.builds(
 )
 TOKEN_METHODS = {
     # method -> (slug, field carrying the site key, error when that field is bad)
-    "userrecaptcha": ("recaptcha-v2", "googlekey", ERROR_GOOGLEKEY),
-    "hcaptcha": ("hcaptcha", "sitekey", ERROR_BAD_PARAMETERS),
-    "turnstile": ("turnstile", "sitekey", ERROR_BAD_PARAMETERS),
-    "funcaptcha": ("funcaptcha", "publickey", ERROR_BAD_PARAMETERS),
+    "userrecaptcha": ("recaptcha-v2", "googlekey", GOOGLEKEY),
+    "hcaptcha": ("hcaptcha", "sitekey", BAD_PARAMETERS),
+    "turnstile": ("turnstile", "sitekey", BAD_PARAMETERS),
+    "funcaptcha": ("funcaptcha", "publickey", BAD_PARAMETERS),
 }
 padding = st.sampled_from(["", " ", "\t", "\n "])
 
@@ -295,7 +289,7 @@ def test_a_bad_site_key_is_reported_before_a_bad_url(method, sitekey, url):
     if not key_ok:
         assert result == key_error
     elif not url_ok:
-        assert result == ERROR_PAGEURL
+        assert result == PAGEURL
     else:
         assert isinstance(result, TaskSpec)
 
@@ -310,7 +304,7 @@ def test_unknown_methods_are_bad_parameters(fields, method):
     fields = {**fields, "method": method}
     result = parse_task(fields)
     if method.strip().lower() not in known:
-        assert result == ERROR_BAD_PARAMETERS
+        assert result == BAD_PARAMETERS
     else:
         assert isinstance(result, TaskSpec) or result in PARSE_ERRORS
 

@@ -19,7 +19,7 @@ def create_app(settings: AgentSettings | None = None, *, start_background: bool 
     """The agent's Flask app; ``start_background=False`` leaves the fleet loop to the caller."""
     from flask import Flask
 
-    from solverfleet.agent import compat_routes, compat_solve, routes, routes_obs
+    from solverfleet.agent import compat, routes, routes_obs
     from solverfleet.agent.lifecycle import Agent
     from solverfleet.agent.settings import MAX_BODY_BYTES, load
 
@@ -30,10 +30,10 @@ def create_app(settings: AgentSettings | None = None, *, start_background: bool 
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["solverfleet.agent"] = agent
     app.register_blueprint(routes.bp)
-    app.register_blueprint(compat_routes.bp)  # in.php / res.php
-    routes_obs.register(app, agent)  # /metrics, /openapi.json, request ids
-    agent.stop_hooks.append(lambda: compat_solve.abandon_all(agent))
-    routes.register_errors(app)
+    registry = routes_obs.register(app, agent)  # /metrics, /openapi.json, request ids
+    compat.register(app, agent, registry)  # in.php / res.php
+    # A surface with its own protocol answers its paths' errors first; JSON errors otherwise.
+    routes.register_errors(app, surfaces=(compat.protocol_error,))
     if start_background:
         agent.start()
     return app

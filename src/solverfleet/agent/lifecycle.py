@@ -28,7 +28,6 @@ from solverfleet.agent.settings import AgentSettings
 from solverfleet.agent.shipper import Shipper
 from solverfleet.agent.spool import Spool
 from solverfleet.agent.sync import FleetLoop
-from solverfleet.agent.tasks import TaskStore
 from solverfleet.agent.workerclient import WorkerClient
 
 log = logging.getLogger(__name__)
@@ -77,9 +76,7 @@ class Agent:
             clock=lambda: self.clock(),
         )
         self.worker = WorkerClient(settings.worker_url, settings.worker_timeout)
-        self.tasks = TaskStore(
-            settings.node_id, settings.compat_result_ttl, settings.compat_max_tasks
-        )  # in.php tasks (compat_solve.py)
+        self.tasks: Any = None  # in.php tasks: set by agent/compat's register
         self.bans = BanList(
             settings.ban_threshold, settings.ban_window, settings.ban_duration,
             settings.ban_max_ips, clock=lambda: self.clock(), exempt=self.trusted,

@@ -1,11 +1,9 @@
-"""The agent's Prometheus metrics.
+"""The agent's hot-path counters (state gauges are computed at scrape time: gauges.py).
 
-Hot-path counters are module singletons in NO registry: a solve pays one ``labels().inc()``
-(a dict lookup and a locked add). State gauges (in flight, spool backlog, leases, readiness)
-are computed when scraped by ``AgentCollector``, which reads the agent object, so the hot path
-does nothing for them. Each app gets its own ``CollectorRegistry`` (``registry_for``) holding
-the shared counters plus its agent's collector: tests can build many apps in one process
-without "Duplicated timeseries" errors (the counters are then shared: assert on deltas).
+Counters are module singletons in NO registry: a solve pays one ``labels().inc()`` (a dict
+lookup and a locked add). This module imports nothing of the agent, so any part of it can
+count without an import circle. Each app's registry (gauges.registry_for) holds these shared
+counters: tests build many apps in one process and assert on deltas.
 
 Import this module inside the worker only (create_app): gunicorn's master must not load it
 before gevent patches threading.
@@ -13,16 +11,9 @@ before gevent patches threading.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector as _PromCollector
-
-if TYPE_CHECKING:
-    from solverfleet.agent.lifecycle import Agent
+from prometheus_client import Counter, Histogram
 
 # One per usage event written to the spool (a call that reached the worker). type is a
 # configured captcha type (admission refuses unknown ones, so the label set stays bounded);
@@ -76,77 +67,3 @@ def count_event(event: dict[str, Any]) -> None:
     children[0].inc()
     if children[1] is not None:
         children[1].observe(event["duration_ms"] / 1000)
-
-
-class AgentCollector(_PromCollector):
-    """State gauges read from one agent when scraped."""
-
-    def __init__(self, agent: Agent) -> None:
-        self._agent = agent
-
-    def collect(self) -> Iterator[Metric]:
-        agent = self._agent
-        yield _gauge("solverfleet_agent_in_flight", "Solves in flight.", agent.in_flight)
-        yield _gauge(
-            "solverfleet_agent_spool_backlog",
-            "Usage events on disk not yet acknowledged by the collector.",
-            max(0, agent.spool.pending),
-        )
-        code, _ = agent.readiness()
-        yield _gauge("solverfleet_agent_ready", "1 when /readyz passes.", int(code is None))
-        yield _gauge("solverfleet_agent_draining", "1 while draining.", int(agent.draining))
-        yield _gauge(
-            "solverfleet_agent_collector_online", "1 when the last sync succeeded.",
-            int(not agent.offline),
-        )  # fmt: skip
-        last_ok = agent.loop.last_ok
-        if last_ok is not None:
-            yield _gauge(
-                "solverfleet_agent_last_sync_age_seconds",
-                "Seconds since the last successful sync with the collector.",
-                max(0.0, time.monotonic() - last_ok),
-            )
-        yield _gauge(
-            "solverfleet_agent_compat_tasks", "in.php tasks held in memory.", len(agent.tasks)
-        )
-        yield from _ledger(agent)
-
-
-def _ledger(agent: Agent) -> Iterator[Metric]:
-    # A copy without the ledger's lock: a scrape may see one lease mid-update, which is fine
-    # for a gauge and keeps scrapes from ever delaying a solve.
-    leases = list(agent.ledger.balance.values())
-    held = sum(b.held for b in leases)
-    unacked = sum(b.unacked for b in leases)
-    holds = sum(b.holds for b in leases)
-    yield _gauge(
-        "solverfleet_agent_leased_keys",
-        "Keys with a credit lease, unacknowledged spend or open holds here.",
-        sum(1 for b in leases if b.held or b.unacked or b.holds),
-    )
-    yield _gauge(
-        "solverfleet_agent_lease_held_micros",
-        "Credit the collector leased to this agent (all keys), in micros.",
-        held,
-    )
-    yield _gauge(
-        "solverfleet_agent_lease_unacked_micros",
-        "Spend committed here and not yet acknowledged by the collector, in micros.",
-        unacked,
-    )
-    yield _gauge(
-        "solverfleet_agent_lease_holds_micros", "Credit held by in-flight solves, in micros.", holds
-    )
-
-
-def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
-    return GaugeMetricFamily(name, doc, value=value)
-
-
-def registry_for(agent: Agent) -> CollectorRegistry:
-    """A registry for one app: the shared counters plus its agent's state gauges."""
-    registry = CollectorRegistry()
-    for metric in SHARED:
-        registry.register(metric)
-    registry.register(AgentCollector(agent))
-    return registry

@@ -12,6 +12,7 @@ import ipaddress
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("agent", __name__)
 MAX_URL = 4096
 MAX_TYPE = 64
+ErrorHook = Callable[[BaseException], Response | None]
 
 
 def _agent() -> Agent:
@@ -232,14 +234,22 @@ def admin_status() -> Response:
     return jsonify(_agent().status())
 
 
-def register_errors(app: Flask) -> None:
-    from solverfleet.agent.compat_routes import protocol_error  # imports this module
+def register_errors(app: Flask, surfaces: tuple[ErrorHook, ...] = ()) -> None:
+    """JSON errors for the native API; each of ``surfaces`` may answer first (its own paths,
+    its own protocol) by returning a response instead of None."""
+
+    def own_answer(exc: BaseException) -> Response | None:
+        for hook in surfaces:
+            answer = hook(exc)
+            if answer is not None:
+                return answer
+        return None
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
-        compat = protocol_error(exc)  # in.php / res.php answer in their own protocol
-        if compat is not None:
-            return compat
+        answer = own_answer(exc)
+        if answer is not None:
+            return answer
         if exc.code == 413:
             return error("too_large", f"body is over {MAX_BODY_BYTES} bytes", 413)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.code or 0, "bad_request")
@@ -247,8 +257,8 @@ def register_errors(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def internal_error(exc: Exception) -> Response:
-        compat = protocol_error(exc)
-        if compat is not None:
-            return compat
+        answer = own_answer(exc)
+        if answer is not None:
+            return answer
         log.exception("unhandled error")
         return error("internal", "internal error", 500)

@@ -8,8 +8,9 @@ else gets 403. ``/openapi.json`` describes the public API and is served to every
 from __future__ import annotations
 
 from flask import Blueprint, Flask, Response, current_app, jsonify
+from prometheus_client import CollectorRegistry
 
-from solverfleet.agent import metrics
+from solverfleet.agent import gauges, metrics
 from solverfleet.agent.lifecycle import Agent
 from solverfleet.agent.routes import error
 from solverfleet.obs import web
@@ -19,11 +20,13 @@ REGISTRY = "solverfleet.metrics"
 ALLOW = "solverfleet.metrics_allow"
 
 
-def register(app: Flask, agent: Agent) -> None:
-    app.extensions[REGISTRY] = metrics.registry_for(agent)
+def register(app: Flask, agent: Agent) -> CollectorRegistry:
+    """Serve /metrics and /openapi.json; returns the app's registry for surfaces to add to."""
+    registry = app.extensions[REGISTRY] = gauges.registry_for(agent)
     app.extensions[ALLOW] = web.parse_nets(agent.settings.metrics_allow)
     web.install(app, metrics.HTTP_REQUESTS)
     app.register_blueprint(bp)
+    return registry
 
 
 @bp.get("/metrics")

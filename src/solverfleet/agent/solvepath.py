@@ -1,6 +1,6 @@
 """The solve machinery both public surfaces share: admission, the usage event, the balance view.
 
-The native ``/solve`` (routes.py) and the 2captcha-style ``in.php``/``res.php`` (compat_routes.py)
+The native ``/solve`` (routes.py) and the 2captcha-style ``in.php``/``res.php`` (compat/routes.py)
 go through the same functions here, so they enforce the same limits, take the same holds and
 write the same usage event; only the answer format and the timing of the commit differ.
 """

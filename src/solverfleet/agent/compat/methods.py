@@ -26,26 +26,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from solverfleet.agent.compat import answers
+
 MAX_URL = 4096  # the native API's limit (routes.MAX_URL)
 MAX_PARAM = 4096  # one optional parameter's text
 MIN_IMAGE = 100  # bytes; smaller is "zero size" in the protocol
 MAX_IMAGE = 100 * 1024  # bytes, decoded
 _SITEKEY = re.compile(r"[A-Za-z0-9_.:-]{1,256}").fullmatch
-
-ERROR_BAD_PARAMETERS = "ERROR_BAD_PARAMETERS"
-ERROR_PAGEURL = "ERROR_PAGEURL"
-ERROR_GOOGLEKEY = "ERROR_GOOGLEKEY"
-ERROR_ZERO_CAPTCHA_FILESIZE = "ERROR_ZERO_CAPTCHA_FILESIZE"
-ERROR_TOO_BIG_CAPTCHA_FILESIZE = "ERROR_TOO_BIG_CAPTCHA_FILESIZE"
-PARSE_ERRORS = frozenset(
-    {
-        ERROR_BAD_PARAMETERS,
-        ERROR_PAGEURL,
-        ERROR_GOOGLEKEY,
-        ERROR_ZERO_CAPTCHA_FILESIZE,
-        ERROR_TOO_BIG_CAPTCHA_FILESIZE,
-    }
-)
 
 # Optional parameters passed on to the worker unchanged (others, e.g. soft_id, are ignored).
 _PROXY = ("proxy", "proxytype", "userAgent", "cookies")
@@ -101,59 +88,59 @@ def _optional(fields: Mapping[str, Any], slug: str, params: dict[str, Any]) -> s
         if value is None:
             continue
         if len(value) > MAX_PARAM:
-            return ERROR_BAD_PARAMETERS
+            return answers.BAD_PARAMETERS
         params[name] = value
     return None
 
 
 def _image(data: bytes | None) -> TaskSpec | str:
     if not data or len(data) < MIN_IMAGE:
-        return ERROR_ZERO_CAPTCHA_FILESIZE
+        return answers.ZERO_CAPTCHA_FILESIZE
     if len(data) > MAX_IMAGE:
-        return ERROR_TOO_BIG_CAPTCHA_FILESIZE
+        return answers.TOO_BIG_CAPTCHA_FILESIZE
     return TaskSpec("image-to-text", None, {"body": base64.b64encode(data).decode()})
 
 
 def _decode_base64(text: str | None) -> bytes | str:
     if text is None:
-        return ERROR_ZERO_CAPTCHA_FILESIZE
+        return answers.ZERO_CAPTCHA_FILESIZE
     if text.startswith("data:") and "," in text:  # a data: URL; keep only the payload
         text = text.split(",", 1)[1]
     text = "".join(text.split())  # line breaks from form encoders
     if len(text) > (MAX_IMAGE * 4) // 3 + 8:
-        return ERROR_TOO_BIG_CAPTCHA_FILESIZE  # decided before decoding: no big allocation
+        return answers.TOO_BIG_CAPTCHA_FILESIZE  # decided before decoding: no big allocation
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        return ERROR_BAD_PARAMETERS
+        return answers.BAD_PARAMETERS
 
 
 def _token_task(fields: Mapping[str, Any], method: str) -> TaskSpec | str:
     if method == "userrecaptcha":
         version = (_text(fields, "version") or "v2").lower()
         if version not in ("v2", "v3"):
-            return ERROR_BAD_PARAMETERS
-        slug, key_name, key_error = f"recaptcha-{version}", "googlekey", ERROR_GOOGLEKEY
+            return answers.BAD_PARAMETERS
+        slug, key_name, key_error = f"recaptcha-{version}", "googlekey", answers.GOOGLEKEY
     elif method == "funcaptcha":
-        slug, key_name, key_error = "funcaptcha", "publickey", ERROR_BAD_PARAMETERS
+        slug, key_name, key_error = "funcaptcha", "publickey", answers.BAD_PARAMETERS
     else:
-        slug, key_name, key_error = method, "sitekey", ERROR_BAD_PARAMETERS
+        slug, key_name, key_error = method, "sitekey", answers.BAD_PARAMETERS
     sitekey = _text(fields, key_name)
     if sitekey is None or not _SITEKEY(sitekey):
         return key_error
     url = _pageurl(fields)
     if url is None:
-        return ERROR_PAGEURL
+        return answers.PAGEURL
     return TaskSpec(slug, url, {"sitekey": sitekey})
 
 
 def _geetest(fields: Mapping[str, Any]) -> TaskSpec | str:
     gt, challenge = _text(fields, "gt"), _text(fields, "challenge")
     if gt is None or challenge is None or not _SITEKEY(gt) or not _SITEKEY(challenge):
-        return ERROR_BAD_PARAMETERS
+        return answers.BAD_PARAMETERS
     url = _pageurl(fields)
     if url is None:
-        return ERROR_PAGEURL
+        return answers.PAGEURL
     return TaskSpec("geetest", url, {"gt": gt, "challenge": challenge})
 
 
@@ -171,7 +158,7 @@ def parse_task(fields: Mapping[str, Any], files: Mapping[str, Any] | None = None
         decoded = _decode_base64(_text(fields, "body"))
         spec = decoded if isinstance(decoded, str) else _image(decoded)
     else:
-        return ERROR_BAD_PARAMETERS
+        return answers.BAD_PARAMETERS
     if isinstance(spec, str):
         return spec
     return _optional(fields, spec.slug, spec.params) or spec

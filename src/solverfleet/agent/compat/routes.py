@@ -3,7 +3,7 @@
 Existing client libraries speak it unchanged. Every answer is HTTP 200: ``OK|...``,
 ``CAPCHA_NOT_READY``, a bare balance or an ``ERROR_*`` text, or with ``json=1`` the same as
 ``{"status": 0|1, "request": "..."}``. Limits, holds and usage events are the native ones
-(solvepath.py via compat_solve.py); only the words differ.
+(solvepath.py via solve.py); only the words differ.
 """
 
 from __future__ import annotations
@@ -16,14 +16,11 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from solverfleet.agent import compat_solve, precheck
+from solverfleet.agent import precheck
 from solverfleet.agent.clientip import client_ip, in_nets, parse_ip
-from solverfleet.agent.compat_methods import (
-    ERROR_BAD_PARAMETERS,
-    ERROR_TOO_BIG_CAPTCHA_FILESIZE,
-    MAX_IMAGE,
-    parse_task,
-)
+from solverfleet.agent.compat import answers
+from solverfleet.agent.compat import solve as compat_solve
+from solverfleet.agent.compat.methods import MAX_IMAGE, parse_task
 from solverfleet.agent.lifecycle import Agent
 from solverfleet.agent.solvepath import balance_micros
 from solverfleet.money import format_micros
@@ -35,11 +32,6 @@ METHODS = ["GET", "POST"]
 MAX_IDS = 100  # ids per action=get
 _KEY = re.compile(r"[\x21-\x7e]{1,256}").fullmatch  # printable ASCII, no spaces
 _ID = re.compile(r"[0-9]{1,20}").fullmatch
-WRONG_USER_KEY = "ERROR_WRONG_USER_KEY"
-WRONG_ID_FORMAT = "ERROR_WRONG_ID_FORMAT"
-EMPTY_ACTION = "ERROR_EMPTY_ACTION"
-IP_NOT_ALLOWED = "ERROR_IP_NOT_ALLOWED"
-IP_BANNED = "IP_BANNED"  # 2captcha's own text for it: no ERROR_ prefix
 
 
 def _agent() -> Agent:
@@ -79,18 +71,18 @@ def _flags(fields: dict[str, str]) -> None:
 def _authenticate(agent: Agent, fields: dict[str, str]) -> tuple[Any, Any, str] | Response:
     ip = _ip(agent)
     if agent.bans.retry_after(ip) is not None:  # before the lookup, even for a valid key
-        return fail(IP_BANNED)
+        return fail(answers.IP_BANNED)
     secret = fields.get("key", "").strip()
     if not _KEY(secret):
-        return fail(WRONG_USER_KEY)
+        return fail(answers.WRONG_USER_KEY)
     snap = agent.keystore.snapshot
     if snap is None:
-        return fail(compat_solve.NO_SLOT)  # no key data yet: try again (another agent)
+        return fail(answers.NO_SLOT)  # no key data yet: try again (another agent)
     auth = precheck.authenticate(snap, secret)
     if isinstance(auth, precheck.Decision):
         if auth.code == "invalid_key":
             agent.bans.failed(ip)
-        return fail(compat_solve.refusal_text(auth))
+        return fail(answers.refusal_text(auth.code))
     return auth[0], auth[1], secret
 
 
@@ -112,11 +104,11 @@ def _in_php(agent: Agent) -> Response:
         files = {"file": upload.read(MAX_IMAGE + 1)} if upload is not None else {}
     except RequestEntityTooLarge:
         _flags(dict(request.args.items()))
-        return fail(ERROR_TOO_BIG_CAPTCHA_FILESIZE)
+        return fail(answers.TOO_BIG_CAPTCHA_FILESIZE)
     _flags(fields)
     code, _ = agent.readiness()
     if code is not None:
-        return fail(compat_solve.NO_SLOT)  # draining or not ready: the LB retries elsewhere
+        return fail(answers.NO_SLOT)  # draining or not ready: the LB retries elsewhere
     auth = _authenticate(agent, fields)
     if isinstance(auth, Response):
         return auth
@@ -140,7 +132,7 @@ def res_php() -> Response:
         return auth
     key = auth[0]
     if key.ip_allowlist is not None and not in_nets(parse_ip(_ip(agent)), key.ip_allowlist):
-        return fail(IP_NOT_ALLOWED)
+        return fail(answers.IP_NOT_ALLOWED)
     compat_solve.sweep(agent)
     action = fields.get("action", "").strip().lower()
     if action == "getbalance":
@@ -152,22 +144,22 @@ def res_php() -> Response:
     if action in ("reportgood", "reportbad"):
         task_id = fields.get("id", "").strip()
         if not _ID(task_id):
-            return fail(WRONG_ID_FORMAT)
+            return fail(answers.WRONG_ID_FORMAT)
         task = compat_solve.find(agent, key, task_id)
         if task is None:
-            return fail(compat_solve.WRONG_ID)
+            return fail(answers.WRONG_ID)
         text = compat_solve.report(agent, task, good=action == "reportgood")
-        return reply(text, text == compat_solve.REPORT_OK, prefixed=False)
-    return fail(EMPTY_ACTION)
+        return reply(text, text == answers.REPORT_OK, prefixed=False)
+    return fail(answers.EMPTY_ACTION)
 
 
 def _get_one(agent: Agent, key: Any, task_id: str) -> Response:
     task_id = task_id.strip()
     if not _ID(task_id):
-        return fail(WRONG_ID_FORMAT)
+        return fail(answers.WRONG_ID_FORMAT)
     task = compat_solve.find(agent, key, task_id)
     if task is None:
-        return fail(compat_solve.WRONG_ID)
+        return fail(answers.WRONG_ID)
     ok, text = compat_solve.deliver(agent, task)
     return reply(text, ok)
 
@@ -176,14 +168,14 @@ def _get_many(agent: Agent, key: Any, ids: str) -> Response:
     """``ids=1,2,3`` -> ``answer1|CAPCHA_NOT_READY|ERROR_...``, one slot per id, in order."""
     wanted = [part.strip() for part in ids.split(",")]
     if len(wanted) > MAX_IDS:
-        return fail(ERROR_BAD_PARAMETERS)
+        return fail(answers.BAD_PARAMETERS)
     if not all(_ID(task_id) for task_id in wanted):
-        return fail(WRONG_ID_FORMAT)
+        return fail(answers.WRONG_ID_FORMAT)
     slots = []
     for task_id in wanted:
         task = compat_solve.find(agent, key, task_id)
         # A foreign agent's id is unknown here: see "ids= across agents" in the protocol doc.
-        slot = compat_solve.WRONG_ID if task is None else compat_solve.deliver(agent, task)[1]
+        slot = answers.WRONG_ID if task is None else compat_solve.deliver(agent, task)[1]
         slots.append(slot)
     return reply("|".join(slots), True, prefixed=False)
 
@@ -196,8 +188,8 @@ def protocol_error(exc: BaseException) -> Response | None:
     if not hasattr(g, "compat_json"):
         _flags(dict(request.args.items()))
     if isinstance(exc, RequestEntityTooLarge) and request.path == "/in.php":
-        return fail(ERROR_TOO_BIG_CAPTCHA_FILESIZE)
+        return fail(answers.TOO_BIG_CAPTCHA_FILESIZE)
     if isinstance(exc, HTTPException):
-        return fail(ERROR_BAD_PARAMETERS)
+        return fail(answers.BAD_PARAMETERS)
     log.error("unhandled error on %s (%s)", request.path, type(exc).__name__, exc_info=exc)
-    return fail(compat_solve.NO_SLOT)
+    return fail(answers.NO_SLOT)

@@ -29,7 +29,7 @@ PENDING, SOLVED, FAILED = "pending", "solved", "failed"
 class Task:
     id: str
     key_id: str
-    spec: Any  # compat_methods.TaskSpec
+    spec: Any  # methods.TaskSpec
     decision: Any  # precheck.Decision: key, user, price and the hold
     source_ip: str
     started: float  # monotonic, for duration_ms

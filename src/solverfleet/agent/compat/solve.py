@@ -12,58 +12,26 @@ Money follows the native rules, stretched over two requests:
 - Expiry (or stop) before delivery: the hold is released and a ``failed`` event with error
   ``not_delivered`` (cost 0) logs the worker call.
 
-Every function returns a protocol text (``compat_answers``); none raises on bad input.
+Every function returns a protocol text (answers.py); none raises on bad input.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from solverfleet.agent import precheck
-from solverfleet.agent.compat_methods import TaskSpec
+from solverfleet.agent.compat import answers
+from solverfleet.agent.compat.methods import TaskSpec
+from solverfleet.agent.compat.tasks import FAILED, PENDING, Task
 from solverfleet.agent.solvepath import admit_waiting, spool_event, usage_event
-from solverfleet.agent.tasks import FAILED, PENDING, Task
 
 if TYPE_CHECKING:
     from solverfleet.agent.keystore import Key, Snapshot, User
     from solverfleet.agent.lifecycle import Agent
 
 log = logging.getLogger(__name__)
-
-NOT_READY = "CAPCHA_NOT_READY"
-UNSOLVABLE = "ERROR_CAPTCHA_UNSOLVABLE"
-WRONG_ID = "ERROR_WRONG_CAPTCHA_ID"
-NO_SLOT = "ERROR_NO_SLOT_AVAILABLE"
-REPORT_OK = "OK_REPORT_RECORDED"
-REPORT_NOT_RECORDED = "REPORT_NOT_RECORDED"
-DUPLICATE_REPORT = "ERROR_DUPLICATE_REPORT"
-
-# Native refusal code -> the protocol's nearest answer (docs/PROTOCOL_2CAPTCHA.md).
-REFUSALS = {
-    "invalid_key": "ERROR_KEY_DOES_NOT_EXIST",
-    "key_disabled": "ERROR_KEY_DOES_NOT_EXIST",
-    "user_disabled": "ERROR_KEY_DOES_NOT_EXIST",
-    "unknown_type": "ERROR_BAD_PARAMETERS",
-    "type_not_allowed": "ERROR_BAD_PARAMETERS",
-    "ip_not_allowed": "ERROR_IP_NOT_ALLOWED",
-    "cpm_exceeded": NO_SLOT,
-    "daily_limit_reached": NO_SLOT,
-    "insufficient_balance": "ERROR_ZERO_BALANCE",
-}
-
-
-def refusal_text(decision: precheck.Decision) -> str:
-    return REFUSALS.get(decision.code or "", NO_SLOT)
-
-
-def answer_text(result: Any) -> str:
-    """The worker's result as the protocol's answer text (JSON for structured results)."""
-    return result if isinstance(result, str) else json.dumps(result, separators=(",", ":"))
-
 
 # ---- in.php ---------------------------------------------------------------------------------
 
@@ -74,16 +42,16 @@ def submit(
     """Admit and start a task: ``(True, task id)`` or ``(False, error text)``."""
     sweep(agent)
     if len(agent.tasks) >= agent.tasks.cap:  # before admission: no hold, no CPM token spent
-        return False, NO_SLOT
+        return False, answers.NO_SLOT
     decision = admit_waiting(agent, snap, secret, key, user, spec.slug, ip)
     if not decision.allowed:
-        return False, refusal_text(decision)
+        return False, answers.refusal_text(decision.code)
     assert decision.hold is not None
     started = time.monotonic()
     task = agent.tasks.add(lambda task_id: Task(task_id, key.id, spec, decision, ip, started))
     if task is None:  # filled up meanwhile
         agent.ledger.release(decision.hold)
-        return False, NO_SLOT
+        return False, answers.NO_SLOT
     agent.begin_work()  # counted before we answer: drain waits for the background call
     try:
         threading.Thread(target=_run, args=(agent, task), daemon=True).start()
@@ -103,7 +71,7 @@ def _run(agent: Agent, task: Task) -> None:
         duration_ms = int((time.monotonic() - task.started) * 1000)
         if outcome.ok:
             # Charged only when delivered: the hold stays until then.
-            agent.tasks.finish(task, True, answer_text(outcome.result), duration_ms)
+            agent.tasks.finish(task, True, answers.answer_text(outcome.result), duration_ms)
             return
         _record(agent, task, ok=False, error=outcome.error, message=outcome.message,
                 duration_ms=duration_ms)  # fmt: skip
@@ -142,32 +110,32 @@ def find(agent: Agent, key: Key, task_id: str) -> Task | None:
 def deliver(agent: Agent, task: Task) -> tuple[bool, str]:
     """``(True, answer)`` or ``(False, NOT_READY / UNSOLVABLE)``; charges on first delivery."""
     if task.state == PENDING:
-        return False, NOT_READY
+        return False, answers.NOT_READY
     if task.state == FAILED:
-        return False, UNSOLVABLE
+        return False, answers.UNSOLVABLE
     if task.delivered:
         return True, task.answer or ""
     if not agent.tasks.claim_delivery(task):
-        return False, NOT_READY  # another res.php is recording it right now
+        return False, answers.NOT_READY  # another res.php is recording it right now
     recorded = _record(agent, task, ok=True)  # on disk before the answer leaves
     if recorded:
         agent.ledger.commit(task.decision.hold)
     agent.tasks.end_delivery(task, recorded)
     if not recorded:
-        return False, NOT_READY  # not charged, not answered: the client polls again
+        return False, answers.NOT_READY  # not charged, not answered: the client polls again
     return True, task.answer or ""
 
 
 def report(agent: Agent, task: Task, good: bool) -> str:
     """reportgood / reportbad on a delivered answer: a zero-cost record in the usage log."""
     if not task.delivered:
-        return WRONG_ID
+        return answers.WRONG_ID
     if not agent.tasks.claim_report(task):
-        return DUPLICATE_REPORT
+        return answers.DUPLICATE_REPORT
     if not _record(agent, task, ok=True, status="report_good" if good else "report_bad"):
         agent.tasks.unclaim_report(task)
-        return REPORT_NOT_RECORDED
-    return REPORT_OK
+        return answers.REPORT_NOT_RECORDED
+    return answers.REPORT_OK
 
 
 # ---- expiry and stop ------------------------------------------------------------------------
