@@ -30,12 +30,13 @@ sys.path.insert(0, str(ROOT))
 
 from common import machine, table  # noqa: E402
 
-from solverfleet.collector import ingest, reports, solvelog  # noqa: E402
+from solverfleet.collector import ingest  # noqa: E402
 from solverfleet.collector.ingest import COLUMNS  # noqa: E402
+from solverfleet.collector.reporting import reports, solvelog  # noqa: E402
+from solverfleet.collector.reporting.timerange import DAY_MS, HOUR_MS, TimeRange  # noqa: E402
 from solverfleet.collector.store import Database, migrate, schema  # noqa: E402
 from solverfleet.collector.store.db import mysql_literal  # noqa: E402
 from solverfleet.collector.store.migrations import _v2_report_indexes  # noqa: E402
-from solverfleet.collector.timerange import DAY_MS, HOUR_MS, TimeRange  # noqa: E402
 from tests.support.mariadb import MariaDBServer, binaries  # noqa: E402
 
 NOW_MS = int(time.time() * 1000)

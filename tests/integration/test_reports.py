@@ -11,7 +11,7 @@ import datetime as dt
 import pytest
 import requests
 
-from solverfleet.collector.reports import nearest_rank
+from solverfleet.collector.reporting.reports import nearest_rank
 from solverfleet.process import wait_until
 from tests.support.fleet import auth, key, new_secret, solve, team, user
 

@@ -7,10 +7,16 @@ import datetime as dt
 
 import pytest
 
-from solverfleet.collector import reports, solvelog
 from solverfleet.collector.problems import Invalid
+from solverfleet.collector.reporting import reports, solvelog
+from solverfleet.collector.reporting.timerange import (
+    DAY_MS,
+    TimeRange,
+    iso,
+    parse_range,
+    parse_time,
+)
 from solverfleet.collector.store import Tx, migrations, schema
-from solverfleet.collector.timerange import DAY_MS, TimeRange, iso, parse_range, parse_time
 from tests.support.collector import T0, AppHarness, event, key_config, team_config, user_config
 from tests.support.openapi import Spec
 

@@ -18,9 +18,10 @@ from click.testing import CliRunner
 
 from solverfleet import teamconfig
 from solverfleet.cli import main
-from solverfleet.collector import ingest, notifications, notify_sender
-from solverfleet.collector import notify_rules as rules
+from solverfleet.collector import ingest
 from solverfleet.collector.metrics import NOTIFICATIONS_SENT
+from solverfleet.collector.notify import notifications, rules
+from solverfleet.collector.notify import sender as notify_sender
 from solverfleet.collector.settings import CollectorSettings
 from solverfleet.collector.store import Database
 from solverfleet.settings import SettingsError

@@ -18,11 +18,11 @@ from solverfleet.collector import (
     routes_admin,
     routes_agent,
     routes_health,
-    routes_notifications,
     routes_obs,
-    routes_reports,
 )
 from solverfleet.collector.context import EXTENSION, Collector
+from solverfleet.collector.notify import routes as notify_routes
+from solverfleet.collector.reporting import routes as reporting_routes
 from solverfleet.collector.settings import CollectorSettings
 from solverfleet.collector.store import Database, StoreUnavailable, migrate
 
@@ -63,8 +63,8 @@ def create_app(
     app.register_blueprint(routes_health.bp)
     app.register_blueprint(routes_agent.bp)
     app.register_blueprint(routes_admin.bp)
-    app.register_blueprint(routes_reports.bp)
-    routes_notifications.register(app, collector)  # + the webhook sender thread
+    app.register_blueprint(reporting_routes.bp)
+    notify_routes.register(app, collector)  # + the webhook sender thread
     dashboard.register(app, collector)  # HTML pages under /dashboard/, session secret
     routes_obs.register(app, collector)  # /metrics, /openapi.json, request ids
     return app

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from solverfleet import keyhash, teamconfig
-from solverfleet.collector import notifications
+from solverfleet.collector.notify import notifications
 from solverfleet.collector.problems import ConfigInvalid, Conflict, Invalid, NotFound
 from solverfleet.collector.store import Database, Tx
 from solverfleet.money import MAX_AMOUNT_MICROS, format_micros, to_micros

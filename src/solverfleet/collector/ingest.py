@@ -30,7 +30,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from solverfleet.collector import leases, metrics, notifications
+from solverfleet.collector import leases, metrics
+from solverfleet.collector.notify import notifications
 from solverfleet.collector.problems import Invalid
 from solverfleet.collector.store import Database, StoreUnavailable, Tx
 from solverfleet.collector.store.db import mysql_literal

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from solverfleet.collector import accounts, auth, keys, reports, tokens
+from solverfleet.collector import accounts, auth, keys, tokens
 from solverfleet.collector.context import current
 from solverfleet.collector.errors import bad_request, read_object
+from solverfleet.collector.reporting import reports
 from solverfleet.money import MoneyError, to_micros
 
 MAX_BODY = 1024 * 1024

@@ -16,8 +16,8 @@ from werkzeug.exceptions import HTTPException
 from solverfleet.collector.context import current
 from solverfleet.collector.dashboard import sessions
 from solverfleet.collector.problems import Problem
+from solverfleet.collector.reporting.timerange import iso
 from solverfleet.collector.store import StoreError, StoreUnavailable
-from solverfleet.collector.timerange import iso
 
 log = logging.getLogger(__name__)
 

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 from flask import Response, request, url_for
 
-from solverfleet.collector import accounts, keys, notifications, reports, solvelog
+from solverfleet.collector import accounts, keys
 from solverfleet.collector.context import current
 from solverfleet.collector.dashboard import queries
 from solverfleet.collector.dashboard.base import bp, render
 from solverfleet.collector.ingest import STATUSES
+from solverfleet.collector.notify import notifications
 from solverfleet.collector.problems import Invalid
-from solverfleet.collector.timerange import day_start, parse_range, parse_time
+from solverfleet.collector.reporting import reports, solvelog
+from solverfleet.collector.reporting.timerange import day_start, parse_range, parse_time
 
 REFRESH_S = 5  # live pages re-read their tables this often (dashboard.js)
 LOG_PAGE = 50

@@ -9,10 +9,11 @@ import re
 
 from flask import Blueprint, Flask, jsonify, request
 
-from solverfleet.collector import auth, notifications, notify_sender
+from solverfleet.collector import auth
 from solverfleet.collector.context import Collector, current
 from solverfleet.collector.errors import bad_request
-from solverfleet.collector.timerange import parse_time
+from solverfleet.collector.notify import notifications, sender
+from solverfleet.collector.reporting.timerange import parse_time
 
 bp = Blueprint("notifications", __name__, url_prefix="/admin/v1")
 
@@ -23,7 +24,7 @@ _LIMIT = re.compile(r"[0-9]{1,7}").fullmatch
 def register(app: Flask, collector: Collector) -> None:
     """The blueprint, and the sender thread (unless ``notify_sender`` is off)."""
     app.register_blueprint(bp)
-    notify_sender.attach(app, collector)
+    sender.attach(app, collector)
 
 
 @bp.before_request

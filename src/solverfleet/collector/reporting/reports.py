@@ -19,9 +19,9 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from solverfleet.collector.ingest import FIELDS
+from solverfleet.collector.reporting.timerange import DAY_MS, HOUR_MS, TimeRange, day_start, iso
+from solverfleet.collector.reporting.usageindex import USAGE_REPORT_INDEX, source
 from solverfleet.collector.store import Database, Tx
-from solverfleet.collector.timerange import DAY_MS, HOUR_MS, TimeRange, day_start, iso
-from solverfleet.collector.usageindex import USAGE_REPORT_INDEX, source
 from solverfleet.money import format_micros
 
 MAX_LIMIT = 1_000

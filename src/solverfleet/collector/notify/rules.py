@@ -1,5 +1,5 @@
 """Low-balance notification rules, without I/O: when to fire, how often, how to retry, how
-deliveries are signed. The store side is ``notifications``, the sender ``notify_sender``.
+deliveries are signed. The store side is notifications.py, the sender sender.py.
 
 A key's balance is ``api_keys.balance_micros``: what the admin API shows and what agents build
 ``/balance`` from. It changes on ingest (usage), never on a lease grant (a lease is a slice of

@@ -26,14 +26,14 @@ from typing import Any
 
 from solverfleet.collector.ingest import FIELDS, STATUSES
 from solverfleet.collector.problems import Invalid
-from solverfleet.collector.store import Database, Tx
-from solverfleet.collector.timerange import TimeRange, iso
-from solverfleet.collector.usageindex import (
+from solverfleet.collector.reporting.timerange import TimeRange, iso
+from solverfleet.collector.reporting.usageindex import (
     USAGE_KEY_INDEX,
     USAGE_REPORT_INDEX,
     USAGE_USER_INDEX,
     source,
 )
+from solverfleet.collector.store import Database, Tx
 from solverfleet.money import format_micros
 
 DEFAULT_LIMIT = 100

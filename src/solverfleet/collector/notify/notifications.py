@@ -22,8 +22,8 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from solverfleet.collector import notify_rules as rules
-from solverfleet.collector import timerange
+from solverfleet.collector.notify import rules
+from solverfleet.collector.reporting import timerange
 from solverfleet.collector.store import Database, Tx
 from solverfleet.money import format_micros
 

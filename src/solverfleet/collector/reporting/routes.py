@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from solverfleet.collector import auth, reports, solvelog
+from solverfleet.collector import auth
 from solverfleet.collector.context import current
 from solverfleet.collector.errors import bad_request
-from solverfleet.collector.timerange import TimeRange, day_start, parse_range
+from solverfleet.collector.reporting import reports, solvelog
+from solverfleet.collector.reporting.timerange import TimeRange, day_start, parse_range
 
 MAX_BODY = 1024 * 1024
 RANGE = ("since", "until")

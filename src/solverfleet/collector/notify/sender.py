@@ -24,9 +24,8 @@ from typing import Any
 
 import requests
 
-from solverfleet.collector import notifications
-from solverfleet.collector import notify_rules as rules
 from solverfleet.collector.metrics import NOTIFICATIONS_SENT
+from solverfleet.collector.notify import notifications, rules
 from solverfleet.collector.settings import CollectorSettings
 from solverfleet.collector.store import Database, StoreError, Tx
 from solverfleet.money import format_micros
