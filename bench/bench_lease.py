@@ -27,7 +27,7 @@ import requests
 from common import machine, table
 
 from solverfleet import teamconfig
-from solverfleet.cli.local import LocalStack
+from solverfleet.localstack import LocalStack
 
 PRICE_MICROS = 10_000  # "0.010"
 OPENING_SOLVES = 40

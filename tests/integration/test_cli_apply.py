@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from solverfleet.cli.local import LocalStack
+from solverfleet.localstack import LocalStack
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CLI = [sys.executable, "-c", "from solverfleet.cli import main; main()"]

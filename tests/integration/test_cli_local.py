@@ -12,8 +12,8 @@ import psutil
 import pytest
 import requests
 
-from solverfleet.cli.adminclient import AdminClient
-from solverfleet.cli.local import LocalStack, StackError
+from solverfleet.adminclient import AdminClient
+from solverfleet.localstack import LocalStack, StackError
 from solverfleet.process import Service, wait_until
 
 CLI = [sys.executable, "-c", "from solverfleet.cli import main; main()"]

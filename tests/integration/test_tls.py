@@ -19,8 +19,8 @@ import requests
 from click.testing import CliRunner
 from cryptography import x509
 
+from solverfleet.adminclient import AdminClient
 from solverfleet.cli import main
-from solverfleet.cli.adminclient import AdminClient
 from solverfleet.fleethealth import probe
 from solverfleet.process import Service, free_port, http_ok, wait_until
 from tests.support.fleet import PRICE, auth, key, micros, new_secret, team, user

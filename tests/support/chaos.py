@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 import requests
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 
-from solverfleet.cli.local import LocalStack
+from solverfleet.localstack import LocalStack
 from tests.support.fleet import PRICE, auth, micros
 
 T = TypeVar("T")

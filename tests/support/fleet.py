@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from solverfleet import teamconfig
-from solverfleet.cli.local import LocalStack
+from solverfleet.localstack import LocalStack
 from tests.support.mariadb import MariaDBServer
 
 PRICE = "0.010"

@@ -8,8 +8,8 @@ from decimal import Decimal
 import pytest
 from click.testing import CliRunner
 
+from solverfleet.adminclient import AdminClient, AdminError
 from solverfleet.cli import main
-from solverfleet.cli.adminclient import AdminClient, AdminError
 
 pytest_plugins = ["tests.support.fakeadmin"]
 

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from solverfleet import teamconfig
 from solverfleet.cli import main
-from solverfleet.cli.demo import BURST_REQUESTS, burst_plan
-from solverfleet.cli.local import LocalStack, StackError, _base_env, _gunicorn
+from solverfleet.cli.local_demo import BURST_REQUESTS, burst_plan
+from solverfleet.localstack import LocalStack, StackError, _base_env, _gunicorn
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "examples")
 

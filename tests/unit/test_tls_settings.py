@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from solverfleet.adminclient import AdminClient, AdminError
 from solverfleet.agent.fleetclient import FleetClient, system_ca, tls_verify
 from solverfleet.agent.settings import AgentSettings
 from solverfleet.cli import main
-from solverfleet.cli.adminclient import AdminClient, AdminError
 from solverfleet.collector.settings import CollectorSettings
 from solverfleet.settings import SettingsError, load_settings
 from tests.support.tls import TestCA

@@ -1,8 +1,8 @@
 """The ``solverfleet`` command: a local stack, team config as code, day-to-day admin.
 
-Commands live in one module each (``local_cmd``, ``apply``, ``admin``); the lab's commands come
-from ``solverfleet.lab.cli``. Reusable pieces: ``LocalStack`` (``cli.local``) and
-``AdminClient`` (``cli.adminclient``).
+Commands live in one module each (``local``, ``apply``, ``admin``, ...); the lab's commands come
+from ``solverfleet.lab.cli``. The libraries they drive live outside ``cli/``: ``LocalStack``
+(``solverfleet.localstack``) and ``AdminClient`` (``solverfleet.adminclient``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import click
 from solverfleet import __version__
 from solverfleet.cli.admin import keys_group, users_group
 from solverfleet.cli.apply import apply_command
-from solverfleet.cli.local_cmd import local_command
+from solverfleet.cli.local import local_command
 from solverfleet.cli.log import log_command
 from solverfleet.cli.notifications import notifications_group
 from solverfleet.cli.report import report_group

@@ -11,7 +11,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from solverfleet.cli.adminclient import AdminClient
+from solverfleet.adminclient import AdminClient
 from solverfleet.cli.common import admin_options, console, money
 from solverfleet.money import MoneyError, format_micros, to_micros
 

@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from solverfleet import teamconfig
-from solverfleet.cli.adminclient import AdminClient
+from solverfleet.adminclient import AdminClient
 from solverfleet.cli.common import CliError, admin_options, console
 
 _OUTCOMES = (("created", "green"), ("changed", "yellow"), ("unchanged", "dim"))

@@ -14,7 +14,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from solverfleet.cli.adminclient import AdminClient, AdminError, url_problem
+from solverfleet.adminclient import AdminClient, AdminError, url_problem
 from solverfleet.money import MoneyError, format_micros, to_micros
 
 # Piped output (logs, CI, tests) is not squeezed into rich's default 80 columns.

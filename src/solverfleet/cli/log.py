@@ -12,7 +12,7 @@ from typing import Any
 import click
 from rich.text import Text
 
-from solverfleet.cli.adminclient import AdminClient
+from solverfleet.adminclient import AdminClient
 from solverfleet.cli.common import admin_options, console, money
 from solverfleet.cli.output import (
     cell,

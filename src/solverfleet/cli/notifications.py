@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 from rich.text import Text
 
-from solverfleet.cli.adminclient import AdminClient
+from solverfleet.adminclient import AdminClient
 from solverfleet.cli.common import admin_options, console, money
 from solverfleet.cli.output import cell, format_option, new_table, print_json, write_csv
 

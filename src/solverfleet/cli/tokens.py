@@ -14,8 +14,8 @@ import click
 from rich.table import Table
 from rich.text import Text
 
+from solverfleet.adminclient import AdminClient
 from solverfleet.cli.admin import _cell, _json_flag, _print_json
-from solverfleet.cli.adminclient import AdminClient
 from solverfleet.cli.common import admin_options, console
 
 ROLES = ("admin", "user", "service")

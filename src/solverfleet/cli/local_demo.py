@@ -22,10 +22,10 @@ from rich.table import Table
 from rich.text import Text
 
 from solverfleet import teamconfig
-from solverfleet.cli.adminclient import AdminError
+from solverfleet.adminclient import AdminError
 from solverfleet.cli.apply import render_result
 from solverfleet.cli.common import CliError, console, money
-from solverfleet.cli.local import LocalStack
+from solverfleet.localstack import LocalStack
 from solverfleet.money import to_micros
 from solverfleet.process import DeadlineExceeded, wait_until
 
