@@ -181,9 +181,6 @@ class AdminClient:
 
     # key lifecycle and tokens (routes_admin)
 
-    def whoami(self) -> dict:
-        return self._call("GET", "/admin/v1/whoami")
-
     def create_key(self, user_id: str, **fields: Any) -> dict:
         """``POST /admin/v1/keys``; the answer's ``secret`` is shown this once."""
         body = {"user_id": user_id, **{k: v for k, v in fields.items() if v is not None}}

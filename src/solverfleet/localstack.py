@@ -268,9 +268,6 @@ class LocalStack:
             self._wait_ready(self.worker, f"{self.worker_url}/healthz")
         return self.worker
 
-    def stop_worker(self, timeout: float | None = None) -> int | None:
-        return self.worker.stop(timeout or self.stop_timeout) if self.worker else None
-
     def start_agent(self, i: int, wait: bool = True) -> Service:
         """(Re)start agent ``i`` with its port, state dir and agent id from before."""
         self._check_index(i)

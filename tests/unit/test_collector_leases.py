@@ -136,20 +136,6 @@ def test_stale_agent_leases_are_reclaimed_after_ttl(collector_app: AppHarness) -
     assert h.sync("a1", [bal()])["grants"][0]["held_micros"] == 0
 
 
-def test_reclaim_function_and_fresh_agents_keep_leases(collector_app: AppHarness) -> None:
-    h = collector_app
-    h.apply(team_config())
-    h.sync("a1", [bal(want=100)])
-    h.sync("a2", [bal(want=100)])
-    h.clock.advance(100)
-    h.sync("a2", [])
-    h.clock.advance(30)
-    reclaimed = leases.reclaim_stale(h.db, now_ms=h.state.now_ms(), ttl_ms=h.state.ttl_ms)
-    assert reclaimed == ["a1"]
-    assert leased(h) == 100
-    assert leases.reclaim_stale(h.db, now_ms=h.state.now_ms(), ttl_ms=h.state.ttl_ms) == []
-
-
 def test_return_in_sync(collector_app: AppHarness) -> None:
     h = collector_app
     h.apply(team_config())

@@ -103,6 +103,11 @@ def test_agent_state_gauges_are_read_when_scraped(agent_env):
     assert value(samples, "solverfleet_agent_leased_keys") >= 1
     assert value(samples, "solverfleet_agent_lease_held_micros") > 0
     assert value(samples, "solverfleet_agent_last_sync_age_seconds") < 5
+    assert value(samples, "solverfleet_agent_compat_tasks") == 0
+    assert value(samples, "solverfleet_agent_banned_ips") == 0
+    for _ in range(agent.settings.ban_threshold):
+        agent.bans.failed("203.0.113.7")
+    assert value(scrape(app), "solverfleet_agent_banned_ips") == 1
     agent.begin_drain(quiet=True)
     samples = scrape(app)
     assert value(samples, "solverfleet_agent_in_flight") == 0

@@ -94,9 +94,11 @@ def test_window_is_five_minutes():
 
 
 def test_backoff_doubles_up_to_the_cap_and_the_attempt_bound():
-    assert rules.schedule(5, 10, 3600) == [10_000, 20_000, 40_000, 80_000]
-    assert rules.schedule(8, 10, 60) == [10_000, 20_000, 40_000, 60_000, 60_000, 60_000, 60_000]
-    assert rules.schedule(1, 10, 60) == []
+    assert [rules.backoff_ms(n, 10, 3600) for n in range(1, 5)] == [10_000, 20_000, 40_000, 80_000]
+    waits = [rules.backoff_ms(n, 10, 60) for n in range(1, 8)]
+    assert waits == [10_000, 20_000, 40_000, 60_000, 60_000, 60_000, 60_000]
+    with pytest.raises(ValueError):
+        rules.backoff_ms(0, 10, 60)
     assert rules.backoff_ms(200, 0.5, 30) == 30_000  # no overflow far out
     with pytest.raises(ValueError):
         rules.backoff_ms(0, 10, 60)

@@ -48,6 +48,11 @@ class AgentCollector(_PromCollector):
                 "Seconds since the last successful sync with the collector.",
                 max(0.0, time.monotonic() - last_ok),
             )
+        yield gauge(
+            "solverfleet_agent_banned_ips",
+            "Client addresses (IPv6: /64s) banned now for presenting too many unknown keys.",
+            agent.bans.banned_count,
+        )
         yield from _ledger(agent)
 
 

@@ -52,12 +52,6 @@ def bearer() -> str | None:
     return token.strip() or None
 
 
-def require(expected: str, what: str) -> None:
-    # tokens_equal is constant-time (hmac.compare_digest), so timing reveals nothing.
-    if not tokens_equal(bearer(), expected):
-        raise Unauthorized(f"missing or wrong {what} bearer token")
-
-
 def _identify() -> Principal:
     token = bearer()
     if token is None:

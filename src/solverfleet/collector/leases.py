@@ -101,20 +101,6 @@ def _stale_agents(tx: Tx, me: str | None, cutoff_ms: int) -> list[str]:
     return [r[0] for r in rows]
 
 
-def reclaim_stale(db: Database, *, now_ms: int, ttl_ms: int) -> list[str]:
-    """Void the leases of every agent not seen for ``ttl_ms``; return their ids."""
-
-    def work(tx: Tx) -> list[str]:
-        stale = _stale_agents(tx, None, now_ms - ttl_ms)
-        keys, users = _void_targets(tx, stale)
-        _lock_keys(tx, keys)
-        _lock_users(tx, users)
-        _void(tx, stale)
-        return stale
-
-    return db.transaction(work)
-
-
 # --- locking ----------------------------------------------------------------------------------
 
 

@@ -134,10 +134,6 @@ class Lab:
         return self.config.host(host).address
 
     @property
-    def addresses(self) -> dict[str, str]:
-        return {h.name: h.address for h in self.hosts}
-
-    @property
     def controller_netns(self) -> str:
         return self.config.controller_netns
 
@@ -298,8 +294,6 @@ class Lab:
         """Run ``argv`` in the controller namespace, where the fleet addresses are reachable
         (ansible-playbook, ssh, curl, load clients). ``env`` replaces the environment."""
         return _run(self.controller_argv(argv), check, capture, timeout, env, cwd, input)
-
-    run_in_controller = controller_exec
 
     def host_argv(self, host: str, argv: Sequence[str]) -> list[str]:
         """``argv`` wrapped to run inside a host (its net, mount, uts, pid, and on systemd

@@ -15,7 +15,6 @@ from typing import Any
 
 ZERO = "zero"
 THRESHOLD = "threshold"
-KINDS = (ZERO, THRESHOLD)
 _SEVERITY = {THRESHOLD: 1, ZERO: 2}
 
 WINDOW_MS = 5 * 60 * 1000  # at most one notification per account in any 5 minutes
@@ -71,11 +70,6 @@ def backoff_ms(attempts: int, base_s: float, cap_s: float) -> int:
     if attempts < 1:
         raise ValueError("attempts counts from 1")
     return int(min(base_s * 2 ** min(attempts - 1, 60), cap_s) * 1000)
-
-
-def schedule(max_attempts: int, base_s: float, cap_s: float) -> list[int]:
-    """Every wait between attempts, in ms (``max_attempts - 1`` of them)."""
-    return [backoff_ms(n, base_s, cap_s) for n in range(1, max_attempts)]
 
 
 # --- signing ----------------------------------------------------------------------------------
