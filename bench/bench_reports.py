@@ -35,7 +35,7 @@ from solverfleet.collector.ingest import COLUMNS  # noqa: E402
 from solverfleet.collector.reporting import reports, solvelog  # noqa: E402
 from solverfleet.collector.reporting.timerange import DAY_MS, HOUR_MS, TimeRange  # noqa: E402
 from solverfleet.collector.store import Database, migrate, schema  # noqa: E402
-from solverfleet.collector.store.db import mysql_literal  # noqa: E402
+from solverfleet.collector.store.dialect import mysql_literal  # noqa: E402
 from solverfleet.collector.store.migrations import _v2_report_indexes  # noqa: E402
 from tests.support.mariadb import MariaDBServer, binaries  # noqa: E402
 

@@ -13,7 +13,7 @@ from solverfleet.collector.store import (
     migrate,
     parse_url,
 )
-from solverfleet.collector.store.db import MysqlDialect, SqliteDialect, mysql_literal
+from solverfleet.collector.store.dialect import MysqlDialect, SqliteDialect, mysql_literal
 from solverfleet.collector.store.migrations import MIGRATIONS
 
 pytest_plugins = ["tests.support.collector", "tests.support.mariadb"]

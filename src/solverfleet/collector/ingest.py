@@ -33,12 +33,12 @@ from typing import Any
 from solverfleet.collector import leases, metrics
 from solverfleet.collector.notify import notifications
 from solverfleet.collector.problems import Invalid
-from solverfleet.collector.store import Database, StoreUnavailable, Tx
-from solverfleet.collector.store.db import mysql_literal
+from solverfleet.collector.store import Database, StoreUnavailable, Tx, chunks, marks
 
 MAX_EVENTS = 5_000
 MAX_GROUP_EVENTS = 20_000
 CHUNK_ROWS = 1_000
+BATCH_ROWS = 200  # keys, leases, days or ids per statement in the charge step
 MAX_COST = 10**12
 # report_good/report_bad: a client's verdict on a delivered in.php answer (the agent's
 # res.php reportgood/reportbad); logged like any event, never charged.
@@ -177,28 +177,12 @@ def parse_batch(data: Any) -> tuple[str, list[tuple]]:
 # --- the write --------------------------------------------------------------------------------
 
 
-def _in(n: int) -> str:
-    return ", ".join("?" for _ in range(n))
-
-
 def _insert(tx: Tx, rows: list[tuple], token: int, now_ms: int) -> set[str]:
     """Insert rows whose event_id is new; return the event_ids this transaction inserted."""
     inserted: set[str] = set()
-    for start in range(0, len(rows), CHUNK_ROWS):
-        chunk = rows[start : start + CHUNK_ROWS]
+    for chunk in chunks(rows, CHUNK_ROWS):
         full = [(r[0], token, *r[1:], now_ms) for r in chunk]
-        if tx.dialect.name == "mysql":
-            # One literal multi-row statement: PyMySQL's per-value formatting is the bottleneck.
-            head = tx.dialect.insert_new("usage_events", COLUMNS, "event_id")
-            head = head[: head.index(" VALUES ")]
-            values = ",".join("(" + ",".join(map(mysql_literal, r)) + ")" for r in full)
-            affected = tx.execute_literal(
-                f"{head} VALUES {values} ON DUPLICATE KEY UPDATE event_id = event_id"
-            )
-        else:
-            affected = tx.executemany(
-                tx.dialect.insert_new("usage_events", COLUMNS, "event_id"), full
-            )
+        affected = tx.insert_new_rows("usage_events", COLUMNS, "event_id", full)
         # Affected rows count inserts only (a skipped duplicate changes nothing), so the
         # common all-new and all-duplicate cases need no read-back.
         if affected == len(chunk):
@@ -207,7 +191,7 @@ def _insert(tx: Tx, rows: list[tuple], token: int, now_ms: int) -> set[str]:
             ids = [r[0] for r in chunk]
             found = tx.all(
                 f"SELECT event_id FROM usage_events WHERE ingest_token = ?"
-                f" AND event_id IN ({_in(len(ids))})",
+                f" AND event_id IN ({marks(len(ids))})",
                 (token, *ids),
             )
             inserted.update(r[0] for r in found)
@@ -243,14 +227,14 @@ def _charge(tx: Tx, rows: Iterable[tuple]) -> dict[str, int]:
             per_day[(r[USER], utc_day(r[TS]), r[AGENT])] += 1
     # A few statements per table, rows in sorted order (the documented lock order: keys,
     # then lease rows): a batch touching 50 keys costs 3 round trips, not 150.
-    for ids in _chunks(sorted(per_key)):
+    for ids in chunks(sorted(per_key), BATCH_ROWS):
         cases = " ".join("WHEN ? THEN ?" for _ in ids)
         tx.execute(
             f"UPDATE api_keys SET balance_micros = balance_micros - CASE id {cases} ELSE 0 END"
-            f" WHERE id IN ({_in(len(ids))})",
+            f" WHERE id IN ({marks(len(ids))})",
             (*(x for k in ids for x in (k, per_key[k])), *ids),
         )
-    for pairs in _chunks(sorted(per_lease)):
+    for pairs in chunks(sorted(per_lease), BATCH_ROWS):
         cost = "CASE " + " ".join("WHEN key_id = ? AND agent_id = ? THEN ?" for _ in pairs)
         cost += " ELSE 0 END"
         match = " OR ".join("(key_id = ? AND agent_id = ?)" for _ in pairs)
@@ -268,7 +252,7 @@ def _charge(tx: Tx, rows: Iterable[tuple]) -> dict[str, int]:
             {"used": "used + " + tx.dialect.new("used")},
         )
         head, _, tail = sql.partition(" VALUES (?, ?, ?, ?, ?)")
-        for days in _chunks(sorted(per_day)):
+        for days in chunks(sorted(per_day), BATCH_ROWS):
             values = ", ".join("(?, ?, ?, ?, ?)" for _ in days)
             tx.execute(
                 f"{head} VALUES {values}{tail}", [x for d in days for x in (*d, 0, per_day[d])]
@@ -276,16 +260,11 @@ def _charge(tx: Tx, rows: Iterable[tuple]) -> dict[str, int]:
     return per_key
 
 
-def _chunks(items: list, size: int = 200) -> Iterable[list]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def _unstore(tx: Tx, event_ids: list[str], token: int) -> None:
     """Delete refused rows this transaction inserted: no claim is left behind."""
-    for ids in _chunks(sorted(event_ids)):
+    for ids in chunks(sorted(event_ids), BATCH_ROWS):
         tx.execute(
-            f"DELETE FROM usage_events WHERE ingest_token = ? AND event_id IN ({_in(len(ids))})",
+            f"DELETE FROM usage_events WHERE ingest_token = ? AND event_id IN ({marks(len(ids))})",
             (token, *ids),
         )
 

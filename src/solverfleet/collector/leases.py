@@ -14,7 +14,7 @@ from typing import Any
 
 from solverfleet.collector import accounts
 from solverfleet.collector.protocol import LeaseRequest, ReleaseRequest, SyncRequest
-from solverfleet.collector.store import Database, Tx
+from solverfleet.collector.store import Database, Tx, chunks, marks
 
 WINDOW_SLACK = 2  # minutes of agent clock skew we still grant CPM tokens for
 
@@ -30,15 +30,6 @@ def grant_amount(want: int, pool: int, min_unit: int) -> int:
     return min(want, max(pool // 2, min(pool, min_unit)))
 
 
-def _in(n: int) -> str:
-    return ", ".join("?" for _ in range(n))
-
-
-def _chunks(items: list, size: int = 500) -> Iterable[list]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 # --- voiding (reset, reclaim) -----------------------------------------------------------------
 
 
@@ -46,14 +37,15 @@ def _void_targets(tx: Tx, agents: list[str]) -> tuple[list[str], list[str]]:
     """Keys and users whose rows must be locked before ``agents``' leases are voided."""
     if not agents:
         return [], []
-    marks = _in(len(agents))
+    in_agents = marks(len(agents))
     keys = tx.all(
         "SELECT DISTINCT key_id FROM lease_balance"
-        f" WHERE agent_id IN ({marks}) AND held_micros > 0",
+        f" WHERE agent_id IN ({in_agents}) AND held_micros > 0",
         agents,
     )
     users = tx.all(
-        f"SELECT DISTINCT user_id FROM lease_daily WHERE agent_id IN ({marks}) AND granted > used",
+        "SELECT DISTINCT user_id FROM lease_daily"
+        f" WHERE agent_id IN ({in_agents}) AND granted > used",
         agents,
     )
     return [r[0] for r in keys], [r[0] for r in users]
@@ -67,17 +59,17 @@ def _void(tx: Tx, agents: list[str]) -> None:
     """
     if not agents:
         return
-    marks = _in(len(agents))
+    in_agents = marks(len(agents))
     tx.execute(
         "UPDATE lease_balance SET held_micros = 0"
-        f" WHERE agent_id IN ({marks}) AND held_micros <> 0",
+        f" WHERE agent_id IN ({in_agents}) AND held_micros <> 0",
         agents,
     )
     tx.execute(
-        f"UPDATE lease_daily SET granted = used WHERE agent_id IN ({marks}) AND granted > used",
+        f"UPDATE lease_daily SET granted = used WHERE agent_id IN ({in_agents}) AND granted > used",
         agents,
     )
-    tx.execute(f"UPDATE agents SET holds = 0 WHERE agent_id IN ({marks})", agents)
+    tx.execute(f"UPDATE agents SET holds = 0 WHERE agent_id IN ({in_agents})", agents)
 
 
 def _stale_agents(tx: Tx, me: str | None, cutoff_ms: int) -> list[str]:
@@ -94,7 +86,7 @@ def _stale_agents(tx: Tx, me: str | None, cutoff_ms: int) -> list[str]:
     candidates.sort()
     # Locking re-read: an agent that synced meanwhile is no longer stale and keeps its leases.
     rows = tx.all(
-        f"SELECT agent_id FROM agents WHERE agent_id IN ({_in(len(candidates))})"
+        f"SELECT agent_id FROM agents WHERE agent_id IN ({marks(len(candidates))})"
         f" AND holds = 1 AND last_seen_ms < ? ORDER BY agent_id{tx.dialect.for_update}",
         (*candidates, cutoff_ms),
     )
@@ -107,10 +99,10 @@ def _stale_agents(tx: Tx, me: str | None, cutoff_ms: int) -> list[str]:
 def _lock_keys(tx: Tx, key_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
     ids = sorted(set(key_ids))
     out: dict[str, dict[str, Any]] = {}
-    for chunk in _chunks(ids):
+    for chunk in chunks(ids):
         for row in tx.dicts(
             "SELECT k.id, k.balance_micros, k.cpm, k.active, k.user_id FROM api_keys k"
-            f" WHERE k.id IN ({_in(len(chunk))}) ORDER BY k.id{tx.dialect.for_update}",
+            f" WHERE k.id IN ({marks(len(chunk))}) ORDER BY k.id{tx.dialect.for_update}",
             chunk,
         ):
             out[row["id"]] = row
@@ -120,9 +112,9 @@ def _lock_keys(tx: Tx, key_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
 def _lock_users(tx: Tx, user_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
     ids = sorted(set(user_ids))
     out: dict[str, dict[str, Any]] = {}
-    for chunk in _chunks(ids):
+    for chunk in chunks(ids):
         for row in tx.dicts(
-            f"SELECT id, daily_limit, active FROM users WHERE id IN ({_in(len(chunk))})"
+            f"SELECT id, daily_limit, active FROM users WHERE id IN ({marks(len(chunk))})"
             f" ORDER BY id{tx.dialect.for_update}",
             chunk,
         ):
@@ -133,9 +125,9 @@ def _lock_users(tx: Tx, user_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
 def _users_active(tx: Tx, user_ids: Iterable[str]) -> dict[str, bool]:
     ids = sorted(set(user_ids))
     out: dict[str, bool] = {}
-    for chunk in _chunks(ids):
+    for chunk in chunks(ids):
         for uid, active in tx.all(
-            f"SELECT id, active FROM users WHERE id IN ({_in(len(chunk))})", chunk
+            f"SELECT id, active FROM users WHERE id IN ({marks(len(chunk))})", chunk
         ):
             out[uid] = bool(active)
     return out
@@ -336,11 +328,11 @@ def sync_leases(db: Database, req: SyncRequest, *, now_ms: int, ttl_ms: int) -> 
 def _balances(tx: Tx, agent: str, key_ids: list[str]) -> dict[str, int]:
     """Each key's balance outside this agent's own lease."""
     out: dict[str, int] = {}
-    for chunk in _chunks(sorted(set(key_ids))):
+    for chunk in chunks(sorted(set(key_ids))):
         for kid, balance, held in tx.all(
             "SELECT k.id, k.balance_micros, l.held_micros FROM api_keys k"
             " LEFT JOIN lease_balance l ON l.key_id = k.id AND l.agent_id = ?"
-            f" WHERE k.id IN ({_in(len(chunk))})",
+            f" WHERE k.id IN ({marks(len(chunk))})",
             (agent, *chunk),
         ):
             out[kid] = int(balance) - int(held or 0)
@@ -440,14 +432,14 @@ def check_usage(tx: Tx, events: list[tuple]) -> dict[str, str]:
     """
     if not events:
         return {}
-    for chunk in _chunks(sorted({e[2] for e in events})):
+    for chunk in chunks(sorted({e[2] for e in events})):
         tx.all(
-            f"SELECT id FROM api_keys WHERE id IN ({_in(len(chunk))})"
+            f"SELECT id FROM api_keys WHERE id IN ({marks(len(chunk))})"
             f" ORDER BY id{tx.dialect.for_update}",
             chunk,
         )
     room: dict[tuple[str, str], int] = {}
-    for pairs in _chunks(sorted({(e[2], e[3]) for e in events})):
+    for pairs in chunks(sorted({(e[2], e[3]) for e in events})):
         match = " OR ".join("(key_id = ? AND agent_id = ?)" for _ in pairs)
         for key_id, agent_id, left in tx.all(
             "SELECT key_id, agent_id, granted_micros - returned_micros - charged_micros"
@@ -476,7 +468,7 @@ def check_usage(tx: Tx, events: list[tuple]) -> dict[str, str]:
             refused[eid] = OVER_GRANT
         else:
             spent[pair] = spent.get(pair, 0) + cost
-    for pairs in _chunks(sorted(p for p, v in spent.items() if v)):
+    for pairs in chunks(sorted(p for p, v in spent.items() if v)):
         cost_sql = "CASE " + " ".join("WHEN key_id = ? AND agent_id = ? THEN ?" for _ in pairs)
         match = " OR ".join("(key_id = ? AND agent_id = ?)" for _ in pairs)
         tx.execute(

@@ -24,19 +24,10 @@ from urllib.parse import urlsplit
 
 from solverfleet.collector.notify import rules
 from solverfleet.collector.reporting import timerange
-from solverfleet.collector.store import Database, Tx
+from solverfleet.collector.store import Database, Tx, chunks, marks
 from solverfleet.money import format_micros
 
 MAX_LIMIT = 1_000
-
-
-def _in(n: int) -> str:
-    return ", ".join("?" for _ in range(n))
-
-
-def _chunks(items: list, size: int = 500) -> Iterable[list]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _level(enabled: Any, threshold: Any) -> int | None:
@@ -51,11 +42,11 @@ def on_charged(tx: Tx, charged: dict[str, int], *, now_ms: int) -> list[int]:
     """Ingest's hook, inside its transaction after the charge: ``charged`` maps key id to the
     micros this transaction took from it. Returns the ids of notifications fired now."""
     found: dict[str, dict[str, str]] = {}
-    for chunk in _chunks(sorted(k for k, cost in charged.items() if cost > 0)):
+    for chunk in chunks(sorted(k for k, cost in charged.items() if cost > 0)):
         rows = tx.all(
             "SELECT k.id, k.account, k.balance_micros, a.low_balance_enabled,"
             " a.low_balance_threshold_micros FROM api_keys k"
-            f" LEFT JOIN accounts a ON a.id = k.account WHERE k.id IN ({_in(len(chunk))})",
+            f" LEFT JOIN accounts a ON a.id = k.account WHERE k.id IN ({marks(len(chunk))})",
             chunk,
         )
         for key_id, account, balance, enabled, threshold in rows:
@@ -127,9 +118,9 @@ def fire_or_defer(tx: Tx, account: str, new: dict[str, str], *, now_ms: int) -> 
 
 def _balances(tx: Tx, key_ids: list[str]) -> dict[str, int]:
     out: dict[str, int] = {}
-    for chunk in _chunks(key_ids):
+    for chunk in chunks(key_ids):
         for key_id, balance in tx.all(
-            f"SELECT id, balance_micros FROM api_keys WHERE id IN ({_in(len(chunk))})", chunk
+            f"SELECT id, balance_micros FROM api_keys WHERE id IN ({marks(len(chunk))})", chunk
         ):
             out[key_id] = int(balance)
     return out
@@ -300,12 +291,12 @@ def list_notifications(
         )
         deliveries: list[dict] = []
         ids = [r["id"] for r in rows]
-        for chunk in _chunks(ids):
+        for chunk in chunks(ids):
             deliveries += tx.dicts(
                 "SELECT d.id, d.notification_id, d.status, d.attempts, d.next_attempt_ms,"
                 " d.last_error, d.delivered_ms, t.url FROM notification_deliveries d"
                 " LEFT JOIN notification_targets t ON t.id = d.target_id"
-                f" WHERE d.notification_id IN ({_in(len(chunk))}) ORDER BY d.id",
+                f" WHERE d.notification_id IN ({marks(len(chunk))}) ORDER BY d.id",
                 chunk,
             )
         return rows, deliveries

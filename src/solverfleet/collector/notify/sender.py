@@ -27,7 +27,7 @@ import requests
 from solverfleet.collector.metrics import NOTIFICATIONS_SENT
 from solverfleet.collector.notify import notifications, rules
 from solverfleet.collector.settings import CollectorSettings
-from solverfleet.collector.store import Database, StoreError, Tx
+from solverfleet.collector.store import Database, StoreError, Tx, marks
 from solverfleet.money import format_micros
 
 log = logging.getLogger(__name__)
@@ -50,10 +50,6 @@ class Claim:
     secret: str
     kind: str
     payload: dict[str, Any]
-
-
-def _in(n: int) -> str:
-    return ", ".join("?" for _ in range(n))
 
 
 def claim_due(db: Database, *, now_ms: int, claim_ms: int, limit: int = BATCH) -> list[Claim]:
@@ -93,7 +89,7 @@ def claim_due(db: Database, *, now_ms: int, claim_ms: int, limit: int = BATCH) -
             " FROM notification_deliveries d"
             " JOIN notifications n ON n.id = d.notification_id"
             " JOIN notification_targets t ON t.id = d.target_id"
-            f" WHERE d.id IN ({_in(len(mine))}) ORDER BY d.id",
+            f" WHERE d.id IN ({marks(len(mine))}) ORDER BY d.id",
             sorted(mine),
         )
         return [_claim(row, mine[int(row["id"])]) for row in rows]

@@ -33,7 +33,7 @@ from solverfleet.collector.reporting.usageindex import (
     USAGE_USER_INDEX,
     source,
 )
-from solverfleet.collector.store import Database, Tx
+from solverfleet.collector.store import Database, Tx, marks
 from solverfleet.money import format_micros
 
 DEFAULT_LIMIT = 100
@@ -140,9 +140,9 @@ def solve_log(
         )
         if not ids:
             return []
-        marks = ", ".join("?" for _ in ids)
         rows = tx.dicts(
-            f"SELECT {columns} FROM usage_events WHERE id IN ({marks})", [r[0] for r in ids]
+            f"SELECT {columns} FROM usage_events WHERE id IN ({marks(len(ids))})",
+            [r[0] for r in ids],
         )
         return sorted(rows, key=lambda r: (int(r["ts_ms"]), int(r["id"])), reverse=True)
 

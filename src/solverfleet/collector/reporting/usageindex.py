@@ -25,17 +25,8 @@ __all__ = ["USAGE_KEY_INDEX", "USAGE_REPORT_INDEX", "USAGE_USER_INDEX", "source"
 
 def source(tx: Tx, index: str) -> str:
     """``usage_events`` with a hint to read ``index``, when that index exists."""
-    if not _exists(tx, index):
-        return "usage_events"
-    if tx.dialect.name == "mysql":
-        return f"usage_events FORCE INDEX ({index})"
-    return f"usage_events INDEXED BY {index}"
-
-
-def _exists(tx: Tx, index: str) -> bool:
     # Asked every time (microseconds on SQLite, one round trip on MySQL): a cache keyed by
     # connection could outlive the database it was about.
-    if tx.dialect.name == "mysql":
-        return tx.one("SHOW INDEX FROM usage_events WHERE Key_name = ?", (index,)) is not None
-    query = "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?"
-    return tx.one(query, (index,)) is not None
+    if not tx.dialect.has_index(tx, "usage_events", index):
+        return "usage_events"
+    return tx.dialect.index_hint("usage_events", index)

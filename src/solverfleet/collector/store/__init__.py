@@ -1,4 +1,5 @@
-"""The collector's storage: connections and dialects (db), tables (schema), migrations."""
+"""The collector's storage: connections and transactions (db), what differs between SQLite and
+MySQL (dialect), tables (schema), migrations."""
 
 from solverfleet.collector.store.db import (
     Database,
@@ -8,6 +9,7 @@ from solverfleet.collector.store.db import (
     UrlError,
     parse_url,
 )
+from solverfleet.collector.store.dialect import chunks, marks
 from solverfleet.collector.store.migrations import MIGRATIONS, current_version, migrate
 
 __all__ = [
@@ -17,7 +19,9 @@ __all__ = [
     "StoreUnavailable",
     "Tx",
     "UrlError",
+    "chunks",
     "current_version",
+    "marks",
     "migrate",
     "parse_url",
 ]

@@ -18,12 +18,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pymysql
-from pymysql.converters import escape_string
+
+from solverfleet.collector.store.dialect import Dialect, MysqlDialect, SqliteDialect
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -112,90 +112,6 @@ def parse_url(url: str) -> DbUrl:
     raise UrlError(f"unsupported database URL scheme: {parts.scheme or url!r}")
 
 
-class Dialect:
-    """What differs between SQLite and MySQL, as small string builders."""
-
-    name = ""
-    for_update = ""
-
-    def sql(self, text: str) -> str:
-        return text
-
-    def new(self, column: str) -> str:
-        """The proposed value of ``column`` inside an upsert's update clause."""
-        raise NotImplementedError
-
-    def upsert(
-        self, table: str, columns: Sequence[str], conflict: Sequence[str], updates: dict[str, str]
-    ) -> str:
-        raise NotImplementedError
-
-    def insert_new(self, table: str, columns: Sequence[str], conflict: str) -> str:
-        """An insert that skips rows whose ``conflict`` unique column already exists, and only
-        that case: any other constraint violation is still an error."""
-        raise NotImplementedError
-
-
-class SqliteDialect(Dialect):
-    name = "sqlite"
-
-    def new(self, column: str) -> str:
-        return f"excluded.{column}"
-
-    def upsert(self, table, columns, conflict, updates):
-        return (
-            f"{_insert(table, columns)} ON CONFLICT ({', '.join(conflict)}) "
-            f"DO UPDATE SET {_sets(updates)}"
-        )
-
-    def insert_new(self, table, columns, conflict):
-        return f"{_insert(table, columns)} ON CONFLICT ({conflict}) DO NOTHING"
-
-
-class MysqlDialect(Dialect):
-    name = "mysql"
-    for_update = " FOR UPDATE"
-
-    def sql(self, text: str) -> str:
-        return _mysql_sql(text)
-
-    def new(self, column: str) -> str:
-        return f"VALUES({column})"
-
-    def upsert(self, table, columns, conflict, updates):
-        # MySQL evaluates these assignments left to right and later ones see earlier results;
-        # callers order them so that the outcome matches SQLite (which sees old values only).
-        return f"{_insert(table, columns)} ON DUPLICATE KEY UPDATE {_sets(updates)}"
-
-    def insert_new(self, table, columns, conflict):
-        # Not INSERT IGNORE: that would also turn bad values into silent warnings.
-        return f"{_insert(table, columns)} ON DUPLICATE KEY UPDATE {conflict} = {conflict}"
-
-
-def _insert(table: str, columns: Sequence[str]) -> str:
-    marks = ", ".join("?" for _ in columns)
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
-
-
-def _sets(updates: dict[str, str]) -> str:
-    return ", ".join(f"{col} = {expr}" for col, expr in updates.items())
-
-
-@lru_cache(maxsize=512)
-def _mysql_sql(text: str) -> str:
-    return text.replace("%", "%%").replace("?", "%s")
-
-
-def mysql_literal(value: Any) -> str:
-    """A value as an SQL literal, for bulk statements built without PyMySQL's slow per-value
-    formatting. Only ``None``, ``int`` and ``str`` occur in the collector's bulk inserts."""
-    if value is None:
-        return "NULL"
-    if type(value) is int:
-        return str(value)
-    return "'" + escape_string(value) + "'"
-
-
 class Tx:
     """A connection inside a transaction (or in autocommit mode for reads)."""
 
@@ -220,6 +136,13 @@ class Tx:
         cur = self._cursor
         cur.executemany(self.dialect.sql(sql), list(rows))
         return cur.rowcount
+
+    def insert_new_rows(
+        self, table: str, columns: Sequence[str], conflict: str, rows: Iterable[Sequence[Any]]
+    ) -> int:
+        """Insert the rows whose ``conflict`` column is new (see ``Dialect.insert_new``);
+        returns how many were inserted."""
+        return self.dialect.insert_new_rows(self, table, columns, conflict, rows)
 
     def execute_literal(self, sql: str) -> int:
         """Run SQL that already contains its values (MySQL bulk inserts)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from solverfleet.collector.store.db import Dialect
+from solverfleet.collector.store.dialect import Dialect
 
 AUTOINC = "AUTOINC"
 ASCII = " ASCII"  # suffix on a column type: single-byte charset on MySQL (smaller indexes)
