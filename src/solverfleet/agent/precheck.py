@@ -21,7 +21,10 @@ from solverfleet.agent.keystore import Key, Snapshot, User
 from solverfleet.agent.ledger import BALANCE, CPM, DAILY, Hold, Ledger, Refusal
 from solverfleet.money import format_micros
 
+BANNED = "ip_banned"
 _STATUS = {
+    BANNED: 429,
+    "not_ready": 503,
     "invalid_key": 401,
     "key_disabled": 403,
     "user_disabled": 403,

@@ -21,10 +21,15 @@ from werkzeug.exceptions import HTTPException
 
 from solverfleet.agent import precheck
 from solverfleet.agent.clientip import client_ip
-from solverfleet.agent.keystore import Key, Snapshot, User
 from solverfleet.agent.lifecycle import Agent
 from solverfleet.agent.settings import MAX_BODY_BYTES
-from solverfleet.agent.solvepath import admit_waiting, balance_micros, spool_event, usage_event
+from solverfleet.agent.solvepath import (
+    admit_waiting,
+    authenticate,
+    balance_micros,
+    spool_event,
+    usage_event,
+)
 from solverfleet.agent.usage import new_id
 from solverfleet.money import CURRENCY, format_micros
 from solverfleet.obs.logjson import current_request_id
@@ -58,22 +63,6 @@ def _secret() -> str | None:
     if auth[:7].lower() == "bearer ":
         return auth[7:].strip() or None
     return request.headers.get("X-API-Key", "").strip() or None
-
-
-def _authenticate(
-    agent: Agent, snap: Snapshot, secret: str | None, ip: str
-) -> tuple[Key, User] | Response:
-    """A banned address is refused before the lookup; an unknown key counts toward a ban."""
-    retry = agent.bans.retry_after(ip)
-    if retry is not None:
-        message = "too many unknown API keys from this address; retry later"
-        return error("ip_banned", message, 429, retry)
-    auth = precheck.authenticate(snap, secret)
-    if isinstance(auth, precheck.Decision):
-        if auth.code == "invalid_key" and secret:  # a missing key guesses nothing
-            agent.bans.failed(ip)
-        return _deny(auth)
-    return auth
 
 
 @dataclass(slots=True)
@@ -130,9 +119,9 @@ def _solve(agent: Agent, started: float, request_id: str) -> Response:
         return error("too_large", f"body is over {MAX_BODY_BYTES} bytes", 413)
     secret = _secret()
     ip = client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"), agent.trusted)
-    auth = _authenticate(agent, snap, secret, ip)
-    if isinstance(auth, Response):
-        return auth
+    auth = authenticate(agent.bans, snap, secret, ip)
+    if isinstance(auth, precheck.Decision):
+        return _deny(auth)
     body = _parse_body()
     if isinstance(body, str):
         return error("bad_request", body, 400)
@@ -161,10 +150,10 @@ def _call_and_record(
     outcome = agent.worker.solve(body.for_worker(), request_id)
     duration_ms = int((time.monotonic() - started) * 1000)
     event = usage_event(
-        agent, decision, request_id=request_id, slug=body.type, url=body.url, ok=outcome.ok,
-        error=outcome.error, message=outcome.message, source_ip=ip, duration_ms=duration_ms,
+        agent.settings.agent_id, decision, request_id=request_id, slug=body.type, url=body.url,
+        ok=outcome.ok, error=outcome.error, message=outcome.message, source_ip=ip, duration_ms=duration_ms,
     )  # fmt: skip
-    if not spool_event(agent, event):
+    if not spool_event(agent.spool, event):
         return error("not_ready", "usage could not be recorded; this call is not charged", 503)
     if not outcome.ok:
         status = 504 if outcome.error == "worker_timeout" else 502
@@ -186,9 +175,9 @@ def balance() -> Response:
     if snap is None:
         return error("not_ready", "no key data from the collector yet", 503)
     ip = client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"), agent.trusted)
-    auth = _authenticate(agent, snap, _secret(), ip)
-    if isinstance(auth, Response):
-        return auth
+    auth = authenticate(agent.bans, snap, _secret(), ip)
+    if isinstance(auth, precheck.Decision):
+        return _deny(auth)
     key = auth[0]
     total = balance_micros(agent, key)
     return jsonify(key=key.id, balance=format_micros(total), currency=CURRENCY)

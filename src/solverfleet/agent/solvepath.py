@@ -12,12 +12,31 @@ import time
 from typing import Any
 
 from solverfleet.agent import metrics, precheck
+from solverfleet.agent.bans import BanList
 from solverfleet.agent.keystore import Key, Snapshot, User
 from solverfleet.agent.lifecycle import Agent
-from solverfleet.agent.spool import SpoolError
+from solverfleet.agent.spool import Spool, SpoolError
 from solverfleet.agent.usage import build_event
 
 log = logging.getLogger(__name__)
+BANNED_MESSAGE = "too many unknown API keys from this address; retry later"
+
+
+def authenticate(
+    bans: BanList, snap: Snapshot | None, secret: str | None, ip: str
+) -> tuple[Key, User] | precheck.Decision:
+    """Who is calling, the same on every client surface: a banned address is refused before
+    the lookup (even with a valid key), then the key; an unknown key counts toward a ban (a
+    missing one guesses nothing)."""
+    retry = bans.retry_after(ip)
+    if retry is not None:
+        return precheck.Decision(precheck.BANNED, BANNED_MESSAGE, retry)
+    if snap is None:
+        return precheck.Decision("not_ready", "no key data from the collector yet")
+    auth = precheck.authenticate(snap, secret)
+    if isinstance(auth, precheck.Decision) and auth.code == "invalid_key" and secret:
+        bans.failed(ip)
+    return auth
 
 
 def admit_waiting(
@@ -50,7 +69,7 @@ def admit_waiting(
 
 
 def usage_event(
-    agent: Agent,
+    agent_id: str,
     decision: precheck.Decision,
     *,
     request_id: str,
@@ -66,7 +85,7 @@ def usage_event(
     """The usage event of an admitted call; ``status`` overrides success/failed (reports)."""
     assert decision.key is not None and decision.user is not None
     event = build_event(
-        agent_id=agent.settings.agent_id, request_id=request_id, key=decision.key,
+        agent_id=agent_id, request_id=request_id, key=decision.key,
         user=decision.user, slug=slug, url=url, ok=ok, error=error, message=message,
         source_ip=source_ip, duration_ms=duration_ms, cost_micros=decision.price,
     )  # fmt: skip
@@ -76,13 +95,13 @@ def usage_event(
     return event
 
 
-def spool_event(agent: Agent, event: dict[str, Any]) -> bool:
+def spool_event(spool: Spool, event: dict[str, Any]) -> bool:
     """Put a usage event on disk before its answer leaves; False (logged) if the disk refused.
 
     Every surface charges only after this returned True, so a kill -9 cannot lose usage.
     """
     try:
-        agent.spool.append(event)
+        spool.append(event)
     except SpoolError as exc:
         metrics.SPOOL_ERRORS.inc()
         log.error("usage not recorded (%s); the call is not charged", exc.strerror)

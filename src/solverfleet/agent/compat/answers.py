@@ -38,6 +38,7 @@ DUPLICATE_REPORT = "ERROR_DUPLICATE_REPORT"
 
 # Native refusal code -> the protocol's nearest answer.
 REFUSALS = {
+    "ip_banned": IP_BANNED,
     "invalid_key": "ERROR_KEY_DOES_NOT_EXIST",
     "key_disabled": "ERROR_KEY_DOES_NOT_EXIST",
     "user_disabled": "ERROR_KEY_DOES_NOT_EXIST",
@@ -47,6 +48,7 @@ REFUSALS = {
     "cpm_exceeded": NO_SLOT,
     "daily_limit_reached": NO_SLOT,
     "insufficient_balance": "ERROR_ZERO_BALANCE",
+    # not_ready (no key data yet) and anything else: NO_SLOT, try again (another agent)
 }
 
 

@@ -22,7 +22,7 @@ from solverfleet.agent.compat import answers
 from solverfleet.agent.compat import solve as compat_solve
 from solverfleet.agent.compat.methods import MAX_IMAGE, parse_task
 from solverfleet.agent.lifecycle import Agent
-from solverfleet.agent.solvepath import balance_micros
+from solverfleet.agent.solvepath import authenticate, balance_micros
 from solverfleet.money import format_micros
 
 log = logging.getLogger(__name__)
@@ -69,19 +69,13 @@ def _flags(fields: dict[str, str]) -> None:
 
 
 def _authenticate(agent: Agent, fields: dict[str, str]) -> tuple[Any, Any, str] | Response:
-    ip = _ip(agent)
-    if agent.bans.retry_after(ip) is not None:  # before the lookup, even for a valid key
-        return fail(answers.IP_BANNED)
     secret = fields.get("key", "").strip()
-    if not _KEY(secret):
-        return fail(answers.WRONG_USER_KEY)
+    well_formed = bool(_KEY(secret))
     snap = agent.keystore.snapshot
-    if snap is None:
-        return fail(answers.NO_SLOT)  # no key data yet: try again (another agent)
-    auth = precheck.authenticate(snap, secret)
+    auth = authenticate(agent.bans, snap, secret if well_formed else None, _ip(agent))
     if isinstance(auth, precheck.Decision):
-        if auth.code == "invalid_key":
-            agent.bans.failed(ip)
+        if auth.code == "invalid_key" and not well_formed:
+            return fail(answers.WRONG_USER_KEY)
         return fail(answers.refusal_text(auth.code))
     return auth[0], auth[1], secret
 
@@ -145,7 +139,7 @@ def res_php() -> Response:
         task_id = fields.get("id", "").strip()
         if not _ID(task_id):
             return fail(answers.WRONG_ID_FORMAT)
-        task = compat_solve.find(agent, key, task_id)
+        task = compat_solve.find(agent.tasks, key, task_id)
         if task is None:
             return fail(answers.WRONG_ID)
         text = compat_solve.report(agent, task, good=action == "reportgood")
@@ -157,7 +151,7 @@ def _get_one(agent: Agent, key: Any, task_id: str) -> Response:
     task_id = task_id.strip()
     if not _ID(task_id):
         return fail(answers.WRONG_ID_FORMAT)
-    task = compat_solve.find(agent, key, task_id)
+    task = compat_solve.find(agent.tasks, key, task_id)
     if task is None:
         return fail(answers.WRONG_ID)
     ok, text = compat_solve.deliver(agent, task)
@@ -173,7 +167,7 @@ def _get_many(agent: Agent, key: Any, ids: str) -> Response:
         return fail(answers.WRONG_ID_FORMAT)
     slots = []
     for task_id in wanted:
-        task = compat_solve.find(agent, key, task_id)
+        task = compat_solve.find(agent.tasks, key, task_id)
         # A foreign agent's id is unknown here: see "ids= across agents" in the protocol doc.
         slot = answers.WRONG_ID if task is None else compat_solve.deliver(agent, task)[1]
         slots.append(slot)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from solverfleet.agent.compat import answers
 from solverfleet.agent.compat.methods import TaskSpec
-from solverfleet.agent.compat.tasks import FAILED, PENDING, Task
+from solverfleet.agent.compat.tasks import FAILED, PENDING, Task, TaskStore
 from solverfleet.agent.solvepath import admit_waiting, spool_event, usage_event
 
 if TYPE_CHECKING:
@@ -91,19 +91,19 @@ def _record(agent: Agent, task: Task, *, ok: bool, error: str | None = None,
             status: str | None = None) -> bool:  # fmt: skip
     """Spool this task's usage event; False if the disk refused it."""
     event = usage_event(
-        agent, task.decision, request_id=task.id, slug=task.spec.slug, url=task.spec.url,
-        ok=ok, error=error, message=message, source_ip=task.source_ip,
+        agent.settings.agent_id, task.decision, request_id=task.id, slug=task.spec.slug,
+        url=task.spec.url, ok=ok, error=error, message=message, source_ip=task.source_ip,
         duration_ms=task.duration_ms if duration_ms is None else duration_ms, status=status,
     )  # fmt: skip
-    return spool_event(agent, event)
+    return spool_event(agent.spool, event)
 
 
 # ---- res.php --------------------------------------------------------------------------------
 
 
-def find(agent: Agent, key: Key, task_id: str) -> Task | None:
+def find(tasks: TaskStore, key: Key, task_id: str) -> Task | None:
     """The task, if it exists and belongs to this key (others' ids look unknown)."""
-    task = agent.tasks.get(task_id)
+    task = tasks.get(task_id)
     return task if task is not None and task.key_id == key.id else None
 
 
