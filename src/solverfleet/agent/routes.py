@@ -151,7 +151,8 @@ def _call_and_record(
     duration_ms = int((time.monotonic() - started) * 1000)
     event = usage_event(
         agent.settings.agent_id, decision, request_id=request_id, slug=body.type, url=body.url,
-        ok=outcome.ok, error=outcome.error, message=outcome.message, source_ip=ip, duration_ms=duration_ms,
+        ok=outcome.ok, error=outcome.error, message=outcome.message, source_ip=ip,
+        duration_ms=duration_ms,
     )  # fmt: skip
     if not spool_event(agent.spool, event):
         return error("not_ready", "usage could not be recorded; this call is not charged", 503)
