@@ -19,7 +19,7 @@ import time
 
 from solverfleet.agent import precheck
 from solverfleet.agent.keystore import parse_snapshot
-from solverfleet.agent.ledger import Ledger
+from solverfleet.agent.limiter import Limiter
 from solverfleet.keyhash import hash_secret
 
 
@@ -39,7 +39,7 @@ def build(keys: int):
         for i in range(keys)
     ]
     snap = parse_snapshot(1, {"prices": {"turnstile": 2000}, "users": users, "keys": key_rows})
-    ledger = Ledger()
+    limiter = Limiter()
     now = time.time()
     grants = []
     for i in range(keys):
@@ -50,8 +50,8 @@ def build(keys: int):
         grants.append({"kind": "daily", "user_id": f"u{i}",
                        "day": time.strftime("%Y-%m-%d", time.gmtime(now)),
                        "granted": 10**9, "held": 10**9})  # fmt: skip
-    ledger.apply_grants(grants)
-    return snap, ledger
+    limiter.apply_grants(grants)
+    return snap, limiter
 
 
 def measure(fn, calls: int) -> list[float]:
@@ -74,13 +74,13 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200_000)
     parser.add_argument("--keys", type=int, default=10_000)
     args = parser.parse_args()
-    snap, ledger = build(args.keys)
+    snap, limiter = build(args.keys)
     secrets = [f"sk_bench_{i % args.keys:08d}_padding_to_46_chars_xx" for i in range(args.calls)]
     now = time.time()
     holds = []
 
     def decide(i: int) -> None:
-        decision = precheck.check(snap, ledger, secrets[i], "turnstile", "10.1.2.3", now)
+        decision = precheck.check(snap, limiter, secrets[i], "turnstile", "10.1.2.3", now)
         holds.append(decision.hold)
 
     def baseline(i: int) -> None:
@@ -89,7 +89,7 @@ def main() -> None:
     gc.disable()  # collector pauses are real but not the decision's cost
     measure(decide, 2000)  # warm caches
     for hold in holds:
-        ledger.release(hold)
+        limiter.release(hold)
     holds.clear()
     base = summary(measure(baseline, args.calls))
     full = summary(measure(decide, args.calls))

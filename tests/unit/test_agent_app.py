@@ -106,7 +106,7 @@ def test_x_api_key_header_is_accepted(ready):
 
 
 def test_first_call_of_a_key_waits_for_its_lease(ready):
-    assert ready.agent.ledger.remainder("bob-web") == 0  # nothing leased yet
+    assert ready.agent.limiter.remainder("bob-web") == 0  # nothing leased yet
     assert ready.solve("bob-web").status_code == 200
 
 

@@ -304,7 +304,7 @@ def test_concurrent_polls_charge_once(ready):
 def test_undelivered_answer_expires_uncharged(ready):
     task_id = ready.task_id()
     wait_until(lambda: ready.agent.tasks.get(task_id).state == "solved", timeout=5, what="solved")
-    lease = ready.agent.ledger.balance["alice-web"]
+    lease = ready.agent.limiter.balance["alice-web"]
     ready.now[0] += 599
     assert ready.get(task_id, "bob-web") == "ERROR_WRONG_CAPTCHA_ID"  # a sweep: not yet due
     assert lease.holds == 2000  # the price stays held while the answer waits

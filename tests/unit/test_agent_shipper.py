@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from solverfleet.agent.fleetclient import CollectorError, FleetClient
-from solverfleet.agent.ledger import Ledger
+from solverfleet.agent.limiter import Limiter
 from solverfleet.agent.shipper import Backoff, Shipper
 from solverfleet.agent.spool import Spool
 from tests.support.fake_collector import FLEET_TOKEN, fake_collector  # noqa: F401
@@ -24,10 +24,10 @@ def collector(fake_collector):  # noqa: F811
     return fake_collector
 
 
-def make_shipper(tmp_path, collector, ledger=None):
+def make_shipper(tmp_path, collector, limiter=None):
     spool = Spool(tmp_path / "spool")
     client = FleetClient(collector.url, FLEET_TOKEN, timeout=2)
-    return Shipper(spool, client, ledger or Ledger(), "a1", batch=4)
+    return Shipper(spool, client, limiter or Limiter(), "a1", batch=4)
 
 
 def test_ships_in_batches_and_advances_only_after_ack(tmp_path, collector):
@@ -89,15 +89,15 @@ def test_malformed_event_is_set_aside_and_the_rest_ship(tmp_path, collector):
 
 def test_acks_of_this_process_update_the_ledger_and_replayed_ones_do_not(tmp_path, collector):
     Spool(tmp_path / "spool").append(event(cost_micros=7000))  # an earlier process's usage
-    ledger = Ledger()
-    ledger.apply_grants([{"kind": "balance", "key_id": "k1", "granted_micros": 50_000,
+    limiter = Limiter()
+    limiter.apply_grants([{"kind": "balance", "key_id": "k1", "granted_micros": 50_000,
                           "held_micros": 50_000}])  # fmt: skip
-    ledger.balance["k1"].unacked = 2000  # as after one committed call of this process
-    shipper = make_shipper(tmp_path, collector, ledger)
+    limiter.balance["k1"].unacked = 2000  # as after one committed call of this process
+    shipper = make_shipper(tmp_path, collector, limiter)
     shipper.spool.append(event())
     shipper.spool.append(event(status="failed", error="worker_failed", message="x", cost_micros=0))
     assert shipper.ship_all(time.monotonic() + 10)
-    bal = ledger.balance["k1"]
+    bal = limiter.balance["k1"]
     assert (bal.held, bal.unacked) == (48_000, 0)
 
 
@@ -105,7 +105,7 @@ def test_unreachable_collector_raises_without_touching_the_spool(tmp_path):
     spool = Spool(tmp_path / "spool")
     spool.append(event())
     client = FleetClient("http://127.0.0.1:9", FLEET_TOKEN, timeout=1)
-    shipper = Shipper(spool, client, Ledger(), "a1")
+    shipper = Shipper(spool, client, Limiter(), "a1")
     with pytest.raises(CollectorError) as info:
         shipper.ship_batch()
     assert info.value.status is None and spool.pending == 1

@@ -97,17 +97,17 @@ def test_leases_and_shipping_after_solves(env):
     for key_id in ("alice-web", "alice-cpm", "bob-web"):  # bob has a daily limit, alice-cpm cpm
         assert env.solve(key_id).status_code == 200
     wait_until(lambda: env.status()["collector"]["shipped"] == 3, timeout=10, what="3 shipped")
-    env.agent.loop.stop(5)  # no sync between reading the status and reading the ledger
+    env.agent.loop.stop(5)  # no sync between reading the status and reading the limiter
     status = env.status()
     leases = status["leases"]
     assert leases["keys"] == 3
-    held = sum(env.agent.ledger.balance[k].held for k in ("alice-web", "alice-cpm", "bob-web"))
+    held = sum(env.agent.limiter.balance[k].held for k in ("alice-web", "alice-cpm", "bob-web"))
     assert leases["held_micros"] == held > 0
     assert leases["available_micros"] == held  # every success is acknowledged: all available
     assert leases["in_flight_micros"] == 0
-    cpm = env.agent.ledger.cpm[("alice-cpm", int(NOW // 60))]
+    cpm = env.agent.limiter.cpm[("alice-cpm", int(NOW // 60))]
     assert leases["cpm_tokens"] == cpm.granted - cpm.used >= 0
-    daily = env.agent.ledger.daily[("bob", int(NOW // 86400))]
+    daily = env.agent.limiter.daily[("bob", int(NOW // 86400))]
     assert leases["daily_tokens"] == daily.granted - daily.used > 0
     assert status["spool_backlog"] == 0
     assert 0 <= status["collector"]["last_ship_age_s"] < 5

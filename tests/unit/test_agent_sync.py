@@ -34,7 +34,7 @@ def setup(tmp_path, fake_collector):  # noqa: F811
 
 def admit(agent, secret, slug="turnstile"):
     return precheck.check(
-        agent.keystore.snapshot, agent.ledger, secret, slug, "10.0.0.1", time.time()
+        agent.keystore.snapshot, agent.limiter, secret, slug, "10.0.0.1", time.time()
     )
 
 
@@ -118,7 +118,7 @@ def test_collector_down_means_offline_but_leases_still_serve(setup):
     assert not agent.loop.run_once()
     assert agent.offline and agent.readiness() == (None, "")  # within offline_grace
     assert admit(agent, secrets["alice-web"]).allowed
-    decision = precheck.check(agent.keystore.snapshot, agent.ledger, secrets["bob-web"],
+    decision = precheck.check(agent.keystore.snapshot, agent.limiter, secrets["bob-web"],
                               "turnstile", "10.0.0.1", time.time(), offline=True)  # fmt: skip
     assert decision.code == "insufficient_balance" and not decision.wait
 

@@ -253,7 +253,7 @@ def test_migration_counts_held_leases_as_granted(collector_app: AppHarness) -> N
 def test_shipper_moves_on_past_refused_events_and_keeps_them(tmp_path) -> None:
     """A refused event is final: the spool advances (no retry loop) and the event is kept in
     rejected.jsonl for an operator; the good events of the batch are acknowledged once."""
-    from solverfleet.agent.ledger import Ledger
+    from solverfleet.agent.limiter import Limiter
     from solverfleet.agent.shipper import Shipper
     from solverfleet.agent.spool import Spool
 
@@ -267,7 +267,7 @@ def test_shipper_moves_on_past_refused_events_and_keeps_them(tmp_path) -> None:
             refused = [{"event_id": events[1]["event_id"], "reason": "over_grant"}]
             return {"accepted": 2, "duplicates": 0, "refused": refused}
 
-    shipper = Shipper(Spool(tmp_path / "spool"), Client(), Ledger(), "a1")
+    shipper = Shipper(Spool(tmp_path / "spool"), Client(), Limiter(), "a1")
     for e in events:
         shipper.spool.append(e)
     assert shipper.ship_all(deadline=None)

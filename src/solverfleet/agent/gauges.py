@@ -17,8 +17,8 @@ from prometheus_client.registry import Collector as _PromCollector
 from solverfleet.agent.metrics import SHARED
 
 if TYPE_CHECKING:
-    from solverfleet.agent.ledger import Ledger
     from solverfleet.agent.lifecycle import Agent
+    from solverfleet.agent.limiter import Limiter
 
 
 class AgentCollector(_PromCollector):
@@ -54,13 +54,13 @@ class AgentCollector(_PromCollector):
             "Client addresses (IPv6: /64s) banned now for presenting too many unknown keys.",
             agent.bans.banned_count,
         )
-        yield from _leases(agent.ledger)
+        yield from _leases(agent.limiter)
 
 
-def _leases(ledger: Ledger) -> Iterator[Metric]:
-    # A copy without the ledger's lock: a scrape may see one lease mid-update, which is fine
+def _leases(limiter: Limiter) -> Iterator[Metric]:
+    # A copy without the limiter's lock: a scrape may see one lease mid-update, which is fine
     # for a gauge and keeps scrapes from ever delaying a solve.
-    leases = list(ledger.balance.values())
+    leases = list(limiter.balance.values())
     held = sum(b.held for b in leases)
     unacked = sum(b.unacked for b in leases)
     holds = sum(b.holds for b in leases)

@@ -1,8 +1,8 @@
 """gunicorn settings for the agent (``gunicorn -c python:solverfleet.agent.gunicorn_conf``).
 
 Why exactly ONE worker of class gevent:
-- The ledger (leases, holds, CPM/daily tokens) lives in one process's memory. A second worker
-  would be a second ledger with its own view of the same leases: limits could be passed and
+- The limiter (leases, holds, CPM/daily tokens) lives in one process's memory. A second worker
+  would be a second limiter with its own view of the same leases: limits could be passed and
   the spool/lease ownership (one agent_id) would be shared by two writers.
 - 5,000 concurrent 10-second solves mostly wait on the worker's socket. Greenlets cost a few
   KB each; 5,000 OS threads would cost gigabytes of stacks and scheduler time. gevent's

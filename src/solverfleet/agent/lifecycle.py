@@ -23,7 +23,7 @@ from solverfleet.agent.bans import BanList
 from solverfleet.agent.clientip import parse_nets
 from solverfleet.agent.fleetclient import CollectorError, FleetClient
 from solverfleet.agent.keystore import KeyStore
-from solverfleet.agent.ledger import Ledger
+from solverfleet.agent.limiter import Limiter
 from solverfleet.agent.settings import AgentSettings
 from solverfleet.agent.shipper import Shipper
 from solverfleet.agent.spool import Spool
@@ -54,7 +54,9 @@ class Agent:
         self.trusted = parse_nets(settings.trusted_proxies)
         self.allowance = settings.offline_allowance_micros
         self.keystore = KeyStore()
-        self.ledger = Ledger(lease_calls=settings.lease_calls, lease_seconds=settings.lease_seconds)
+        self.limiter = Limiter(
+            lease_calls=settings.lease_calls, lease_seconds=settings.lease_seconds
+        )
         self.spool = Spool(state / "spool")
         self.client = FleetClient(
             settings.collector_url,
@@ -63,13 +65,13 @@ class Agent:
             ca_file=settings.collector_ca_file,
             token_file=settings.fleet_token_file,
         )
-        self.shipper = Shipper(self.spool, self.client, self.ledger, settings.agent_id)
+        self.shipper = Shipper(self.spool, self.client, self.limiter, settings.agent_id)
         self.clock = time.time  # wall clock for CPM windows and days; tests pin it
         self.loop = FleetLoop(
             settings,
             self.client,
             self.keystore,
-            self.ledger,
+            self.limiter,
             self.shipper,
             self.instance,
             self.stats,
@@ -134,7 +136,7 @@ class Agent:
             "message": message,
             "draining": self.draining,
             **self.stats(),
-            "leases": self.ledger.summary(self.clock()),
+            "leases": self.limiter.summary(self.clock()),
             "collector": {
                 "online": self.loop.online,
                 "last_sync_age_s": age(self.loop.last_ok),

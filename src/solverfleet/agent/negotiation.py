@@ -1,6 +1,6 @@
 """Talking leases with the collector: what to ask for, what to give back, applying answers.
 
-A mixin of ``Ledger`` (it works on the ledger's leases under the ledger's lock). Busy leases
+A mixin of ``Limiter`` (it works on the limiter's leases under the limiter's lock). Busy leases
 are topped up before they run dry, sized by demand (``lease_calls`` calls or
 ``lease_seconds`` of observed spend); idle or revoked ones are returned so other agents can use
 them; an answer that grants nothing marks the lease starved, so the hot path refuses at once

@@ -18,7 +18,7 @@ import time
 
 from solverfleet.agent.clientip import in_nets, parse_ip
 from solverfleet.agent.keystore import Key, Snapshot, User
-from solverfleet.agent.ledger import BALANCE, CPM, DAILY, Hold, Ledger, Refusal
+from solverfleet.agent.limiter import BALANCE, CPM, DAILY, Hold, Limiter, Refusal
 from solverfleet.money import format_micros
 
 BANNED = "ip_banned"
@@ -102,7 +102,7 @@ def authenticate(
 
 def admit(
     snap: Snapshot,
-    ledger: Ledger,
+    limiter: Limiter,
     key: Key,
     user: User,
     slug: str,
@@ -113,12 +113,12 @@ def admit(
     allowance: int = 0,
 ) -> Decision:
     """Type priced, type allowed, IP allowed, then CPM/daily/balance leases (taking holds)."""
-    return _admit(snap, ledger, key, user, slug, client_ip, now, offline, allowance)
+    return _admit(snap, limiter, key, user, slug, client_ip, now, offline, allowance)
 
 
 def check(
     snap: Snapshot,
-    ledger: Ledger,
+    limiter: Limiter,
     secret: str | None,
     slug: str,
     client_ip: str,
@@ -130,10 +130,10 @@ def check(
     auth = authenticate(snap, secret, now)
     if isinstance(auth, Decision):
         return auth
-    return _admit(snap, ledger, auth[0], auth[1], slug, client_ip, now, offline, allowance)
+    return _admit(snap, limiter, auth[0], auth[1], slug, client_ip, now, offline, allowance)
 
 
-def _admit(snap, ledger, key, user, slug, client_ip, now, offline, allowance) -> Decision:
+def _admit(snap, limiter, key, user, slug, client_ip, now, offline, allowance) -> Decision:
     # Positional and flat on purpose: this runs on every call (see bench/bench_precheck.py).
     price = snap.prices.get(slug)
     if price is None:
@@ -142,7 +142,7 @@ def _admit(snap, ledger, key, user, slug, client_ip, now, offline, allowance) ->
         return Decision("type_not_allowed", f"type {_short(slug)!r} is not allowed for this key")
     if key.ip_allowlist is not None and not in_nets(parse_ip(client_ip), key.ip_allowlist):
         return Decision("ip_not_allowed", f"source address {_short(client_ip)} is not allowed")
-    outcome = ledger.admit(key, user, price, now, offline, allowance)
+    outcome = limiter.admit(key, user, price, now, offline, allowance)
     if outcome.__class__ is Refusal:
         return refusal(outcome, price, now)  # type: ignore[arg-type]
     return Decision(None, "", None, False, key, user, outcome, price)  # type: ignore[arg-type]

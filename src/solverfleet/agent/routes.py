@@ -134,7 +134,7 @@ def _solve(agent: Agent, started: float, request_id: str) -> Response:
     try:
         return _call_and_record(agent, decision, body, ip, started, request_id)
     finally:
-        agent.ledger.release(hold)  # no-op once committed; frees the hold on any failure
+        agent.limiter.release(hold)  # no-op once committed; frees the hold on any failure
 
 
 def _call_and_record(
@@ -159,7 +159,7 @@ def _call_and_record(
     if not outcome.ok:
         status = 504 if outcome.error == "worker_timeout" else 502
         return error(outcome.error or "worker_failed", outcome.message or "worker failed", status)
-    agent.ledger.commit(hold)
+    agent.limiter.commit(hold)
     return jsonify(
         status="success",
         result=outcome.result,

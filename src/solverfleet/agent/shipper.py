@@ -15,7 +15,7 @@ import random
 import time
 
 from solverfleet.agent.fleetclient import CollectorError, FleetClient
-from solverfleet.agent.ledger import Ledger
+from solverfleet.agent.limiter import Limiter
 from solverfleet.agent.spool import Entry, Spool
 
 log = logging.getLogger(__name__)
@@ -44,13 +44,13 @@ class Shipper:
         self,
         spool: Spool,
         client: FleetClient,
-        ledger: Ledger,
+        limiter: Limiter,
         agent_id: str,
         batch: int = MAX_BATCH,
     ) -> None:
         self.spool = spool
         self.client = client
-        self.ledger = ledger
+        self.limiter = limiter
         self.agent_id = agent_id
         self.batch = batch
         self.shipped = 0  # events acknowledged by the collector in this process
@@ -137,4 +137,4 @@ class Shipper:
             if not entry.legacy and entry.event.get("status") == "success"
         ]
         if spends:
-            self.ledger.acked(spends)
+            self.limiter.acked(spends)

@@ -46,7 +46,7 @@ def admit_waiting(
     deadline = time.monotonic() + agent.settings.lease_wait
     while True:
         decision = precheck.admit(
-            snap, agent.ledger, key, user, slug, ip, agent.clock(),
+            snap, agent.limiter, key, user, slug, ip, agent.clock(),
             offline=agent.offline, allowance=agent.allowance,
         )  # fmt: skip
         if decision.allowed or not decision.wait:
@@ -119,7 +119,7 @@ def balance_micros(agent: Agent, key: Key) -> int:
         agent.loop.trigger()
         agent.loop.wait_round(round_no, agent.settings.lease_wait)
         outside = agent.loop.balances.get(key.id)
-    remainder = agent.ledger.remainder(key.id)
+    remainder = agent.limiter.remainder(key.id)
     if outside is None:  # still unknown: the snapshot's total minus our unshipped spend
-        return key.balance_micros - agent.ledger.unacked(key.id)
+        return key.balance_micros - agent.limiter.unacked(key.id)
     return outside + remainder

@@ -2,7 +2,7 @@
 
 One background thread (a greenlet under gunicorn's gevent worker) every ``sync_interval``, or
 at once when the hot path calls ``trigger()`` for a lease. Shipping and syncing never overlap,
-so each sync answer matches the acknowledgements the ledger has seen (see ledger.py).
+so each sync answer matches the acknowledgements the limiter has seen (see limiter.py).
 
 A new process first ships its whole spool (the previous process's usage), then sends its
 first sync with ``reset: true`` so the collector voids that agent's old leases; until then it
@@ -20,7 +20,7 @@ from typing import Any
 from solverfleet import __version__
 from solverfleet.agent.fleetclient import CollectorError, FleetClient
 from solverfleet.agent.keystore import KeyStore, SnapshotError, parse_snapshot
-from solverfleet.agent.ledger import Ledger
+from solverfleet.agent.limiter import Limiter
 from solverfleet.agent.settings import AgentSettings
 from solverfleet.agent.shipper import Backoff, Shipper
 
@@ -35,7 +35,7 @@ class FleetLoop:
         settings: AgentSettings,
         client: FleetClient,
         keystore: KeyStore,
-        ledger: Ledger,
+        limiter: Limiter,
         shipper: Shipper,
         instance: str,
         stats: Callable[[], dict[str, int]],
@@ -44,7 +44,7 @@ class FleetLoop:
         self.settings = settings
         self.client = client
         self.keystore = keystore
-        self.ledger = ledger
+        self.limiter = limiter
         self.shipper = shipper
         self.instance = instance
         self.stats = stats
@@ -157,7 +157,7 @@ class FleetLoop:
     def _sync(self) -> bool:
         snap = self.keystore.snapshot
         now = self.clock()
-        leases = self.ledger.lease_requests(snap, now, self.settings.lease_idle) if snap else []
+        leases = self.limiter.lease_requests(snap, now, self.settings.lease_idle) if snap else []
         payload = {
             "agent_id": self.settings.agent_id,
             "instance": self.instance,
@@ -173,13 +173,13 @@ class FleetLoop:
             grants = answer.get("grants") or []
             balances = answer.get("balances") or {}
         except (CollectorError, AttributeError) as exc:
-            self.ledger.sync_failed()
+            self.limiter.sync_failed()
             self.online = False
             self.refused = getattr(exc, "status", None) in (401, 403)
             self._note_error(f"sync failed: {exc}")
             return False
         try:
-            self.ledger.apply_grants(grants)
+            self.limiter.apply_grants(grants)
             self.balances.update({str(k): int(v) for k, v in balances.items()})
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             self._note_error(f"sync answer malformed: {exc!r}")
@@ -203,7 +203,7 @@ class FleetLoop:
         cutoff = time.monotonic() - WATCH_TTL
         for key_id in [k for k, t in self._watch.items() if t < cutoff]:
             del self._watch[key_id]
-        return sorted(set(self._watch) | set(self.ledger.leased_keys()))
+        return sorted(set(self._watch) | set(self.limiter.leased_keys()))
 
     def _note_error(self, message: str) -> None:
         if message != self._last_error:  # log a failure once, not four times a second
@@ -212,7 +212,7 @@ class FleetLoop:
 
     def release(self, timeout: float) -> list[Any]:
         """Give every unspent lease back (graceful stop); returns what the collector took."""
-        leases = self.ledger.release_all(self.clock())
+        leases = self.limiter.release_all(self.clock())
         if not leases:
             return []
         payload = {"agent_id": self.settings.agent_id, "instance": self.instance, "leases": leases}

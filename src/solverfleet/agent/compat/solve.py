@@ -50,14 +50,14 @@ def submit(
     started = time.monotonic()
     task = agent.tasks.add(lambda task_id: Task(task_id, key.id, spec, decision, ip, started))
     if task is None:  # filled up meanwhile
-        agent.ledger.release(decision.hold)
+        agent.limiter.release(decision.hold)
         return False, answers.NO_SLOT
     agent.begin_work()  # counted before we answer: drain waits for the background call
     try:
         threading.Thread(target=_run, args=(agent, task), daemon=True).start()
     except BaseException:
         agent.end_work()
-        agent.ledger.release(decision.hold)
+        agent.limiter.release(decision.hold)
         agent.tasks.finish(task, False, None, 0)
         raise
     return True, task.id
@@ -75,11 +75,11 @@ def _run(agent: Agent, task: Task) -> None:
             return
         _record(agent, task, ok=False, error=outcome.error, message=outcome.message,
                 duration_ms=duration_ms)  # fmt: skip
-        agent.ledger.release(task.decision.hold)
+        agent.limiter.release(task.decision.hold)
         agent.tasks.finish(task, False, None, duration_ms)
     except Exception:
         log.exception("background solve failed")
-        agent.ledger.release(task.decision.hold)
+        agent.limiter.release(task.decision.hold)
         if task.state == PENDING:
             agent.tasks.finish(task, False, None, 0)
     finally:
@@ -119,7 +119,7 @@ def deliver(agent: Agent, task: Task) -> tuple[bool, str]:
         return False, answers.NOT_READY  # another res.php is recording it right now
     recorded = _record(agent, task, ok=True)  # on disk before the answer leaves
     if recorded:
-        agent.ledger.commit(task.decision.hold)
+        agent.limiter.commit(task.decision.hold)
     agent.tasks.end_delivery(task, recorded)
     if not recorded:
         return False, answers.NOT_READY  # not charged, not answered: the client polls again
@@ -143,7 +143,7 @@ def report(agent: Agent, task: Task, good: bool) -> str:
 
 def _abandon(agent: Agent, task: Task, why: str) -> None:
     """Release the open hold of a task the store gave up (``TaskStore._settle``)."""
-    agent.ledger.release(task.decision.hold)
+    agent.limiter.release(task.decision.hold)
     if task.state != PENDING:  # a pending one logs its own outcome when the worker answers
         _record(agent, task, ok=False, error="not_delivered", message=why)
 

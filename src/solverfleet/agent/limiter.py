@@ -1,4 +1,4 @@
-"""The local ledger: credit leases and holds, checked and taken on the hot path.
+"""The agent's limiter: credit leases and holds, checked and taken on the hot path.
 
 Every number here is a slice the collector granted to this agent, so N agents together never
 spend more than the key has. A passing pre-check *holds* the price (and a daily token); the
@@ -30,10 +30,10 @@ from solverfleet.agent.leases import (
 )
 from solverfleet.agent.negotiation import LeaseNegotiation
 
-__all__ = ["BALANCE", "CPM", "DAILY", "Hold", "Ledger", "Refusal", "day_num", "day_str"]
+__all__ = ["BALANCE", "CPM", "DAILY", "Hold", "Limiter", "Refusal", "day_num", "day_str"]
 
 
-class Ledger(LeaseNegotiation):
+class Limiter(LeaseNegotiation):
     def __init__(self, *, lease_calls: int = 20, lease_seconds: float = 5.0) -> None:
         self._lock = threading.Lock()
         self.lease_calls = lease_calls
