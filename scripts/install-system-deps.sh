@@ -4,11 +4,11 @@ set -euo pipefail
 # Services the suite runs for real, chromium for the dashboard's browser test (driven by
 # Playwright, which then downloads no browser of its own), nftables for the lab's network-cut
 # chaos test (tests/lab/test_chaos_netcut.py), plus what the namespace lab needs
-# (lab/requirements-apt.txt). Extra packages may be named on the command line (make bench adds wrk).
+# (scripts/requirements-apt.txt). Extra packages may be named on the command line (make bench adds wrk).
 wanted=(mariadb-server haproxy supervisor chromium nftables "$@")
 while read -r pkg; do
   [ -n "$pkg" ] && [ "${pkg:0:1}" != "#" ] && wanted+=("$pkg")
-done < "$(dirname "$0")/../lab/requirements-apt.txt"
+done < "$(dirname "$0")/requirements-apt.txt"
 missing=()
 for pkg in "${wanted[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

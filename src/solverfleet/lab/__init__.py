@@ -1,4 +1,4 @@
-"""The test lab: real hosts without Docker, as Linux namespaces (see lab/README.md).
+"""The test lab: real hosts without Docker, as Linux namespaces (see docs/LAB.md).
 
 from solverfleet.lab import Lab
 lab = Lab("demo", solvers=3)

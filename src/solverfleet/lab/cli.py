@@ -57,7 +57,7 @@ def _lab_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.group("lab")
 def lab_group() -> None:
     """Test lab: fleet hosts as Linux network namespaces, reachable over SSH from a controller
-    namespace (needs root). See lab/README.md."""
+    namespace (needs root). See docs/LAB.md."""
 
 
 @lab_group.command()

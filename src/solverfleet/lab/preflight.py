@@ -7,7 +7,7 @@ import shutil
 
 from solverfleet.lab.config import LabError
 
-# binary -> Debian package that ships it (lab/requirements-apt.txt lists the same packages).
+# binary -> Debian package that ships it (scripts/requirements-apt.txt lists the same packages).
 REQUIRED_BINARIES = {
     "ip": "iproute2",
     "unshare": "util-linux",
