@@ -101,8 +101,8 @@ def rows(total: int, seed: int = 42, end_ms: int = NOW_MS) -> Iterator[list[tupl
 def v1_indexes(db: Database) -> None:
     """Back to the version 1 indexes: migration 2's dropped, the one it replaced restored."""
     for table_name, name, _ in schema.V2_INDEXES:
-        on = f" ON {table_name}" if db.is_mysql else ""
-        db.transaction(lambda tx, name=name, on=on: tx.execute(f"DROP INDEX {name}{on}"))
+        drop = lambda tx, t=table_name, n=name: tx.execute(tx.dialect.drop_index(t, n))  # noqa: E731
+        db.transaction(drop)
     v1 = {t.name: t for t in schema.V1_TABLES}
     for table_name, name in schema.V2_DROPPED_INDEXES:
         columns = ", ".join(v1[table_name].indexes[name])

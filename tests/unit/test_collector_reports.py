@@ -413,7 +413,7 @@ def test_time_forms() -> None:
 def test_migration_2_builds_its_indexes_and_can_run_again(collector_app: AppHarness) -> None:
     db = collector_app.db
     names = {name for _, name, _ in schema.V2_INDEXES}
-    built = db.read(lambda tx: migrations._indexes(tx, "usage_events"))
+    built = db.read(lambda tx: tx.index_names("usage_events"))
     assert names <= built and "usage_events_key" not in built  # replaced by usage_events_key_ts
     db.transaction(migrations._v2_report_indexes)  # a half-done MySQL run is finished, not failed
     assert 2 in db.read(lambda tx: {r[0] for r in tx.all("SELECT version FROM schema_migrations")})

@@ -142,7 +142,16 @@ class Tx:
     ) -> int:
         """Insert the rows whose ``conflict`` column is new (see ``Dialect.insert_new``);
         returns how many were inserted."""
-        return self.dialect.insert_new_rows(self, table, columns, conflict, rows)
+        literal = self.dialect.literal_insert_new(table, columns, conflict, rows)
+        if literal is not None:
+            return self.execute_literal(literal)
+        return self.executemany(self.dialect.insert_new(table, columns, conflict), rows)
+
+    def column_names(self, table: str) -> set[str]:
+        return {r[0] for r in self.all(self.dialect.columns_query(), (table,))}
+
+    def index_names(self, table: str) -> set[str]:
+        return {r[0] for r in self.all(self.dialect.indexes_query(), (table,))}
 
     def execute_literal(self, sql: str) -> int:
         """Run SQL that already contains its values (MySQL bulk inserts)."""

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pymysql.converters import escape_string
-
-if TYPE_CHECKING:
-    from solverfleet.collector.store.db import Tx
 
 CHUNK = 500  # ids per IN (...) list: far below either database's parameter limit
 
@@ -52,17 +49,26 @@ class Dialect:
         that case: any other constraint violation is still an error."""
         raise NotImplementedError
 
-    def insert_new_rows(
-        self, tx: Tx, table: str, columns: Sequence[str], conflict: str, rows: Iterable[Sequence]
-    ) -> int:
-        """``insert_new`` for many rows at once; returns how many were inserted."""
-        return tx.executemany(self.insert_new(table, columns, conflict), rows)
+    def literal_insert_new(
+        self, table: str, columns: Sequence[str], conflict: str, rows: Iterable[Sequence]
+    ) -> str | None:
+        """``insert_new`` for many rows as one statement with the values inlined, where that
+        is faster than the driver's executemany; None: use executemany."""
+        return None
 
     def index_hint(self, table: str, index: str) -> str:
         """``table`` as a FROM item that makes the planner read ``index``."""
         raise NotImplementedError
 
-    def has_index(self, tx: Tx, table: str, index: str) -> bool:
+    def columns_query(self) -> str:
+        """A query for the names of a table's columns, one per row (the table: one ``?``)."""
+        raise NotImplementedError
+
+    def indexes_query(self) -> str:
+        """A query for the names of a table's indexes, one per row (the table: one ``?``)."""
+        raise NotImplementedError
+
+    def drop_index(self, table: str, index: str) -> str:
         raise NotImplementedError
 
 
@@ -84,9 +90,14 @@ class SqliteDialect(Dialect):
     def index_hint(self, table, index):
         return f"{table} INDEXED BY {index}"
 
-    def has_index(self, tx, table, index):
-        query = "SELECT 1 FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND name = ?"
-        return tx.one(query, (table, index)) is not None
+    def columns_query(self):
+        return "SELECT name FROM pragma_table_info(?)"
+
+    def indexes_query(self):
+        return "SELECT name FROM pragma_index_list(?)"
+
+    def drop_index(self, table, index):
+        return f"DROP INDEX {index}"
 
 
 class MysqlDialect(Dialect):
@@ -108,10 +119,10 @@ class MysqlDialect(Dialect):
         # Not INSERT IGNORE: that would also turn bad values into silent warnings.
         return f"{_insert(table, columns)} ON DUPLICATE KEY UPDATE {conflict} = {conflict}"
 
-    def insert_new_rows(self, tx, table, columns, conflict, rows):
-        # One literal multi-row statement: PyMySQL's per-value formatting is the bottleneck.
+    def literal_insert_new(self, table, columns, conflict, rows):
+        # PyMySQL's per-value formatting is the bottleneck of executemany.
         values = ",".join("(" + ",".join(map(mysql_literal, r)) + ")" for r in rows)
-        return tx.execute_literal(
+        return (
             f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values}"
             f" ON DUPLICATE KEY UPDATE {conflict} = {conflict}"
         )
@@ -119,9 +130,20 @@ class MysqlDialect(Dialect):
     def index_hint(self, table, index):
         return f"{table} FORCE INDEX ({index})"
 
-    def has_index(self, tx, table, index):
-        # SHOW INDEX takes no placeholder for the table: names come from schema.py only.
-        return tx.one(f"SHOW INDEX FROM {table} WHERE Key_name = ?", (index,)) is not None
+    def columns_query(self):
+        return (
+            "SELECT COLUMN_NAME FROM information_schema.COLUMNS"
+            " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?"
+        )
+
+    def indexes_query(self):
+        return (
+            "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS"
+            " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?"
+        )
+
+    def drop_index(self, table, index):
+        return f"DROP INDEX {index} ON {table}"
 
 
 def _insert(table: str, columns: Sequence[str]) -> str:

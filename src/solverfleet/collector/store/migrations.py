@@ -31,24 +31,13 @@ def _v1_initial(tx: Tx) -> None:
     tx.execute(tx.dialect.insert_new("config_state", ("id", "version"), "id"), (1, 1))
 
 
-def _columns(tx: Tx, table: str) -> set[str]:
-    if tx.dialect.name == "mysql":
-        rows = tx.all(
-            "SELECT COLUMN_NAME FROM information_schema.COLUMNS"
-            " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
-            (table,),
-        )
-        return {r[0] for r in rows}
-    return {r[1] for r in tx.all(f"PRAGMA table_info({table})")}
-
-
 def _v4_keys_tokens_access(tx: Tx) -> None:
     # Re-runnable step by step: MySQL commits each ALTER on its own.
     for table in schema.V4_TABLES:
         for statement in schema.render(table, tx.dialect):
             tx.execute(statement)
     for table, columns in schema.V4_COLUMNS.items():
-        have = _columns(tx, table)
+        have = tx.column_names(table)
         for name, spec in columns:
             if name not in have:
                 column = schema.column_sql(name, spec, tx.dialect)
@@ -59,30 +48,15 @@ def _v4_keys_tokens_access(tx: Tx) -> None:
     )
 
 
-def _indexes(tx: Tx, table: str) -> set[str]:
-    if tx.dialect.name == "mysql":
-        rows = tx.all(
-            "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS"
-            " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
-            (table,),
-        )
-        return {r[0] for r in rows}
-    return {r[1] for r in tx.all(f"PRAGMA index_list({table})")}
-
-
 def _v2_report_indexes(tx: Tx) -> None:
     # MySQL has no CREATE/DROP INDEX IF [NOT] EXISTS and commits each one: look first, so a
     # run cut short is finished by the next one.
     for table, name, columns in schema.V2_INDEXES:
-        if name not in _indexes(tx, table):
+        if name not in tx.index_names(table):
             tx.execute(f"CREATE INDEX {name} ON {table} ({', '.join(columns)})")
     for table, name in schema.V2_DROPPED_INDEXES:
-        if name in _indexes(tx, table):
-            tx.execute(
-                f"DROP INDEX {name} ON {table}"
-                if tx.dialect.name == "mysql"
-                else f"DROP INDEX {name}"
-            )
+        if name in tx.index_names(table):
+            tx.execute(tx.dialect.drop_index(table, name))
 
 
 def _v3_notifications(tx: Tx) -> None:
@@ -95,7 +69,7 @@ def _v3_notifications(tx: Tx) -> None:
 def _v5_agent_credentials(tx: Tx) -> None:
     # Re-runnable: each column is added only if missing (MySQL commits each ALTER on its own).
     for table, columns in schema.V5_COLUMNS.items():
-        have = _columns(tx, table)
+        have = tx.column_names(table)
         for name, spec in columns:
             if name not in have:
                 tx.execute(
