@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from solverfleet.collector import accounts
+from solverfleet.collector import accounts, teamapply
 from solverfleet.collector.problems import ConfigInvalid, Conflict, Invalid, NotFound
 from solverfleet.keyhash import hash_secret
 from tests.support.collector import AppHarness, key_config, team_config, user_config
@@ -30,7 +30,7 @@ def counts(h: AppHarness) -> tuple:
 
 
 def apply(h: AppHarness, config: dict, dry_run: bool = False) -> dict:
-    return accounts.apply_config(h.db, config, dry_run=dry_run, now_ms=NOW)
+    return teamapply.apply_config(h.db, config, dry_run=dry_run, now_ms=NOW)
 
 
 def test_apply_creates_then_reports_unchanged(collector_app: AppHarness) -> None:
@@ -90,7 +90,7 @@ def test_opening_balance_only_at_creation(collector_app: AppHarness) -> None:
     apply(h, team_config())
     assert accounts.get_key(h.db, "alice-web")["balance"] == "10.00"
     ledger = h.db.read(lambda tx: tx.all("SELECT amount_micros, reason FROM transactions"))
-    assert ledger == [(10_000_000, accounts.OPENING_REASON)]
+    assert ledger == [(10_000_000, teamapply.OPENING_REASON)]
     h.db.transaction(
         lambda tx: tx.execute("UPDATE api_keys SET balance_micros = 4000000 WHERE id = 'alice-web'")
     )

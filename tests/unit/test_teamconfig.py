@@ -615,7 +615,7 @@ def test_parse_is_idempotent_and_complete(config):
     for user in once["users"]:
         assert set(user) == {"id", "email", "role", "daily_limit", "active", "keys"}
         for k in user["keys"]:
-            assert set(k) == set(teamconfig._KEY_FIELDS)
+            assert set(k) == set(teamconfig.KEY_FIELDS)
             assert isinstance(k["balance"], str)
             Decimal(k["balance"])
 

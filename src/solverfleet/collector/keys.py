@@ -1,15 +1,13 @@
 """Key lifecycle through the admin API: create, change limits, rotate with a grace, ledger.
 
-Fields are checked by the team-config validator (``teamconfig.parse``), so a key made or changed
-here obeys exactly the rules of one written in a team config file. Every change agents must see
-bumps the config version in the same transaction (see ``accounts``). Secrets are generated here,
-returned once and stored only as hashes.
+Fields are checked by the team-config key validator (``teamconfig.parse_key``), so a key made or
+changed here obeys exactly the rules of one written in a team config file. Every change agents
+must see bumps the config version in the same transaction (see ``accounts``). Secrets are
+generated here, returned once and stored only as hashes.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import secrets
 from typing import Any
 
@@ -17,24 +15,13 @@ from solverfleet import keyhash, teamconfig
 from solverfleet.collector import accounts
 from solverfleet.collector.problems import ConfigInvalid, Conflict, Invalid, NotFound
 from solverfleet.collector.store import Database, Tx
-from solverfleet.money import format_micros, to_micros
+from solverfleet.money import format_micros
 
-CREATE_FIELDS = (
-    "id",
-    "user_id",
-    "project",
-    "environment",
-    "balance",
-    "allowed_types",
-    "cpm",
-    "ip_allowlist",
-    "active",
-)
+# A key's team-config fields, with its owner instead of a secret (secrets are generated here).
+CREATE_FIELDS = ("user_id", *(f for f in teamconfig.KEY_FIELDS if f != "secret"))
 LIMIT_FIELDS = ("project", "environment", "allowed_types", "cpm", "ip_allowlist")
-_LIST_FIELDS = ("allowed_types", "ip_allowlist")  # stored as JSON text
 MAX_GRACE_SECONDS = 30 * 86400
 OPENING_REASON = "opening balance (key created)"
-_KEY_PATH = re.compile(r"^users\[0\]\.keys\[0\]\.?")
 
 
 class KeyInvalid(ConfigInvalid):
@@ -43,31 +30,17 @@ class KeyInvalid(ConfigInvalid):
     code = "invalid"
 
 
-def _field_error(error: str) -> str:
-    # The validator sees a one-user, one-key team config; name the request's fields instead.
-    error = _KEY_PATH.sub("", error)
-    return error.replace("users[0].id:", "user_id:", 1).replace("users[0]:", "(body):", 1)
-
-
-def validate(fields: dict[str, Any], *, user_id: Any, prices: dict[str, int]) -> dict:
-    """One key's fields (``id`` included), normalized as in a team config, or ``KeyInvalid``."""
-    doc = {
-        "prices": {t: format_micros(p) for t, p in prices.items()},
-        "users": [{"id": user_id, "keys": [fields]}],
-    }
+def validate(fields: dict[str, Any], *, user_id: Any, priced: list[str]) -> dict:
+    """One key's fields (``id`` included), normalized as in a team config (balance in micros),
+    or ``KeyInvalid`` naming the request's fields (``cpm: ...``, ``user_id: ...``)."""
     try:
-        config = teamconfig.parse(doc, env=None)
+        return teamconfig.parse_key(fields, user_id=user_id, prices=priced)
     except teamconfig.TeamConfigError as exc:
-        raise KeyInvalid([_field_error(e) for e in exc.errors]) from None
-    return config["users"][0]["keys"][0]
+        raise KeyInvalid(exc.errors) from None
 
 
-def _prices(tx: Tx) -> dict[str, int]:
-    return {t: int(p) for t, p in tx.all("SELECT type, price_micros FROM prices")}
-
-
-def _stored(name: str, value: Any) -> Any:
-    return json.dumps(value) if name in _LIST_FIELDS and value is not None else value
+def _priced_types(tx: Tx) -> list[str]:
+    return [t for (t,) in tx.all("SELECT type FROM prices")]
 
 
 def _new_id(user_id: Any) -> str:
@@ -93,33 +66,22 @@ def create(db: Database, data: dict[str, Any], *, now_ms: int, actor: str | None
     secret = keyhash.generate_secret()
 
     def work(tx: Tx) -> str:
-        key = validate(fields, user_id=user_id, prices=_prices(tx))
+        key = validate(fields, user_id=user_id, priced=_priced_types(tx))
         user = tx.one("SELECT account FROM users WHERE id = ?" + tx.dialect.for_update, (user_id,))
         if user is None:
             raise Invalid(f"user {user_id!r} does not exist", "unknown_user")
         if tx.one("SELECT 1 FROM api_keys WHERE id = ?", (key["id"],)) is not None:
             raise Conflict(f"key {key['id']!r} already exists", "key_exists")
-        opening = to_micros(key["balance"])
-        tx.execute(
-            f"INSERT INTO api_keys ({accounts.KEY_COLUMNS}, updated_ms)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                key["id"],
-                user_id,
-                user[0],
-                keyhash.hash_secret(secret),
-                key["project"],
-                key["environment"],
-                opening,
-                _stored("allowed_types", key["allowed_types"]),
-                key["cpm"],
-                _stored("ip_allowlist", key["ip_allowlist"]),
-                1 if key["active"] else 0,
-                now_ms,
-            ),
+        accounts.insert_key(
+            tx,
+            key,
+            user_id=user_id,
+            account=user[0],
+            secret_hash=keyhash.hash_secret(secret),
+            reason=OPENING_REASON,
+            now_ms=now_ms,
+            actor=actor,
         )
-        if opening:
-            accounts.ledger_entry(tx, key["id"], opening, opening, OPENING_REASON, now_ms, actor)
         accounts.bump_version(tx)
         return key["id"]
 
@@ -149,14 +111,11 @@ def update_limits(db: Database, key_id: str, data: dict[str, Any], *, now_ms: in
         if not rows:
             raise NotFound(f"key {key_id!r} does not exist")
         row = rows[0]
-        key = validate({**data, "id": key_id}, user_id=row["user_id"], prices=_prices(tx))
-        changed = [f for f in LIMIT_FIELDS if f in data and _stored(f, key[f]) != row[f]]
+        key = validate({**data, "id": key_id}, user_id=row["user_id"], priced=_priced_types(tx))
+        stored = {f: accounts.key_column(f, key[f]) for f in LIMIT_FIELDS if f in data}
+        changed = [f for f, value in stored.items() if value != row[f]]
         if changed:
-            sets = ", ".join(f"{f} = ?" for f in changed)
-            tx.execute(
-                f"UPDATE api_keys SET {sets}, updated_ms = ? WHERE id = ?",
-                (*(_stored(f, key[f]) for f in changed), now_ms, key_id),
-            )
+            accounts.update_row(tx, "api_keys", key_id, {f: stored[f] for f in changed}, now_ms)
             accounts.bump_version(tx)
         return changed
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from solverfleet.collector import accounts, auth, keys, tokens
+from solverfleet.collector import accounts, auth, keys, teamapply, tokens
 from solverfleet.collector.context import current
 from solverfleet.collector.errors import bad_request, read_object
 from solverfleet.collector.reporting import reports
@@ -65,7 +65,7 @@ def apply():
     dry_run = _flag("dry_run")
     data = read_object()
     c = current()  # apply_config validates (400 invalid_config with every error) before writing
-    result = accounts.apply_config(
+    result = teamapply.apply_config(
         c.db, data, dry_run=dry_run, now_ms=c.now_ms(), actor=auth.principal().actor
     )
     return jsonify(result)

@@ -1,0 +1,233 @@
+"""Team config field validators: one value at a path in, its normalized form out.
+
+Each validator returns the normalized value or records a problem at its path and raises
+``Invalid`` (see ``problems``). Money leaves here as integer micros: amounts are converted once,
+at this edge. Secrets and webhook URLs are never echoed in a message.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Collection
+from typing import Any
+from urllib.parse import urlsplit
+
+from solverfleet.money import MAX_AMOUNT_MICROS, MoneyError, to_micros
+from solverfleet.teamconfig.problems import Invalid, Problems
+
+ROLES = ("admin", "user", "service")
+MAX_COUNT = 10**9
+MIN_SECRET_LENGTH = 8
+MAX_SECRET_LENGTH = 512
+MAX_URL_LENGTH = 2048
+MIN_WEBHOOK_SECRET_LENGTH = 16  # an HMAC key: long enough not to be guessed
+
+# Ids end up in admin URLs (/admin/v1/keys/<id>), so no slashes, spaces or leading dots.
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
+TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Plain decimal notation only: "1e3" or "1_000" in a price list is more likely a typo than intent.
+_AMOUNT_RE = re.compile(r"^-?\d+(\.\d+)?$")
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+$")
+# Secrets travel in HTTP headers: printable ASCII, no whitespace.
+_SECRET_RE = re.compile(r"^[!-~]+$")
+_URL_CHARS = re.compile(r"^[!-~]+$")
+
+
+def kind(value: Any) -> str:
+    """What sort of value this is, for a message (never the value itself)."""
+    if value is None:
+        return "null"
+    names = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}
+    names.update({int: "a number", float: "a number"})
+    return names.get(type(value), type(value).__name__)
+
+
+class Fields(Problems):
+    """The validators of single fields, recording their problems."""
+
+    def ident(self, value: Any, path: str, default: str | None) -> str:
+        if value is None:
+            if default is None:
+                raise self.fail(path, "required")
+            return default
+        if not isinstance(value, str):
+            raise self.fail(path, f"must be a string, not {kind(value)}")
+        if not _ID_RE.match(value):
+            raise self.fail(
+                path,
+                f"not a valid id: {self.show(path, value)} (letters, digits, '_', '.', '@', '-'; "
+                "starts with a letter or digit; at most 128 characters)",
+            )
+        return value
+
+    def label(self, value: Any, path: str) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise self.fail(path, f"must be a string, not {kind(value)}")
+        if not value.strip() or len(value) > 128 or not value.isprintable():
+            raise self.fail(path, "must be 1 to 128 printable characters")
+        return value
+
+    def email(self, value: Any, path: str) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise self.fail(path, f"must be a string, not {kind(value)}")
+        if not _EMAIL_RE.match(value) or len(value) > 254:
+            raise self.fail(path, f"not an email address: {self.show(path, value)}")
+        return value
+
+    def role(self, value: Any, path: str) -> str:
+        if value is None:
+            return "user"
+        if not isinstance(value, str) or value not in ROLES:
+            raise self.fail(
+                path, f"unknown role {self.show(path, value)} (one of {', '.join(ROLES)})"
+            )
+        return value
+
+    def boolean(self, value: Any, path: str, default: bool) -> bool:
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self.fail(path, f"must be true or false, not {self.show(path, value)}")
+        return value
+
+    def count(self, value: Any, path: str) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(path, f"must be a whole number, not {self.show(path, value)}")
+        if value < 0:
+            raise self.fail(path, f"must not be negative: {value}")
+        if value > MAX_COUNT:
+            raise self.fail(path, f"too large: {value} (at most {MAX_COUNT})")
+        return value
+
+    def amount(self, value: Any, path: str, default: int | None) -> int:
+        """A money amount (a decimal string such as "25.00" or "0.003") as integer micros."""
+        if value is None:
+            if default is None:
+                raise self.fail(path, "required")
+            return default
+        if isinstance(value, float):
+            raise self.fail(
+                path, f'must be a decimal string such as "{value}" (quoted), not a float'
+            )
+        if isinstance(value, str) and not _AMOUNT_RE.match(value.strip()):
+            raise self.fail(path, f"not a decimal amount: {self.show(path, value)}")
+        try:
+            micros = to_micros(value)
+        except MoneyError as exc:
+            message = str(exc) if path not in self.env_paths else "invalid amount"
+            raise self.fail(path, message) from None
+        if micros > MAX_AMOUNT_MICROS:
+            raise self.fail(path, f"amount too large: {self.show(path, value)}")
+        return micros
+
+    def secret(self, value: Any, path: str) -> str | None:
+        """An API key's secret."""
+        if value is None:
+            return None
+        # ``match``: "$" lets one trailing newline through, as this check always has.
+        return self.secret_text(value, path, MIN_SECRET_LENGTH, "a secret", whole=False)
+
+    def webhook_secret(self, value: Any, path: str) -> str:
+        """The key that signs a webhook's deliveries."""
+        if value is None:
+            raise self.fail(path, "required: the key that signs deliveries (HMAC-SHA256)")
+        return self.secret_text(value, path, MIN_WEBHOOK_SECRET_LENGTH, "a webhook secret")
+
+    def secret_text(
+        self, value: Any, path: str, min_length: int, what: str, *, whole: bool = True
+    ) -> str:
+        # Never echo a secret, even a malformed one; name its ENV: source instead.
+        source = self.source(path)
+        if not isinstance(value, str):
+            raise self.fail(path, f"a secret must be a string, not {kind(value)}")
+        printable = _SECRET_RE.fullmatch(value) if whole else _SECRET_RE.match(value)
+        if not printable:
+            raise self.fail(path, f"a secret must be printable ASCII without spaces{source}")
+        if not min_length <= len(value) <= MAX_SECRET_LENGTH:
+            raise self.fail(
+                path, f"{what} must have {min_length} to {MAX_SECRET_LENGTH} characters{source}"
+            )
+        return value
+
+    def url(self, value: Any, path: str) -> str:
+        # Messages never repeat the URL: webhook URLs often carry a token of their own.
+        if value is None:
+            raise self.fail(path, "required")
+        if not isinstance(value, str):
+            raise self.fail(path, f"must be a string, not {kind(value)}")
+        if len(value) > MAX_URL_LENGTH:
+            raise self.fail(path, f"longer than {MAX_URL_LENGTH} characters")
+        if not _URL_CHARS.fullmatch(value):
+            raise self.fail(path, "must be printable ASCII without spaces (percent-encode)")
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise self.fail(path, "not a valid URL") from None
+        if parts.scheme not in ("http", "https"):
+            raise self.fail(path, "must be an http:// or https:// URL")
+        if not parts.hostname:
+            raise self.fail(path, "has no host")
+        if parts.fragment:
+            raise self.fail(path, "must not have a #fragment")
+        return value
+
+    def types(self, value: Any, path: str, prices: Collection[str] | None) -> list[str] | None:
+        """Captcha type names; with ``prices`` (the priced types), only those."""
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            raise self.fail(path, f"must be a list of captcha types, not {kind(value)}")
+        out: list[str] = []
+        for i, item in enumerate(value):
+            where = f"{path}[{i}]"
+            if not isinstance(item, str) or not TYPE_RE.match(item):
+                self.fail(where, f"not a captcha type name: {self.show(where, item)}")
+            elif item in out:
+                self.fail(where, f"duplicate type {item!r}")
+            elif prices and item not in prices:
+                self.fail(
+                    where, f"type {item!r} has no price (priced: {', '.join(sorted(prices))})"
+                )
+            else:
+                out.append(item)
+        if len(out) != len(value):
+            raise Invalid()
+        return out
+
+    def cidrs(self, value: Any, path: str) -> list[str] | None:
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            raise self.fail(path, f"must be a list of CIDRs, not {kind(value)}")
+        out: list[str] = []
+        for i, item in enumerate(value):
+            network = self.field(self.cidr, item, f"{path}[{i}]")
+            if network is None:
+                continue
+            if network in out:
+                self.fail(f"{path}[{i}]", f"duplicate network {network}")
+            out.append(network)
+        if len(out) != len(value) or len(set(out)) != len(out):
+            raise Invalid()
+        return out
+
+    def cidr(self, value: Any, path: str) -> str:
+        if not isinstance(value, str):
+            raise self.fail(path, f"not a CIDR: {self.show(path, value)}")
+        try:
+            return str(ipaddress.ip_network(value.strip(), strict=True))
+        except ValueError:
+            pass
+        try:
+            loose = ipaddress.ip_network(value.strip(), strict=False)
+        except ValueError:
+            raise self.fail(path, f"not a CIDR: {self.show(path, value)}") from None
+        raise self.fail(path, f"host bits set in {self.show(path, value)} (did you mean {loose}?)")
