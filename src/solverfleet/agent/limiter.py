@@ -123,25 +123,24 @@ class Limiter(LeaseNegotiation):
 
     def commit(self, hold: Hold) -> None:
         """The call succeeded and its usage event is spooled: spend the hold."""
-        with self._lock:
-            if hold.done:
-                return
-            hold.done = True
-            hold.balance.holds -= hold.price
-            hold.balance.unacked += hold.price
-            if hold.daily is not None:
-                hold.daily.holds -= 1
-                hold.daily.used += 1
+        self._settle(hold, spent=True)
 
     def release(self, hold: Hold) -> None:
         """The call failed (or was never recorded): give the hold back, nothing is charged."""
+        self._settle(hold, spent=False)
+
+    def _settle(self, hold: Hold, spent: bool) -> None:
         with self._lock:
-            if hold.done:
+            if hold.done:  # a hold settles once: release after commit is a no-op
                 return
             hold.done = True
             hold.balance.holds -= hold.price
+            if spent:
+                hold.balance.unacked += hold.price
             if hold.daily is not None:
                 hold.daily.holds -= 1
+                if spent:
+                    hold.daily.used += 1
 
     # ---- views ----------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from typing import Any
 
 from solverfleet.agent.clientip import in_nets, parse_ip
 from solverfleet.agent.keystore import Key, Snapshot, User
@@ -123,14 +124,13 @@ def check(
     slug: str,
     client_ip: str,
     now: float,
-    *,
-    offline: bool = False,
-    allowance: int = 0,
+    **options: Any,
 ) -> Decision:
+    """``authenticate`` then ``admit`` (``options``: admit's ``offline``, ``allowance``)."""
     auth = authenticate(snap, secret, now)
     if isinstance(auth, Decision):
         return auth
-    return _admit(snap, limiter, auth[0], auth[1], slug, client_ip, now, offline, allowance)
+    return admit(snap, limiter, auth[0], auth[1], slug, client_ip, now, **options)
 
 
 def _admit(snap, limiter, key, user, slug, client_ip, now, offline, allowance) -> Decision:

@@ -68,31 +68,17 @@ def admit_waiting(
             key, user = auth
 
 
-def usage_event(
-    agent_id: str,
-    decision: precheck.Decision,
-    *,
-    request_id: str,
-    slug: str,
-    url: str | None,
-    ok: bool,
-    error: str | None,
-    message: str | None,
-    source_ip: str,
-    duration_ms: int,
-    status: str | None = None,
-) -> dict[str, Any]:
-    """The usage event of an admitted call; ``status`` overrides success/failed (reports)."""
+def usage_event(agent_id: str, decision: precheck.Decision, **fields: Any) -> dict[str, Any]:
+    """The usage event of an admitted call (``fields``: usage.build_event's, less the key,
+    user and price the decision holds)."""
     assert decision.key is not None and decision.user is not None
-    event = build_event(
-        agent_id=agent_id, request_id=request_id, key=decision.key,
-        user=decision.user, slug=slug, url=url, ok=ok, error=error, message=message,
-        source_ip=source_ip, duration_ms=duration_ms, cost_micros=decision.price,
-    )  # fmt: skip
-    if status is not None:
-        event["status"] = status
-        event["cost_micros"] = 0
-    return event
+    return build_event(
+        agent_id=agent_id,
+        key=decision.key,
+        user=decision.user,
+        cost_micros=decision.price,
+        **fields,
+    )
 
 
 def spool_event(spool: Spool, event: dict[str, Any]) -> bool:

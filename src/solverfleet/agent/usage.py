@@ -31,7 +31,11 @@ def build_event(
     source_ip: str,
     duration_ms: int,
     cost_micros: int,
+    status: str | None = None,
 ) -> dict[str, Any]:
+    """The event; ``status`` (report_good, report_bad) overrides success/failed and costs 0."""
+    if status is not None:
+        cost_micros = 0
     return {
         "event_id": new_id(),
         "ts_ms": int(time.time() * 1000),
@@ -45,7 +49,7 @@ def build_event(
         "environment": key.environment,
         "type": slug,
         "url": url,
-        "status": "success" if ok else "failed",
+        "status": status or ("success" if ok else "failed"),
         "error": None if ok else error,
         "message": None if ok else message,
         "source_ip": source_ip,

@@ -123,14 +123,7 @@ def _lock_users(tx: Tx, user_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
 
 
 def _users_active(tx: Tx, user_ids: Iterable[str]) -> dict[str, bool]:
-    ids = sorted(set(user_ids))
-    out: dict[str, bool] = {}
-    for chunk in chunks(ids):
-        for uid, active in tx.all(
-            f"SELECT id, active FROM users WHERE id IN ({marks(len(chunk))})", chunk
-        ):
-            out[uid] = bool(active)
-    return out
+    return {uid: bool(active) for uid, active in tx.by_id("users", "active", user_ids).items()}
 
 
 # --- one lease at a time ----------------------------------------------------------------------

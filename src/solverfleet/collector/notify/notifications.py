@@ -117,13 +117,7 @@ def fire_or_defer(tx: Tx, account: str, new: dict[str, str], *, now_ms: int) -> 
 
 
 def _balances(tx: Tx, key_ids: list[str]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for chunk in chunks(key_ids):
-        for key_id, balance in tx.all(
-            f"SELECT id, balance_micros FROM api_keys WHERE id IN ({marks(len(chunk))})", chunk
-        ):
-            out[key_id] = int(balance)
-    return out
+    return {k: int(v) for k, v in tx.by_id("api_keys", "balance_micros", key_ids).items()}
 
 
 def _keep_pending(
@@ -261,6 +255,18 @@ def _money(micros: Any) -> str | None:
     return None if micros is None else format_micros(int(micros))
 
 
+def _filters(alias: str, account: str | None, user_id: str | None) -> tuple[str, list[Any]]:
+    """`` WHERE ...`` (or nothing) scoping rows of ``alias`` to an account and a user's keys."""
+    where, params = [], []
+    if account is not None:
+        where.append(f"{alias}.account = ?")
+        params.append(account)
+    if user_id is not None:
+        where.append(f"{alias}.key_id IN (SELECT id FROM api_keys WHERE user_id = ?)")
+        params.append(user_id)
+    return (f" WHERE {' AND '.join(where)}" if where else ""), params
+
+
 def list_notifications(
     db: Database,
     *,
@@ -270,17 +276,10 @@ def list_notifications(
     user_id: str | None = None,
 ) -> list[dict]:
     """Newest first. ``user_id`` scopes to notifications about that user's keys."""
-    where, params = [], []
-    if account is not None:
-        where.append("n.account = ?")
-        params.append(account)
+    clause, params = _filters("n", account, user_id)
     if since_ms is not None:
-        where.append("n.created_ms >= ?")
+        clause += f"{' AND' if clause else ' WHERE'} n.created_ms >= ?"
         params.append(since_ms)
-    if user_id is not None:
-        where.append("n.key_id IN (SELECT id FROM api_keys WHERE user_id = ?)")
-        params.append(user_id)
-    clause = f" WHERE {' AND '.join(where)}" if where else ""
 
     def read(tx: Tx) -> tuple[list[dict], list[dict]]:
         rows = tx.dicts(
@@ -338,14 +337,7 @@ def list_notifications(
 
 def deferred(db: Database, *, account: str | None = None, user_id: str | None = None) -> list[dict]:
     """Crossings waiting for their account's window, oldest first, with when it opens."""
-    where, params = [], []
-    if account is not None:
-        where.append("p.account = ?")
-        params.append(account)
-    if user_id is not None:
-        where.append("p.key_id IN (SELECT id FROM api_keys WHERE user_id = ?)")
-        params.append(user_id)
-    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    clause, params = _filters("p", account, user_id)
     rows = db.read(
         lambda tx: tx.all(
             "SELECT p.account, p.key_id, p.kind, p.detected_ms, w.last_fired_ms"

@@ -23,7 +23,13 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pymysql
 
-from solverfleet.collector.store.dialect import Dialect, MysqlDialect, SqliteDialect
+from solverfleet.collector.store.dialect import (
+    Dialect,
+    MysqlDialect,
+    SqliteDialect,
+    chunks,
+    marks,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -146,6 +152,15 @@ class Tx:
         if literal is not None:
             return self.execute_literal(literal)
         return self.executemany(self.dialect.insert_new(table, columns, conflict), rows)
+
+    def by_id(self, table: str, column: str, ids: Iterable[str]) -> dict[str, Any]:
+        """``{id: column}`` for the rows of ``table`` among ``ids`` (missing ids are absent),
+        read in bounded ``IN`` lists."""
+        out: dict[str, Any] = {}
+        for chunk in chunks(sorted(set(ids))):
+            sql = f"SELECT id, {column} FROM {table} WHERE id IN ({marks(len(chunk))})"
+            out.update(self.all(sql, chunk))
+        return out
 
     def column_names(self, table: str) -> set[str]:
         return {r[0] for r in self.all(self.dialect.columns_query(), (table,))}
