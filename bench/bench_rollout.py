@@ -41,15 +41,17 @@ from tests.support.labfleet import (
     LAB_KEY_ID,
     LAB_OPENING,
     Fleet,
-    TrackedCall,
     apply_key,
-    assert_lab_ledger,
     deployed_fleet,
-    finish_tracked_load,
     haproxy_servers,
-    start_tracked_load,
     wait_for_response,
     wait_in_flight,
+)
+from tests.support.labledger import (
+    TrackedCall,
+    assert_lab_ledger,
+    finish_tracked_load,
+    start_tracked_load,
 )
 
 LAB = "benchroll"

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+# Helpers in tests/support assert too: their failures should show values, as a test's do.
+pytest.register_assert_rewrite("tests.support")
+
 # Fixtures shared across folders: the whole-fleet factory (both stores) and private MariaDB.
 pytest_plugins = ["tests.support.fleet", "tests.support.mariadb"]
 

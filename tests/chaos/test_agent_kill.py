@@ -9,16 +9,8 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.support.chaos import (
-    REFUSED,
-    UNKNOWN,
-    Load,
-    Tracker,
-    assert_ledger,
-    outcome_counts,
-    spool_pending,
-    wait_for,
-)
+from tests.support.chaos import REFUSED, UNKNOWN, Load, Tracker, outcome_counts, wait_for
+from tests.support.chaosledger import assert_ledger, spool_pending
 from tests.support.fleet import key, new_secret, team, user
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.timeout(240)]

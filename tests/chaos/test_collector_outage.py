@@ -10,14 +10,8 @@ import time
 
 import pytest
 
-from tests.support.chaos import (
-    Load,
-    Tracker,
-    assert_ledger,
-    outcome_counts,
-    wait_for,
-    wait_leases,
-)
+from tests.support.chaos import Load, Tracker, outcome_counts, wait_for
+from tests.support.chaosledger import assert_ledger, wait_leases
 from tests.support.fleet import key, new_secret, team, user
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.timeout(240)]

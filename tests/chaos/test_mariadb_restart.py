@@ -14,14 +14,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.chaos import (
-    Load,
-    Tracker,
-    assert_ledger,
-    outcome_counts,
-    wait_for,
-    wait_leases,
-)
+from tests.support.chaos import Load, Tracker, outcome_counts, wait_for
+from tests.support.chaosledger import assert_ledger, wait_leases
 from tests.support.fleet import key, new_secret, team, user
 from tests.support.mariadb import MariaDBServer, running_server
 

@@ -12,15 +12,8 @@ import time
 
 import pytest
 
-from tests.support.chaos import (
-    Dribbler,
-    Load,
-    Tracker,
-    agent_status,
-    assert_ledger,
-    latency_percentile,
-    wait_for,
-)
+from tests.support.chaos import Dribbler, Load, Tracker, latency_percentile, wait_for
+from tests.support.chaosledger import agent_status, assert_ledger
 from tests.support.fleet import key, new_secret, team, user
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.timeout(180)]

@@ -16,15 +16,8 @@ import threading
 import pytest
 import requests
 
-from tests.support.chaos import (
-    Load,
-    Tracker,
-    agent_status,
-    assert_ledger,
-    settle,
-    usage_events,
-    wait_for,
-)
+from tests.support.chaos import Load, Tracker, wait_for
+from tests.support.chaosledger import agent_status, assert_ledger, settle, usage_events
 from tests.support.fleet import PRICE, balance, key, micros, new_secret, team, user
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.timeout(180)]

@@ -32,18 +32,20 @@ from tests.support.labfleet import (
     LAB_PRICE,
     SKIP,
     Fleet,
-    TrackedCall,
-    agent_status,
     apply_key,
     apply_lab_key,
-    assert_lab_ledger,
-    finish_tracked_load,
     haproxy_servers,
     register_secret,
+    wait_for_response,
+)
+from tests.support.labledger import (
+    TrackedCall,
+    agent_status,
+    assert_lab_ledger,
+    finish_tracked_load,
     settle_agents,
     start_tracked_load,
     usage_log,
-    wait_for_response,
 )
 
 NFT = shutil.which("nft", path="/usr/sbin:/sbin:/usr/bin:/bin")

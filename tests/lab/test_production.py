@@ -28,7 +28,6 @@ from tests.support.labfleet import (
     TOKEN,
     Fleet,
     admin_get,
-    agent_status,
     apply_key,
     apply_lab_key,
     finish_load,
@@ -38,6 +37,7 @@ from tests.support.labfleet import (
     wait_for_response,
 )
 from tests.support.labfleet import solve as lb_solve
+from tests.support.labledger import agent_status
 
 pytestmark = [pytest.mark.lab, pytest.mark.skipif(SKIP is not None, reason=str(SKIP))]
 

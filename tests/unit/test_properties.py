@@ -1,7 +1,7 @@
 """Properties of the parsers that face hostile input: the team config (any data, any text),
 ``ENV:`` references, the agent's CIDR allowlist matching, and the in.php parameters.
 
-test_teamconfig.py and test_agent_compat_methods.py hold the example-based tests and the first
+test_teamconfig*.py and test_agent_compat_methods.py hold the example-based tests and the first
 properties (canonical CIDRs and amounts, JSON round trip, the parser never raising); these add
 what they do not cover. Derandomized: the same examples every run, so a CI failure reproduces.
 """
@@ -22,7 +22,7 @@ from solverfleet.agent.compat.answers import BAD_PARAMETERS, GOOGLEKEY, PAGEURL,
 from solverfleet.agent.compat.methods import TaskSpec, parse_task
 from solverfleet.agent.compat.routes import _fields
 from solverfleet.teamconfig import MAX_ERRORS, TeamConfigError, loads, parse
-from tests.unit.test_teamconfig import configs, networks, with_key
+from tests.support.teamconfig import configs, networks, with_key
 
 prop = settings(derandomize=True, deadline=None, max_examples=200)
 
