@@ -16,7 +16,7 @@ from tests.support.labfleet import SKIP, Fleet, haproxy_command, wait_for_respon
 
 pytestmark = [pytest.mark.lab, pytest.mark.skipif(SKIP is not None, reason=str(SKIP))]
 
-# What blue_green.yml deploys per colour (roles/solverfleet_agent, solverfleet_agent_colours).
+# What blue_green.yml deploys per colour (solverfleet_colours, roles/solverfleet_common).
 SERVICES = {"blue": "solverfleet-agent", "green": "solverfleet-agent-green"}
 PORTS = {"blue": 8600, "green": 8601}
 BACKENDS = {"blue": "solverfleet_agents", "green": "solverfleet_agents_green"}

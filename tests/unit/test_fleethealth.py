@@ -1,6 +1,7 @@
-"""The fleet health report: the host probe (real loopback HTTP), the controller's verdicts and
-table (the filter plugins of playbooks/health.yml, imported from their files), the balancer's
-runtime API answers (captured from HAProxy 2.6) and the collector's readiness figures."""
+"""The fleet health report: the host probe (real loopback HTTP), the controller's verdicts
+(solverfleet.fleethealth.rules, which health.yml's filter plugin loads by path) and table (a
+filter plugin, imported from its file), the balancer's runtime API answers (captured from
+HAProxy 2.6) and the collector's readiness figures."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from flask import Flask, jsonify
 
 from solverfleet.collector.store import StoreError
 from solverfleet.fleethealth import probe
+from solverfleet.fleethealth import rules as health
 from solverfleet.process import free_port
 from tests.support.collector import make_app, sqlite_url
 from tests.support.fake_collector import Served
@@ -35,7 +37,6 @@ def _plugin(name: str) -> ModuleType:
     return module
 
 
-health = _plugin("solverfleet_health")
 table = _plugin("solverfleet_health_table")
 
 

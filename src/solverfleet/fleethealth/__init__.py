@@ -1,5 +1,7 @@
-"""The fleet health report's host side: ``probe`` runs on a solver host and prints its figures.
+"""The fleet health report: ``probe`` runs on a solver host and prints its figures, ``rules``
+judges every host's figures on the controller, ``colours`` is what both say about colours.
 
-The controller side (verdicts, the table, the JSON file) is ``playbooks/filter_plugins/
-solverfleet_health.py``: it runs in Ansible's own Python, where solverfleet is not installed.
+playbooks/filter_plugins/solverfleet_health.py loads this package by file path into Ansible's
+own Python, where solverfleet is not installed: keep this file free of imports, and ``rules``
+and ``colours`` on the standard library.
 """

@@ -1,12 +1,13 @@
 """One solver host's figures as JSON on stdout, for playbooks/health.yml.
 
     /opt/solverfleet/current/venv/bin/python -m solverfleet.fleethealth.probe \\
-        --colour blue:8600:/opt/solverfleet/current --colour green:8601:/opt/solverfleet/green \\
+        --colour NAME:PORT:LINK [--colour ...] \\
         --worker-url http://127.0.0.1:8500/healthz --worker-link /opt/solverfleet/worker \\
         --colour-file /var/lib/solverfleet/colour.json --disk / --disk /var/lib/solverfleet
         [--agent-tls --ca-file /etc/solverfleet/tls/ca.pem]
 
-It reports, it does not judge: psutil CPU, memory and disks; per colour the release its link
+It reports, it does not judge: psutil CPU, memory and disks; per colour (playbooks/health.yml
+passes one ``--colour`` per entry of the colour table, see ``colours``) the release its link
 points at and its agent's ``/admin/status`` (or why there is none); the worker's health; the
 host's ``colour.json``. Verdicts are made on the controller. Only the standard library and
 psutil are used, and nothing here changes the host. Exit status 0 whenever JSON was printed.
@@ -27,36 +28,21 @@ import ssl
 import sys
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from solverfleet.fleethealth.colours import (
+    Colour,
+    parse_colour,
+    parse_colour_state,
+    unreadable_colour_state,
+)
+
 SCHEMA = 1
 # Loopback calls only: a proxy from the environment must never see them.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-@dataclass(frozen=True)
-class Colour:
-    name: str
-    port: int
-    link: str
-
-
-def parse_colour(text: str) -> Colour:
-    """``NAME:PORT:LINK`` (the link is the colour's release symlink)."""
-    parts = text.split(":", 2)
-    if len(parts) != 3 or not parts[0] or not parts[2]:
-        raise argparse.ArgumentTypeError(f"expected NAME:PORT:LINK, got {text!r}")
-    try:
-        port = int(parts[1])
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"port must be a number in {text!r}") from None
-    if not 0 < port < 65536:
-        raise argparse.ArgumentTypeError(f"port out of range in {text!r}")
-    return Colour(parts[0], port, parts[2])
 
 
 def agent_tls_context(ca_file: str | None) -> ssl.SSLContext:
@@ -168,39 +154,12 @@ def worker_health(url: str, link: str, timeout: float) -> dict[str, Any]:
 def colour_state(path: str) -> dict[str, Any]:
     """The host's colour.json: a missing file means blue is active and there is no history."""
     try:
-        text = Path(path).read_text()
+        text: str | None = Path(path).read_text()
     except FileNotFoundError:
-        return {"present": False, "active": "blue", "switches": 0, "last": None, "error": None}
+        text = None
     except OSError as exc:
-        return {
-            "present": True,
-            "active": None,
-            "switches": 0,
-            "last": None,
-            "error": f"{path}: {exc.strerror or exc}",
-        }
-    try:
-        data = json.loads(text)
-        active = data["active"]
-        history = data.get("history") or []
-        if not isinstance(active, str) or not isinstance(history, list):
-            raise TypeError("'active' must be a string and 'history' a list")
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        return {
-            "present": True,
-            "active": None,
-            "switches": 0,
-            "last": None,
-            "error": f"{path} is not valid colour state: {exc}",
-        }
-    last = history[-1] if history else None
-    return {
-        "present": True,
-        "active": active,
-        "switches": len(history),
-        "last": last,
-        "error": None,
-    }
+        return unreadable_colour_state(f"{path}: {exc.strerror or exc}")
+    return parse_colour_state(text, source=path)
 
 
 def system(disks: list[str], cpu_interval: float) -> dict[str, Any]:
@@ -230,17 +189,19 @@ def system(disks: list[str], cpu_interval: float) -> dict[str, Any]:
     return out
 
 
+def colour_figures(colour: Colour, timeout: float, tls: ssl.SSLContext | None) -> dict[str, Any]:
+    """One colour's release link and agent."""
+    return {
+        "port": colour.port,
+        "link": colour.link,
+        **release_of(colour.link),
+        **agent_status(colour.port, timeout, tls),
+    }
+
+
 def probe(args: argparse.Namespace) -> dict[str, Any]:
     tls = agent_tls_context(args.ca_file) if getattr(args, "agent_tls", False) else None
-    colours = {}
-    for colour in args.colour:
-        release = release_of(colour.link)
-        colours[colour.name] = {
-            "port": colour.port,
-            "link": colour.link,
-            **release,
-            **agent_status(colour.port, args.timeout, tls),
-        }
+    colours = {c.name: colour_figures(c, args.timeout, tls) for c in args.colour}
     return {
         "schema": SCHEMA,
         "hostname": socket.gethostname(),
@@ -260,9 +221,9 @@ def parser() -> argparse.ArgumentParser:
         "--colour",
         type=parse_colour,
         action="append",
-        default=[],
+        required=True,
         metavar="NAME:PORT:LINK",
-        help="an agent colour: its port and release link",
+        help="an agent colour: its port and release link (repeatable)",
     )
     p.add_argument(
         "--worker-url",
@@ -303,8 +264,6 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if not args.colour:
-        args.colour = [parse_colour("blue:8600:/opt/solverfleet/current")]
     if not args.disk:
         args.disk = ["/"]
     json.dump(probe(args), sys.stdout, sort_keys=True)
