@@ -1,7 +1,7 @@
-"""The fleet health report: the host probe (real loopback HTTP), the controller's verdicts
-(solverfleet.fleethealth.rules, which health.yml's filter plugin loads by path) and table (a
-filter plugin, imported from its file), the balancer's runtime API answers (captured from
-HAProxy 2.6) and the collector's readiness figures."""
+"""The fleet health report: the controller's verdicts (solverfleet.fleethealth.rules, which
+health.yml's filter plugin loads by path) and table (a filter plugin, imported from its file), on
+the balancer's runtime API answers (captured from HAProxy 2.6). The host probe and the
+collector's readiness: test_fleethealth_probe.py."""
 
 from __future__ import annotations
 
@@ -13,18 +13,24 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from flask import Flask, jsonify
 
-from solverfleet.collector.store import StoreError
 from solverfleet.fleethealth import probe
 from solverfleet.fleethealth import rules as health
-from solverfleet.process import free_port
-from tests.support.collector import make_app, sqlite_url
-from tests.support.fake_collector import Served
+from tests.support.healthfindings import (
+    SHOW_STAT,
+    SOLVERS,
+    agent_status,
+    collector_found,
+    colour_found,
+    command_result,
+    healthy_findings,
+    lb_found,
+    probe_output,
+    report_of,
+    show_stat,
+)
 
 REPO = Path(__file__).resolve().parents[2]
-SHOW_STAT = (Path(__file__).parent / "data" / "haproxy_show_stat.csv").read_text()
-SOLVERS = ["solver1", "solver2", "solver3"]
 
 
 def _plugin(name: str) -> ModuleType:
@@ -38,251 +44,6 @@ def _plugin(name: str) -> ModuleType:
 
 
 table = _plugin("solverfleet_health_table")
-
-
-# ---- the probe, on the host ---------------------------------------------------------------------
-
-
-def _agent_app(status: int = 200, body: dict | None = None, admin: bool = True) -> Flask:
-    app = Flask("agent_stand_in")
-    body = body or agent_status()
-
-    if admin:
-
-        @app.get("/admin/status")
-        def admin_status():
-            return jsonify(body), status
-
-    @app.get("/readyz")
-    def readyz():
-        return jsonify(error="draining", message="this agent is draining"), 503
-
-    return app
-
-
-@pytest.fixture
-def served():
-    started: list[Served] = []
-
-    def serve(app: Flask) -> Served:
-        started.append(Served(app))
-        return started[-1]
-
-    yield serve
-    for server in started:
-        server.stop()
-
-
-def test_colour_argument_parsing():
-    assert probe.parse_colour("green:8601:/opt/x:y") == probe.Colour("green", 8601, "/opt/x:y")
-    for bad in ("blue", "blue:86x:/opt", "blue:0:/opt", ":8600:/opt", "blue:8600:"):
-        with pytest.raises(Exception, match=r"expected|port"):
-            probe.parse_colour(bad)
-
-
-def test_agent_status_answered(served):
-    server = served(_agent_app())
-    assert probe.agent_status(server.port, 2) == {"agent": agent_status(), "agent_error": None}
-
-
-def test_agent_without_admin_status_is_read_from_readyz(served):
-    server = served(_agent_app(admin=False))
-    found = probe.agent_status(server.port, 2)
-    assert found["agent_error"] is None
-    assert found["agent"]["partial"] is True
-    assert (found["agent"]["ready"], found["agent"]["reason"]) == (False, "draining")
-
-
-def test_agent_errors(served):
-    assert probe.agent_status(free_port(), 2) == {
-        "agent": None,
-        "agent_error": "connection refused",
-    }
-    server = served(_agent_app(status=403, body={"error": "forbidden", "message": "no"}))
-    assert probe.agent_status(server.port, 2) == {
-        "agent": None,
-        "agent_error": "/admin/status answered 403",
-    }
-
-
-def test_worker_health(served, tmp_path):
-    app = Flask("worker_stand_in")
-    app.get("/healthz")(lambda: jsonify(status="ok"))
-    server = served(app)
-    release = tmp_path / "releases" / "0.3.0"
-    release.mkdir(parents=True)
-    (tmp_path / "worker").symlink_to(release)
-    ok = probe.worker_health(f"{server.url}/healthz", str(tmp_path / "worker"), 2)
-    assert ok == {"url": f"{server.url}/healthz", "checked": True, "ok": True, "error": None,
-                  "release": "0.3.0"}  # fmt: skip
-    down = probe.worker_health(f"http://127.0.0.1:{free_port()}/healthz", "", 2)
-    assert (down["ok"], down["error"], down["release"]) == (False, "connection refused", None)
-    assert probe.worker_health("", "", 2)["checked"] is False
-
-
-def test_release_links(tmp_path):
-    release = tmp_path / "releases" / "0.1.0"
-    release.mkdir(parents=True)
-    (tmp_path / "current").symlink_to(release)
-    (tmp_path / "dangling").symlink_to(tmp_path / "releases" / "gone")
-    assert probe.release_of(str(tmp_path / "current")) == {
-        "link_exists": True, "release": "0.1.0", "target": str(release), "link_error": None,
-    }  # fmt: skip
-    missing = probe.release_of(str(tmp_path / "green"))
-    assert (missing["link_exists"], missing["release"]) == (False, None)
-    dangling = probe.release_of(str(tmp_path / "dangling"))
-    assert dangling["link_exists"] is True and "not a directory" in dangling["link_error"]
-
-
-def test_colour_state_file(tmp_path):
-    path = tmp_path / "colour.json"
-    assert probe.colour_state(str(path))["active"] == "blue"  # missing: blue, no history
-    entry = {"colour": "green", "previous": "blue", "release": "0.2.0",
-             "at": "2026-11-23T10:00:00Z", "action": "switch"}  # fmt: skip
-    path.write_text(json.dumps({"active": "green", "history": [entry]}))
-    assert probe.colour_state(str(path)) == {
-        "present": True, "active": "green", "switches": 1, "last": entry, "error": None,
-    }  # fmt: skip
-    for bad in ("{not json", '{"history": []}', '{"active": 3}', "[]"):
-        path.write_text(bad)
-        state = probe.colour_state(str(path))
-        assert state["active"] is None and "not valid colour state" in state["error"], bad
-    # Both sides of the report read colour.json the same way.
-    assert health.parse_colour_state(None) == probe.colour_state(str(tmp_path / "none.json"))
-
-
-def test_probe_prints_real_figures(served, tmp_path, capsys):
-    release = tmp_path / "releases" / "0.1.0"
-    release.mkdir(parents=True)
-    (tmp_path / "current").symlink_to(release)
-    agent = served(_agent_app())
-    code = probe.main([
-        "--colour", f"blue:{agent.port}:{tmp_path / 'current'}",
-        "--colour", f"green:{free_port()}:{tmp_path / 'green'}",
-        "--worker-url", "", "--worker-link", "", "--colour-file", str(tmp_path / "colour.json"),
-        "--disk", str(tmp_path), "--disk", str(tmp_path / "nope"), "--cpu-interval", "0.05",
-    ])  # fmt: skip
-    assert code == 0
-    out = json.loads(capsys.readouterr().out)
-    assert out["schema"] == probe.SCHEMA == health.PROBE_SCHEMA
-    system = out["system"]
-    assert system["memory"]["total_bytes"] > 0 and 0 <= system["memory"]["used_percent"] <= 100
-    assert system["cpu_count"] >= 1 and 0 <= system["cpu_percent"] <= 100
-    assert system["disks"][str(tmp_path)]["total_bytes"] > 0
-    assert "error" in system["disks"][str(tmp_path / "nope")]
-    blue, green = out["colours"]["blue"], out["colours"]["green"]
-    assert (blue["release"], blue["agent"], blue["agent_error"]) == ("0.1.0", agent_status(), None)
-    assert (green["link_exists"], green["agent"], green["agent_error"]) == (
-        False, None, "connection refused",
-    )  # fmt: skip
-    assert out["colour_state"]["active"] == "blue"
-
-
-# ---- findings as the plays register them --------------------------------------------------------
-
-
-def agent_status(**overrides) -> dict:
-    status = {
-        "agent_id": "solver1", "node_id": 101, "version": "0.1.0", "instance": "i-1",
-        "uptime_s": 500.0, "ready": True, "reason": None, "message": "", "draining": False,
-        "in_flight": 2, "spool_backlog": 0,
-        "leases": {"keys": 3, "held_micros": 1_500_000, "available_micros": 1_496_000,
-                   "in_flight_micros": 4000, "cpm_tokens": 10, "daily_tokens": 40},
-        "collector": {"online": True, "last_sync_age_s": 0.2, "last_ship_age_s": 1.5,
-                      "shipped": 120},
-    }  # fmt: skip
-    status.update(overrides)
-    return status
-
-
-def colour_found(name: str, port: int, *, release: str | None = "0.1.0", agent=None, error=None):
-    return {
-        "port": port, "link": f"/opt/solverfleet/{'current' if name == 'blue' else name}",
-        "link_exists": release is not None, "release": release,
-        "target": f"/opt/solverfleet/releases/{release}" if release else None, "link_error": None,
-        "agent": agent, "agent_error": error,
-    }  # fmt: skip
-
-
-def probe_output(host: str, **changes) -> dict:
-    out = {
-        "schema": 1, "hostname": host, "time": "2026-11-23T10:00:00+00:00",
-        "system": {"cpu_percent": 12.0, "cpu_count": 2, "load_avg": [0.5, 0.4, 0.3],
-                   "memory": {"total_bytes": 8 << 30, "available_bytes": 6 << 30,
-                              "used_percent": 25.0},
-                   "disks": {"/": {"total_bytes": 100 << 30, "free_bytes": 60 << 30,
-                                   "used_percent": 40.0}}},
-        "colours": {
-            "blue": colour_found("blue", 8600, agent=agent_status(agent_id=host)),
-            "green": colour_found("green", 8601, release=None, error="connection refused"),
-        },
-        "worker": {"url": "http://127.0.0.1:8500/healthz", "checked": True, "ok": True,
-                   "error": None, "release": "0.1.0"},
-        "colour_state": {"present": False, "active": "blue", "switches": 0, "last": None,
-                         "error": None},
-    }  # fmt: skip
-    out.update(changes)
-    return out
-
-
-def command_result(data: dict) -> dict:
-    return {"rc": 0, "stdout": json.dumps(data), "stderr": "", "changed": False, "failed": False}
-
-
-def show_stat(**statuses: str) -> str:
-    """The captured answer with server statuses set, e.g. ``solverfleet_agents__solver2="DOWN"``;
-    by default every blue server UP, every green one DOWN (green never deployed)."""
-    lines = SHOW_STAT.splitlines()
-    header = lines[0][2:].split(",")
-    at = header.index("status")
-    out = [lines[0]]
-    for line in lines[1:]:
-        fields = line.split(",")
-        if len(fields) > at and fields[1] not in ("FRONTEND", "BACKEND"):
-            blue = fields[0] == "solverfleet_agents"
-            fields[at] = statuses.get(f"{fields[0]}__{fields[1]}", "UP" if blue else "DOWN")
-        out.append(",".join(fields))
-    return "\n".join(out) + "\n"
-
-
-def lb_found(stat: str | None = None, live: str | None = None, colour: dict | None = None) -> dict:
-    return {
-        "changed": False,
-        "stat": show_stat() if stat is None else stat,
-        "stat_error": None,
-        "map": f"0x5584bf7a30f0 live {live}\n\n" if live else "",
-        "map_error": None,
-        "colour_text": None if colour is None else json.dumps(colour),
-        "colour_error": None,
-    }
-
-
-def collector_found(ready_status: int = 200) -> dict:
-    ready = {"status": ready_status, "msg": "OK", "url": "http://127.0.0.1:8400/readyz"}
-    ready["json"] = (
-        {"ok": True, "db": "reachable", "db_ping_ms": 0.7}
-        if ready_status == 200
-        else {"error": "unavailable", "message": "database unreachable"}
-    )
-    live = {
-        "status": 200,
-        "json": {"ok": True},
-        "msg": "OK",
-        "url": "http://127.0.0.1:8400/healthz",
-    }
-    return {"healthz": live, "readyz": ready}
-
-
-def healthy_findings() -> dict:
-    return {
-        "solvers": {h: command_result(probe_output(h)) for h in SOLVERS},
-        "collectors": {"collector1": collector_found()},
-        "lbs": {"lb1": lb_found()},
-    }
-
-
-def report_of(findings: dict, **options) -> dict:
-    return health.health_report(findings, options, now="2026-11-23T10:00:00+00:00")
 
 
 # ---- verdicts -----------------------------------------------------------------------------------
@@ -642,24 +403,3 @@ def test_table_shows_every_host_and_figures():
 )  # fmt: skip
 def test_money_in_the_table_is_exact(micros, text):
     assert table._money(micros) == text
-
-
-# ---- the collector's readiness ------------------------------------------------------------------
-
-
-def test_collector_readiness_reports_the_database(tmp_path, monkeypatch):
-    harness = make_app(sqlite_url(tmp_path / "c.db"))
-    client = harness.app.test_client()
-    body = client.get("/readyz").get_json()
-    assert (body["ok"], body["db"]) == (True, "reachable")
-    assert isinstance(body["db_ping_ms"], float) and body["db_ping_ms"] >= 0
-    assert client.get("/healthz").get_json() == {"ok": True}
-
-    def down() -> None:
-        raise StoreError("connection refused")
-
-    monkeypatch.setattr(harness.db, "ping", down)
-    resp = client.get("/readyz")
-    assert resp.status_code == 503
-    assert resp.get_json() == {"error": "unavailable", "message": "database unreachable"}
-    assert client.get("/healthz").status_code == 200
