@@ -51,7 +51,7 @@ INGEST_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
     registry=None,
 )
-# kind: what the notification is about (notify_rules: zero, threshold); result: the delivery
+# kind: what the notification is about (notify/rules.py: zero, threshold); result: the delivery
 # attempt's outcome as notify_sender records it.
 NOTIFICATIONS_SENT = Counter(
     "solverfleet_collector_notifications",

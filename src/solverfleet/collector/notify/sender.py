@@ -1,7 +1,7 @@
 """The webhook sender: one background thread per collector process, off the request path.
 
 Each round it fires deferred crossings whose window has opened (``notifications.flush_due``),
-then claims due deliveries and POSTs them, signed (``notify_rules``). A claim is one
+then claims due deliveries and POSTs them, signed (rules.py). A claim is one
 conditional UPDATE in a transaction — ``attempts + 1``, a fresh ``claim_token`` and
 ``next_attempt_ms`` moved past the send timeout — that only one sender can win, so collectors
 sharing a database never send the same attempt twice. A sender that dies mid-send leaves its
