@@ -207,3 +207,19 @@ def test_deep_nesting_is_an_error_not_a_crash():
         deep = [deep]
     errors = errors_of({"users": deep})
     assert any("nested too deeply" in e for e in errors)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"users": [{"id": "u1\n", "keys": [key()]}]},
+        {"users": [{"id": "u1", "email": "a@b.example\n", "keys": [key()]}]},
+        with_key(id="k1\n"),
+        with_key(secret="s" * 31 + "\n"),
+        with_key(allowed_types=["turnstile\n"], prices={"turnstile": "0.001"}),
+        {"prices": {"turnstile\n": "0.001"}},
+    ],
+)
+def test_a_trailing_newline_is_refused_not_kept(data):
+    # "$" in a pattern matches before a final newline: every field is matched whole.
+    assert errors_of(data)

@@ -37,8 +37,8 @@ CONTROLLER = "ctl"
 BRIDGE = "br0"
 HOST_IFACE = "eth0"
 
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,23}$")
-_PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,23}")
+_PREFIX_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 # A namespace belongs to a lab only if, after the prefix, it is exactly one of these names.
 # That keeps `sf-` (the default lab) from ever matching `sf-t42-solver1` (another lab).
 MEMBER_RE = re.compile(r"^(ctl|lb1|collector1|solver[1-9][0-9]*)$")
@@ -90,11 +90,11 @@ class LabConfig:
         solvers: int = DEFAULT_SOLVERS,
         init: str = DEFAULT_INIT,
     ) -> LabConfig:
-        if not _NAME_RE.match(name):
+        if not _NAME_RE.fullmatch(name):
             raise LabError(f"bad lab name {name!r}: use 1-24 of a-z 0-9 _ - (starting alnum)")
         if prefix is None:
             prefix = DEFAULT_PREFIX if name == DEFAULT_NAME else f"{DEFAULT_PREFIX}{name}-"
-        if not _PREFIX_RE.match(prefix):
+        if not _PREFIX_RE.fullmatch(prefix):
             raise LabError(f"bad namespace prefix {prefix!r}: use 1-32 of A-Z a-z 0-9 _ . -")
         if init not in INITS:
             raise LabError(f"--init must be one of {', '.join(INITS)}, got {init!r}")

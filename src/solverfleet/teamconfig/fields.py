@@ -24,14 +24,14 @@ MAX_URL_LENGTH = 2048
 MIN_WEBHOOK_SECRET_LENGTH = 16  # an HMAC key: long enough not to be guessed
 
 # Ids end up in admin URLs (/admin/v1/keys/<id>), so no slashes, spaces or leading dots.
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
-TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")
+TYPE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # Plain decimal notation only: "1e3" or "1_000" in a price list is more likely a typo than intent.
-_AMOUNT_RE = re.compile(r"^-?\d+(\.\d+)?$")
-_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+$")
+_AMOUNT_RE = re.compile(r"-?\d+(\.\d+)?")
+_EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+")
 # Secrets travel in HTTP headers: printable ASCII, no whitespace.
-_SECRET_RE = re.compile(r"^[!-~]+$")
-_URL_CHARS = re.compile(r"^[!-~]+$")
+_SECRET_RE = re.compile(r"[!-~]+")
+_URL_CHARS = re.compile(r"[!-~]+")
 
 
 def kind(value: Any) -> str:
@@ -53,7 +53,7 @@ class Fields(Problems):
             return default
         if not isinstance(value, str):
             raise self.fail(path, f"must be a string, not {kind(value)}")
-        if not _ID_RE.match(value):
+        if not _ID_RE.fullmatch(value):
             raise self.fail(
                 path,
                 f"not a valid id: {self.show(path, value)} (letters, digits, '_', '.', '@', '-'; "
@@ -75,7 +75,7 @@ class Fields(Problems):
             return None
         if not isinstance(value, str):
             raise self.fail(path, f"must be a string, not {kind(value)}")
-        if not _EMAIL_RE.match(value) or len(value) > 254:
+        if not _EMAIL_RE.fullmatch(value) or len(value) > 254:
             raise self.fail(path, f"not an email address: {self.show(path, value)}")
         return value
 
@@ -116,7 +116,7 @@ class Fields(Problems):
             raise self.fail(
                 path, f'must be a decimal string such as "{value}" (quoted), not a float'
             )
-        if isinstance(value, str) and not _AMOUNT_RE.match(value.strip()):
+        if isinstance(value, str) and not _AMOUNT_RE.fullmatch(value.strip()):
             raise self.fail(path, f"not a decimal amount: {self.show(path, value)}")
         try:
             micros = to_micros(value)
@@ -131,8 +131,7 @@ class Fields(Problems):
         """An API key's secret."""
         if value is None:
             return None
-        # ``match``: "$" lets one trailing newline through, as this check always has.
-        return self.secret_text(value, path, MIN_SECRET_LENGTH, "a secret", whole=False)
+        return self.secret_text(value, path, MIN_SECRET_LENGTH, "a secret")
 
     def webhook_secret(self, value: Any, path: str) -> str:
         """The key that signs a webhook's deliveries."""
@@ -140,15 +139,12 @@ class Fields(Problems):
             raise self.fail(path, "required: the key that signs deliveries (HMAC-SHA256)")
         return self.secret_text(value, path, MIN_WEBHOOK_SECRET_LENGTH, "a webhook secret")
 
-    def secret_text(
-        self, value: Any, path: str, min_length: int, what: str, *, whole: bool = True
-    ) -> str:
+    def secret_text(self, value: Any, path: str, min_length: int, what: str) -> str:
         # Never echo a secret, even a malformed one; name its ENV: source instead.
         source = self.source(path)
         if not isinstance(value, str):
             raise self.fail(path, f"a secret must be a string, not {kind(value)}")
-        printable = _SECRET_RE.fullmatch(value) if whole else _SECRET_RE.match(value)
-        if not printable:
+        if not _SECRET_RE.fullmatch(value):
             raise self.fail(path, f"a secret must be printable ASCII without spaces{source}")
         if not min_length <= len(value) <= MAX_SECRET_LENGTH:
             raise self.fail(
@@ -188,7 +184,7 @@ class Fields(Problems):
         out: list[str] = []
         for i, item in enumerate(value):
             where = f"{path}[{i}]"
-            if not isinstance(item, str) or not TYPE_RE.match(item):
+            if not isinstance(item, str) or not TYPE_RE.fullmatch(item):
                 self.fail(where, f"not a captcha type name: {self.show(where, item)}")
             elif item in out:
                 self.fail(where, f"duplicate type {item!r}")

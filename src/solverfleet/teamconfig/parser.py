@@ -202,7 +202,7 @@ class _Parser(Fields):
         bad = False
         for type_, price in value.items():
             where = join(path, str(type_))
-            if not isinstance(type_, str) or not TYPE_RE.match(type_):
+            if not isinstance(type_, str) or not TYPE_RE.fullmatch(type_):
                 self.fail(where, f"not a captcha type name: {type_!r}")
                 bad = True
                 continue
