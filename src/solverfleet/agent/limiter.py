@@ -28,7 +28,7 @@ from solverfleet.agent.leases import (
     day_num,
     day_str,
 )
-from solverfleet.agent.negotiation import LeaseNegotiation
+from solverfleet.agent.negotiation import LeaseNegotiation, unconsumed
 
 __all__ = ["BALANCE", "CPM", "DAILY", "Hold", "Limiter", "Refusal", "day_num", "day_str"]
 
@@ -46,6 +46,7 @@ class Limiter(LeaseNegotiation):
         self._pruned = (-1, -1)  # (window, day) of the last pruning
         self._returning: list[str] = []
         self._unsure: set[str] = set()
+        self._handbacks: list[dict] = []
 
     # ---- hot path -------------------------------------------------------------------------
 
@@ -196,5 +197,4 @@ class Limiter(LeaseNegotiation):
 
 
 def _tokens(lease: CountLease) -> int:
-    """Unconsumed tokens of a count lease (the collector's ``held`` caps what we believe)."""
-    return max(0, min(lease.granted - lease.returned - lease.used, lease.held) - lease.holds)
+    return max(0, unconsumed(lease))

@@ -4,7 +4,10 @@ A mixin of ``Limiter`` (it works on the limiter's leases under the limiter's loc
 are topped up before they run dry, sized by demand (``lease_calls`` calls or
 ``lease_seconds`` of observed spend); idle or revoked ones are returned so other agents can use
 them; an answer that grants nothing marks the lease starved, so the hot path refuses at once
-instead of waiting for a sync that cannot help.
+instead of waiting for a sync that cannot help, unless the collector is reclaiming slack from
+other agents for it (then the hot path waits, bounded, for the next grant). A reclaim order
+from the collector (another agent is short, or a limit changed) hands the lease's unspent part
+back at once; it is returned, with ``settle``, in the next sync.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import threading
 from itertools import chain, islice
 from typing import Any
 
-from solverfleet.agent.keystore import Snapshot
+from solverfleet.agent.keystore import Key, Snapshot, User
 from solverfleet.agent.leases import BalanceLease, CountLease, day_num, day_str
 
 DEMAND_RECENT = 10.0  # s: a lease with demand this recent is kept topped up
@@ -34,6 +37,7 @@ class LeaseNegotiation:
     _pruned: tuple[int, int]
     _returning: list[str]  # balance returns in the request being built / in flight
     _unsure: set[str]  # keys whose return's fate is unknown (the sync failed)
+    _handbacks: list[dict[str, Any]]  # answers to reclaim orders, for the next sync
 
     def lease_requests(self, snap: Snapshot, now: float, idle_after: float) -> list[dict[str, Any]]:
         """The ``leases`` list of the next sync: refills for busy leases, returns for idle ones.
@@ -49,15 +53,24 @@ class LeaseNegotiation:
                 elapsed, self._mark_time = now - self._mark_time, now
             self._asked = {}
             self._returning = []
+            handbacks = self._handbacks[:MAX_LEASES_PER_SYNC]
+            del self._handbacks[:MAX_LEASES_PER_SYNC]
+            # A lease handed back is not asked for again in the same sync: the grant would
+            # undo the return the starved agent is waiting for.
+            handed = {(h["kind"], h.get("key_id") or h.get("user_id")) for h in handbacks}
+            self._returning = [h["key_id"] for h in handbacks if h["kind"] == "balance"]
             # Lazily, so items past the cap are never produced (returns deduct when produced);
             # they come in the next round.
             items = chain(
-                self._balance_requests(snap, now, elapsed, idle_after),
-                self._count_requests(snap, now, elapsed, idle_after),
+                handbacks,
+                self._balance_requests(snap, now, elapsed, idle_after, handed),
+                self._count_requests(snap, now, elapsed, idle_after, handed),
             )
             return list(islice(items, MAX_LEASES_PER_SYNC))
 
-    def _balance_requests(self, snap: Snapshot, now: float, elapsed: float, idle_after: float):
+    def _balance_requests(
+        self, snap: Snapshot, now: float, elapsed: float, idle_after: float, handed: set
+    ):
         # A return whose sync failed may or may not have reached the collector: ask for the
         # lease's true size (want 0) rather than guess; the answer's held_micros settles it.
         for key_id in sorted(self._unsure):
@@ -65,6 +78,8 @@ class LeaseNegotiation:
                 yield {"kind": "balance", "key_id": key_id, "want_micros": 0,
                        "min_micros": 0, "return_micros": 0}  # fmt: skip
         for key_id, bal in self.balance.items():
+            if ("balance", key_id) in handed:
+                continue
             recent = now - bal.last_demand <= DEMAND_RECENT
             available = bal.held - bal.unacked - bal.holds
             if not recent and available <= 0:
@@ -104,13 +119,15 @@ class LeaseNegotiation:
                 yield {"kind": "balance", "key_id": key_id, "want_micros": want,
                        "min_micros": least, "return_micros": 0}  # fmt: skip
 
-    def _count_requests(self, snap: Snapshot, now: float, elapsed: float, idle_after: float):
+    def _count_requests(
+        self, snap: Snapshot, now: float, elapsed: float, idle_after: float, handed: set
+    ):
         window, today = int(now // 60), int(now // 86400)
         if window != self._pruned[0]:  # old windows and days go once, when the period turns
             for ident in [i for i in self.cpm if i[1] < window]:
                 del self.cpm[ident]
         for (key_id, period), lease in self.cpm.items():
-            if now - lease.last_demand > DEMAND_RECENT:
+            if now - lease.last_demand > DEMAND_RECENT or ("cpm", key_id) in handed:
                 continue  # CPM leases are never returned: nothing to do without demand
             if elapsed:
                 _update_rate(lease, elapsed)
@@ -126,6 +143,8 @@ class LeaseNegotiation:
                 del self.daily[ident]
         self._pruned = (window, today)
         for (user_id, period), lease in self.daily.items():
+            if ("daily", user_id) in handed:
+                continue
             recent = now - lease.last_demand <= DEMAND_RECENT
             unconsumed = lease.granted - lease.returned - lease.used
             if lease.held < unconsumed:
@@ -175,7 +194,7 @@ class LeaseNegotiation:
                     granted = int(grant.get("granted_micros") or 0)
                     if asked.pop(("balance", key_id, 0), 0):
                         bal.answered = True
-                        bal.starved = granted <= 0
+                        bal.starved = granted <= 0 and not grant.get("reclaiming")
                     elif granted > 0:
                         bal.starved = False
                 elif kind in ("cpm", "daily"):
@@ -193,7 +212,7 @@ class LeaseNegotiation:
                     lease.held = int(grant["held"])
                     if asked.pop((kind, ident[0], ident[1]), 0):
                         lease.answered = True
-                        lease.starved = granted <= 0
+                        lease.starved = granted <= 0 and not grant.get("reclaiming")
             # Asked but not answered: the collector has nothing for it (unknown key, ...).
             for kind, ident, period in asked:
                 lease = (
@@ -204,6 +223,64 @@ class LeaseNegotiation:
                 if lease is not None:
                     lease.answered = True
                     lease.starved = True
+
+    def reclaim(self, orders: list[dict[str, Any]]) -> bool:
+        """The collector's reclaim orders: take each lease's unspent part out of use now, to be
+        returned (with ``settle``) in the next sync. True when there were orders."""
+        with self._lock:
+            for order in orders:
+                kind = order.get("kind")
+                if kind == "balance":
+                    key_id = str(order["key_id"])
+                    amount = 0
+                    bal = self.balance.get(key_id)
+                    if bal is not None:
+                        amount = max(bal.held - bal.unacked - bal.holds, 0)
+                        bal.held -= amount
+                        bal.answered = bal.starved = False
+                    self._handbacks.append(
+                        {
+                            "kind": kind,
+                            "key_id": key_id,
+                            "want_micros": 0,
+                            "min_micros": 0,
+                            "return_micros": amount,
+                            "settle": True,
+                        }
+                    )
+                elif kind in ("cpm", "daily"):
+                    if kind == "cpm":
+                        ident = (str(order["key_id"]), int(order["window"]))
+                        lease = self.cpm.get(ident)
+                        item = {"kind": kind, "key_id": ident[0], "window": ident[1]}
+                    else:
+                        ident = (str(order["user_id"]), day_num(str(order["day"])))
+                        lease = self.daily.get(ident)
+                        item = {"kind": kind, "user_id": ident[0], "day": day_str(ident[1])}
+                    amount = 0
+                    if lease is not None:
+                        amount = max(unconsumed(lease), 0)
+                        lease.returned += amount
+                        lease.held -= amount
+                        lease.answered = lease.starved = False
+                    self._handbacks.append({**item, "want": 0, "return": amount, "settle": True})
+        return bool(orders)
+
+    def refresh(self, old: Snapshot | None, new: Snapshot) -> None:
+        """New key data: a lease the old data starved may be servable now (a top-up, a raised
+        limit, a reactivation), so the next call waits for a sync instead of refusing."""
+        if old is None:
+            return
+        with self._lock:
+            for key_id, bal in self.balance.items():
+                if bal.starved and _changed(old.keys.get(key_id), new.keys.get(key_id)):
+                    bal.starved = False
+            for (key_id, _), lease in self.cpm.items():
+                if lease.starved and _changed(old.keys.get(key_id), new.keys.get(key_id)):
+                    lease.starved = False
+            for (user_id, _), lease in self.daily.items():
+                if lease.starved and _changed(old.users.get(user_id), new.users.get(user_id)):
+                    lease.starved = False
 
     def sync_failed(self) -> None:
         with self._lock:
@@ -222,16 +299,32 @@ class LeaseNegotiation:
                     bal.held -= available
                     out.append({"kind": "balance", "key_id": key_id, "return_micros": available})
             for (user_id, period), lease in self.daily.items():
-                unconsumed = min(lease.granted - lease.returned - lease.used, lease.held)
-                unconsumed -= lease.holds
-                if period == today and unconsumed > 0:
-                    lease.returned += unconsumed
-                    lease.held -= unconsumed
+                left = unconsumed(lease)
+                if period == today and left > 0:
+                    lease.returned += left
+                    lease.held -= left
                     day = day_str(period)
-                    out.append(
-                        {"kind": "daily", "user_id": user_id, "day": day, "return": unconsumed}
-                    )
+                    out.append({"kind": "daily", "user_id": user_id, "day": day, "return": left})
         return out
+
+
+def unconsumed(lease: CountLease) -> int:
+    """Tokens of a count lease neither used nor held by a call in flight (the collector's
+    ``held`` caps what we believe)."""
+    return min(lease.granted - lease.returned - lease.used, lease.held) - lease.holds
+
+
+def _changed(old: Key | User | None, new: Key | User | None) -> bool:
+    """What a lease's pool depends on differs between two snapshots' records."""
+    if old is None or new is None:
+        return new is not None
+    if isinstance(old, Key) and isinstance(new, Key):
+        return (old.balance_micros, old.cpm, old.active) != (
+            new.balance_micros,
+            new.cpm,
+            new.active,
+        )
+    return (old.daily_limit, old.active) != (new.daily_limit, new.active)  # type: ignore[union-attr]
 
 
 def _update_rate(lease: BalanceLease | CountLease, elapsed: float) -> None:

@@ -8,9 +8,11 @@ without the change, or the change without a new version. Applying a team config 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
+from solverfleet.collector import reclaim
 from solverfleet.collector.problems import Invalid, NotFound
 from solverfleet.collector.store import Database, Tx, marks
 from solverfleet.money import MAX_AMOUNT_MICROS, format_micros
@@ -138,12 +140,20 @@ def insert_key(
 
 
 def update_row(tx: Tx, table: str, ident: str, values: dict[str, Any], now_ms: int) -> None:
-    """Set ``values`` (column -> value) and ``updated_ms`` on ``table``'s row ``ident``."""
+    """Set ``values`` (column -> value) and ``updated_ms`` on ``table``'s row ``ident``.
+
+    A changed limit re-cuts the fleet's leases of it in the same transaction (reclaim.py).
+    """
     sets = ", ".join(f"{column} = ?" for column in values)
     tx.execute(
         f"UPDATE {table} SET {sets}, updated_ms = ? WHERE id = ?",
         (*values.values(), now_ms, ident),
     )
+    if table == "api_keys" and "cpm" in values:
+        reclaim.order_all(tx, reclaim.CPM, ident, str(now_ms // 60_000 - 2))
+    elif table == "users" and "daily_limit" in values:
+        yesterday = dt.datetime.fromtimestamp(now_ms / 1000 - 86_400, dt.UTC).date()
+        reclaim.order_all(tx, reclaim.DAILY, ident, yesterday.isoformat())
 
 
 # --- top-ups and flags ------------------------------------------------------------------------

@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from solverfleet.collector import accounts
+from solverfleet.collector import accounts, reclaim
 from solverfleet.collector.protocol import LeaseRequest, ReleaseRequest, SyncRequest
+from solverfleet.collector.reclaim import BALANCE, CPM, DAILY
 from solverfleet.collector.store import Database, Tx, chunks, marks
 
 WINDOW_SLACK = 2  # minutes of agent clock skew we still grant CPM tokens for
@@ -132,16 +133,18 @@ def _users_active(tx: Tx, user_ids: Iterable[str]) -> dict[str, bool]:
 def _balance(
     tx: Tx, agent: str, req: LeaseRequest, key: dict | None, usable: bool
 ) -> tuple[dict, int]:
-    """Take back ``req.give_back``, then grant from the pool; returns (reply, returned)."""
-    own = int(
-        tx.scalar(
-            "SELECT held_micros FROM lease_balance WHERE key_id = ? AND agent_id = ?",
-            (req.key_id, agent),
-            default=0,
-        )
+    """Take back ``req.give_back``, then grant from the pool; returns (reply, returned).
+
+    Short of the least the agent can use while other agents hold slack: reclaim it from them
+    and answer ``reclaiming`` (the agent waits for the next grant instead of refusing).
+    """
+    row = tx.one(
+        "SELECT held_micros, settled FROM lease_balance WHERE key_id = ? AND agent_id = ?",
+        (req.key_id, agent),
     )
+    own, was_settled = (int(row[0]), int(row[1])) if row else (0, 0)
     returned = min(req.give_back, own)
-    granted = 0
+    granted, reclaiming = 0, False
     if key is not None and usable and req.want > 0:
         total = int(
             tx.scalar(
@@ -154,20 +157,31 @@ def _balance(
         granted = grant_amount(req.want, pool, req.min_unit)
         if granted < req.min_unit:
             granted = 0  # a sliver below the agent's minimum is not worth holding
+        if not granted:
+            lack = max(req.min_unit, 1) - max(pool, 0)
+            reclaiming = reclaim.order_from_holders(tx, BALANCE, req.key_id, "", agent, lack)
     held = own - returned + granted
-    if key is not None and (granted or returned):
-        _record_balance(tx, req.key_id, agent, held, granted, returned)
+    settled = _settled(granted, req.settle, was_settled)
+    if key is not None and (granted or returned or (row and settled != was_settled)):
+        _record_balance(tx, req.key_id, agent, held, granted, returned, settled)
     reply = {
         "kind": "balance",
         "key_id": req.key_id,
         "granted_micros": granted,
         "held_micros": held,
     }
+    if reclaiming:
+        reply["reclaiming"] = True
     return reply, returned
 
 
+def _settled(granted: int, settle: bool, was: int) -> int:
+    """A grant unsettles a lease (it holds slack again); an answered reclaim settles it."""
+    return 0 if granted else (1 if settle else was)
+
+
 def _record_balance(
-    tx: Tx, key_id: str, agent: str, held: int, granted: int, returned: int
+    tx: Tx, key_id: str, agent: str, held: int, granted: int, returned: int, settled: int
 ) -> None:
     """Set the lease's remainder and add to its running grant/return totals (the bound ingest
     checks a bound agent's usage against: granted - returned, see ``ingest``)."""
@@ -175,10 +189,11 @@ def _record_balance(
         "held_micros": tx.dialect.new("held_micros"),
         "granted_micros": "granted_micros + " + tx.dialect.new("granted_micros"),
         "returned_micros": "returned_micros + " + tx.dialect.new("returned_micros"),
+        "settled": tx.dialect.new("settled"),
     }
-    columns = ("key_id", "agent_id", "held_micros", "granted_micros", "returned_micros")
+    columns = ("key_id", "agent_id", "held_micros", "granted_micros", "returned_micros", "settled")
     sql = tx.dialect.upsert("lease_balance", columns, ("key_id", "agent_id"), updates)
-    tx.execute(sql, (key_id, agent, held, granted, returned))
+    tx.execute(sql, (key_id, agent, held, granted, returned, settled))
 
 
 def _cpm(tx: Tx, agent: str, req: LeaseRequest, key: dict | None, usable: bool, now_win: int):
@@ -188,15 +203,12 @@ def _cpm(tx: Tx, agent: str, req: LeaseRequest, key: dict | None, usable: bool, 
         grant = req.want if usable else 0
         return {**reply, "granted": grant, "held": grant}
     where = "key_id = ? AND win = ?"
-    own = int(
-        tx.scalar(
-            f"SELECT granted FROM lease_cpm WHERE {where} AND agent_id = ?",
-            (req.key_id, req.window, agent),
-            default=0,
-        )
-    )
-    granted = 0
-    if key is not None and usable and abs(req.window - now_win) <= WINDOW_SLACK:
+    ident = (req.key_id, req.window, agent)
+    row = tx.one(f"SELECT granted, settled FROM lease_cpm WHERE {where} AND agent_id = ?", ident)
+    own, was_settled = (int(row[0]), int(row[1])) if row else (0, 0)
+    returned = min(req.give_back, own)
+    granted, reclaiming = 0, False
+    if key is not None and usable and req.want > 0 and abs(req.window - now_win) <= WINDOW_SLACK:
         total = int(
             tx.scalar(
                 f"SELECT SUM(granted) FROM lease_cpm WHERE {where}",
@@ -204,17 +216,19 @@ def _cpm(tx: Tx, agent: str, req: LeaseRequest, key: dict | None, usable: bool, 
                 default=0,
             )
         )
-        granted = grant_amount(req.want, int(key["cpm"]) - total, 1)
-    if granted:
-        _upsert(
-            tx,
-            "lease_cpm",
-            ("key_id", "win", "agent_id"),
-            (req.key_id, req.window, agent),
-            "granted",
-            own + granted,
-        )
-    return {**reply, "granted": granted, "held": own + granted}
+        pool = int(key["cpm"]) - (total - returned)
+        granted = grant_amount(req.want, pool, 1)
+        if not granted:
+            window = str(req.window)
+            reclaiming = reclaim.order_from_holders(tx, CPM, req.key_id, window, agent, 1 - pool)
+    held = own - returned + granted
+    settled = _settled(granted, req.settle, was_settled)
+    if key is not None and (granted or returned or (row and settled != was_settled)):
+        _upsert(tx, "lease_cpm", ("key_id", "win", "agent_id"), ident, held, settled)
+    reply = {**reply, "granted": granted, "held": held}
+    if reclaiming:
+        reply["reclaiming"] = True
+    return reply
 
 
 def _daily(tx: Tx, agent: str, req: LeaseRequest, user: dict | None) -> tuple[dict, int]:
@@ -225,13 +239,14 @@ def _daily(tx: Tx, agent: str, req: LeaseRequest, user: dict | None) -> tuple[di
         return {**reply, "granted": grant, "held": grant}, 0
     key = (req.user_id, req.day, agent)
     row = tx.one(
-        "SELECT granted, used FROM lease_daily WHERE user_id = ? AND day_utc = ? AND agent_id = ?",
+        "SELECT granted, used, settled FROM lease_daily"
+        " WHERE user_id = ? AND day_utc = ? AND agent_id = ?",
         key,
     )
-    granted_before, used = (int(row[0]), int(row[1])) if row else (0, 0)
+    granted_before, used, was_settled = (int(v) for v in row) if row else (0, 0, 0)
     remainder = max(granted_before - used, 0)
     returned = min(req.give_back, remainder)
-    granted = 0
+    granted, reclaiming = 0, False
     if user is not None and user["active"] and req.want > 0:
         # Tokens already used count even where they exceed what was granted (offline spend).
         total = int(
@@ -244,18 +259,25 @@ def _daily(tx: Tx, agent: str, req: LeaseRequest, user: dict | None) -> tuple[di
         )
         pool = int(user["daily_limit"]) - (total - returned)
         granted = grant_amount(req.want, pool, 1)
+        if not granted:
+            lack = 1 - pool
+            reclaiming = reclaim.order_from_holders(tx, DAILY, req.user_id, req.day, agent, lack)
     new_total = max(granted_before, used) - returned + granted
-    if user is not None and (returned or granted):
-        _upsert(tx, "lease_daily", ("user_id", "day_utc", "agent_id"), key, "granted", new_total)
-    return {**reply, "granted": granted, "held": max(new_total - used, 0)}, returned
+    settled = _settled(granted, req.settle, was_settled)
+    if user is not None and (returned or granted or (row and settled != was_settled)):
+        _upsert(tx, "lease_daily", ("user_id", "day_utc", "agent_id"), key, new_total, settled)
+    reply = {**reply, "granted": granted, "held": max(new_total - used, 0)}
+    if reclaiming:
+        reply["reclaiming"] = True
+    return reply, returned
 
 
-def _upsert(tx: Tx, table: str, key_cols: tuple, key: tuple, column: str, value: int) -> None:
+def _upsert(tx: Tx, table: str, key_cols: tuple, key: tuple, granted: int, settled: int) -> None:
     extra = ("used",) if table == "lease_daily" else ()
-    columns = (*key_cols, column, *extra)
-    params = (*key, value, *(0 for _ in extra))
-    sql = tx.dialect.upsert(table, columns, key_cols, {column: tx.dialect.new(column)})
-    tx.execute(sql, params)
+    columns = (*key_cols, "granted", "settled", *extra)
+    params = (*key, granted, settled, *(0 for _ in extra))
+    updates = {c: tx.dialect.new(c) for c in ("granted", "settled")}
+    tx.execute(tx.dialect.upsert(table, columns, key_cols, updates), params)
 
 
 # --- sync and release -------------------------------------------------------------------------
@@ -287,6 +309,7 @@ def sync_leases(db: Database, req: SyncRequest, *, now_ms: int, ttl_ms: int) -> 
             tx, [*void_users, *(r.user_id for r in req.leases if r.kind == "daily")]
         )
         _void(tx, void)
+        reclaim.forget_agents(tx, void)
         active_users = _users_active(tx, (k["user_id"] for k in keys.values()))
 
         grants = []
@@ -313,6 +336,7 @@ def sync_leases(db: Database, req: SyncRequest, *, now_ms: int, ttl_ms: int) -> 
             "grants": grants,
             "balances": balances,
             "reclaimed": [a for a in void if a != agent],
+            "reclaim": reclaim.take(tx, agent),  # last: only our own orders' rows
         }
 
     return db.transaction(work)
@@ -350,6 +374,7 @@ def sync(db: Database, req: SyncRequest, *, now_ms: int, ttl_ms: int) -> dict:
         "config": config,
         "grants": result["grants"],
         "balances": result["balances"],
+        "reclaim": result["reclaim"],
         "server_time": now_ms / 1000,
     }
 

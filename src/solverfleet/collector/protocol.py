@@ -71,6 +71,7 @@ class LeaseRequest:
     want: int = 0
     min_unit: int = 0
     give_back: int = 0
+    settle: bool = False  # the answer to a reclaim order: nothing spendable is kept
 
 
 @dataclass
@@ -86,8 +87,22 @@ class SyncRequest:
     spool_backlog: int | None = None
 
 
+def flag(value: Any, path: str) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise Invalid(f"{path}: must be true or false")
+    return value
+
+
 def lease_request(raw: Any, path: str, *, for_release: bool = False) -> LeaseRequest:
     raw = obj(raw, path)
+    lease = _lease_request(raw, path, for_release)
+    lease.settle = flag(raw.get("settle"), f"{path}.settle")
+    return lease
+
+
+def _lease_request(raw: dict, path: str, for_release: bool) -> LeaseRequest:
     kind = raw.get("kind")
     if kind == "balance":
         return LeaseRequest(
@@ -107,6 +122,7 @@ def lease_request(raw: Any, path: str, *, for_release: bool = False) -> LeaseReq
             key_id=text(raw.get("key_id"), f"{path}.key_id"),
             window=integer(raw.get("window"), f"{path}.window"),
             want=integer(raw.get("want"), f"{path}.want", default=0),
+            give_back=integer(raw.get("return"), f"{path}.return", default=0),
         )
     if kind == "daily":
         return LeaseRequest(
@@ -122,9 +138,7 @@ def lease_request(raw: Any, path: str, *, for_release: bool = False) -> LeaseReq
 
 def sync_request(data: Any) -> SyncRequest:
     data = obj(data, "(body)")
-    reset = data.get("reset", False)
-    if not isinstance(reset, bool):
-        raise Invalid("reset: must be true or false")
+    reset = flag(data.get("reset"), "reset")
     version = data.get("config_version")
     stats = data.get("stats") or {}
     stats = obj(stats, "stats")

@@ -83,12 +83,27 @@ def _v5_agent_credentials(tx: Tx) -> None:
     )
 
 
+def _v10_lease_reclaim(tx: Tx) -> None:
+    # Re-runnable: a new table (IF NOT EXISTS) and columns added only if missing.
+    for table in schema.V10_TABLES:
+        for statement in schema.render(table, tx.dialect):
+            tx.execute(statement)
+    for table, columns in schema.V10_COLUMNS.items():
+        have = tx.column_names(table)
+        for name, spec in columns:
+            if name not in have:
+                tx.execute(
+                    f"ALTER TABLE {table} ADD COLUMN {schema.column_sql(name, spec, tx.dialect)}"
+                )
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial schema", _v1_initial),
     Migration(4, "key rotation, ledger actor, admin API tokens", _v4_keys_tokens_access),
     Migration(2, "solve log and report indexes", _v2_report_indexes),
     Migration(3, "low-balance notifications", _v3_notifications),
     Migration(5, "agent-bound service tokens, lease grant totals", _v5_agent_credentials),
+    Migration(10, "lease reclaim orders, settled leases", _v10_lease_reclaim),
 ]
 
 

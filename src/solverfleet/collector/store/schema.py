@@ -395,3 +395,31 @@ V3_TABLES = [
         },
     ),
 ]
+
+
+# --- version 10: reclaiming leases (no false refusals, limits re-cut fleet-wide) --------------
+
+V10_TABLES = [
+    # One agent's pending order to hand back what it holds of one lease (kind: balance | cpm |
+    # daily; ident: key or user id; period: "" for balance, the CPM window or the UTC day).
+    # Written by another agent's starved sync or a limit change, read and deleted by the
+    # agent's next sync.
+    Table(
+        "lease_reclaim",
+        [
+            ("agent_id", f"{ID} NOT NULL"),
+            ("kind", "VARCHAR(8) ASCII NOT NULL"),
+            ("ident", f"{ID} NOT NULL"),
+            ("period", "VARCHAR(16) ASCII NOT NULL"),
+        ],
+        ("agent_id", "kind", "ident", "period"),
+    ),
+]
+
+# ``settled``: the agent answered a reclaim (gave back all it could): what it still holds is
+# spent or in flight, so asking it again cannot help a starved agent. A new grant clears it.
+V10_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "lease_balance": [("settled", "SMALLINT NOT NULL DEFAULT 0")],
+    "lease_cpm": [("settled", "SMALLINT NOT NULL DEFAULT 0")],
+    "lease_daily": [("settled", "SMALLINT NOT NULL DEFAULT 0")],
+}
