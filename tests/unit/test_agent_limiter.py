@@ -15,7 +15,7 @@ NOW = 1_765_555_555.0
 DAY = day_str(int(NOW // 86400))
 
 
-def make_snap(cpm=None, daily_limit=None, active=True):
+def make_snap(cpm=None, daily_limit=None, active=True, balance_micros=0):
     return parse_snapshot(
         1,
         {
@@ -28,7 +28,7 @@ def make_snap(cpm=None, daily_limit=None, active=True):
                     "user_id": "u",
                     "cpm": cpm,
                     "active": active,
-                    "balance_micros": 0,
+                    "balance_micros": balance_micros,
                 }
             ],
         },
