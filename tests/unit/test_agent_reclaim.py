@@ -111,3 +111,21 @@ def test_a_raised_cpm_ends_a_starved_window():
     raised = make_snap(cpm=10)
     limiter.refresh(snap, raised)
     assert admit(limiter, raised).wait is True  # the next sync may grant under the new ceiling
+
+
+def test_a_refused_top_up_while_calls_could_be_served_is_not_starvation():
+    # The bench's single-agent tail: a low-water refill asked with calls still in the lease
+    # was refused (the pool was empty then); by the time the lease runs dry the pool may hold
+    # the next call, so the hot path waits for a sync instead of refusing at once.
+    snap, limiter = make_snap(), Limiter()
+    limiter.apply_grants([balance_grant(4_000)])  # two calls, below the low-water mark
+    limiter.commit(admit(limiter, snap))
+    (ask,) = limiter.lease_requests(snap, NOW, 60)
+    assert ask["want_micros"] > 0
+    limiter.apply_grants([balance_grant(4_000, granted=0)])
+    limiter.commit(admit(limiter, snap))  # the last call in the lease
+    refusal = admit(limiter, snap)
+    assert refusal.code == "insufficient_balance" and refusal.wait is True
+    (ask,) = limiter.lease_requests(snap, NOW, 60)  # urgent now: a zero grant is final
+    limiter.apply_grants([balance_grant(4_000, granted=0)])
+    assert admit(limiter, snap).wait is False

@@ -42,6 +42,7 @@ class Limiter(LeaseNegotiation):
         self.cpm: dict[tuple[str, int], CountLease] = {}
         self.daily: dict[tuple[str, int], CountLease] = {}
         self._asked: dict[tuple[str, str, int], int] = {}  # (kind, id, period) -> want
+        self._urgent: set[tuple[str, str, int]] = set()
         self._mark_time: float | None = None
         self._pruned = (-1, -1)  # (window, day) of the last pruning
         self._returning: list[str] = []

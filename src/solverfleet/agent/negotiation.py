@@ -33,6 +33,7 @@ class LeaseNegotiation:
     lease_calls: int
     lease_seconds: float
     _asked: dict[tuple[str, str, int], int]
+    _urgent: set[tuple[str, str, int]]  # asks made when the lease could not serve one call
     _mark_time: float | None
     _pruned: tuple[int, int]
     _returning: list[str]  # balance returns in the request being built / in flight
@@ -52,6 +53,7 @@ class LeaseNegotiation:
             elif now - self._mark_time >= RATE_PERIOD:
                 elapsed, self._mark_time = now - self._mark_time, now
             self._asked = {}
+            self._urgent = set()
             self._returning = []
             handbacks = self._handbacks[:MAX_LEASES_PER_SYNC]
             del self._handbacks[:MAX_LEASES_PER_SYNC]
@@ -116,6 +118,8 @@ class LeaseNegotiation:
                 # sliver that would complete it, so the key's last call could never be spent.
                 least = bal.price - available if 0 < available < bal.price else bal.price
                 self._asked["balance", key_id, 0] = want
+                if available < bal.price:
+                    self._urgent.add(("balance", key_id, 0))
                 yield {"kind": "balance", "key_id": key_id, "want_micros": want,
                        "min_micros": least, "return_micros": 0}  # fmt: skip
 
@@ -137,6 +141,8 @@ class LeaseNegotiation:
             want = self._count_want(lease, key.cpm, starved_stops=True)
             if want:
                 self._asked["cpm", key_id, period] = want
+                if lease.available(key.cpm, False) < 1:
+                    self._urgent.add(("cpm", key_id, period))
                 yield {"kind": "cpm", "key_id": key_id, "window": period, "want": want}
         if today != self._pruned[1]:
             for ident in [i for i, lease in self.daily.items() if i[1] < today and not lease.holds]:
@@ -166,6 +172,8 @@ class LeaseNegotiation:
             want = self._count_want(lease, limit, starved_stops=False) if recent else 0
             if want:
                 self._asked["daily", user_id, period] = want
+                if lease.available(limit, False) < 1:
+                    self._urgent.add(("daily", user_id, period))
                 yield {"kind": "daily", "user_id": user_id, "day": day_str(period),
                        "want": want, "return": 0}  # fmt: skip
 
@@ -182,6 +190,7 @@ class LeaseNegotiation:
         """Take the collector's answer to ``lease_requests`` (``held*`` is authoritative)."""
         with self._lock:
             asked, self._asked = self._asked, {}
+            urgent, self._urgent = self._urgent, set()
             for grant in grants:
                 kind = grant.get("kind")
                 if kind == "balance":
@@ -194,7 +203,7 @@ class LeaseNegotiation:
                     granted = int(grant.get("granted_micros") or 0)
                     if asked.pop(("balance", key_id, 0), 0):
                         bal.answered = True
-                        bal.starved = granted <= 0 and not grant.get("reclaiming")
+                        bal.starved = _starved(grant, granted, ("balance", key_id, 0), urgent)
                     elif granted > 0:
                         bal.starved = False
                 elif kind in ("cpm", "daily"):
@@ -212,7 +221,7 @@ class LeaseNegotiation:
                     lease.held = int(grant["held"])
                     if asked.pop((kind, ident[0], ident[1]), 0):
                         lease.answered = True
-                        lease.starved = granted <= 0 and not grant.get("reclaiming")
+                        lease.starved = _starved(grant, granted, (kind, *ident), urgent)
             # Asked but not answered: the collector has nothing for it (unknown key, ...).
             for kind, ident, period in asked:
                 lease = (
@@ -285,6 +294,7 @@ class LeaseNegotiation:
     def sync_failed(self) -> None:
         with self._lock:
             self._asked = {}
+            self._urgent = set()
             self._unsure.update(self._returning)
             self._returning = []
 
@@ -306,6 +316,13 @@ class LeaseNegotiation:
                     day = day_str(period)
                     out.append({"kind": "daily", "user_id": user_id, "day": day, "return": left})
         return out
+
+
+def _starved(grant: dict, granted: int, asked: tuple, urgent: set) -> bool:
+    """Whether an answer means no sync can help now. Only an ask made when the lease could not
+    serve one more call counts: a top-up refused while calls could still be served says
+    nothing about the pool by the time they are spent. Nor does a reclaim under way."""
+    return granted <= 0 and asked in urgent and not grant.get("reclaiming")
 
 
 def unconsumed(lease: CountLease) -> int:
