@@ -196,8 +196,6 @@ def _apply_account(
         "low_balance_threshold": _money(threshold),
         "webhooks": _hooks([w["url"] for w in webhooks]),
     }
-    old_urls = [u for (u,) in tx.all("SELECT url FROM notification_targets WHERE account = ?",
-                                     (account,))]  # fmt: skip
     row = tx.one(
         "SELECT low_balance_enabled, low_balance_threshold_micros FROM accounts WHERE id = ?"
         + tx.dialect.for_update,
@@ -213,10 +211,15 @@ def _apply_account(
         trail.add("account.create", "account", account, account, None, want)
         return None
     fields = []
+    # Read under the account's row lock (taken above): the webhooks another apply left.
+    old_urls = tx.all(
+        "SELECT url FROM notification_targets WHERE account = ?" + tx.dialect.for_update,
+        (account,),
+    )
     have = {
         "low_balance_enabled": bool(row[0]),
         "low_balance_threshold": _money(row[1]),
-        "webhooks": _hooks(old_urls),
+        "webhooks": _hooks([url for (url,) in old_urls]),
     }
     if (row[0], row[1]) != (enabled, threshold):
         settings = {"low_balance_enabled": enabled, "low_balance_threshold_micros": threshold}
