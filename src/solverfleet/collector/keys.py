@@ -95,9 +95,16 @@ def create(db: Database, data: dict[str, Any], *, now_ms: int, actor: str | None
         )
         accounts.bump_version(tx)
         audit.record(
-            tx, actor, "key.create", "key", key["id"], user[0], None, audit_view(key, user_id),
+            tx,
+            actor,
+            "key.create",
+            "key",
+            key["id"],
+            user[0],
+            None,
+            audit_view(key, user_id),
             now_ms=now_ms,
-        )  # fmt: skip
+        )
         return key["id"]
 
     key_id = db.transaction(work)
@@ -136,9 +143,16 @@ def update_limits(
             accounts.bump_version(tx)
             before = {f: accounts.key_value(f, row[f]) for f in changed}
             audit.record(
-                tx, actor, "key.update", "key", key_id, row["account"], before,
-                {f: key[f] for f in changed}, now_ms=now_ms,
-            )  # fmt: skip
+                tx,
+                actor,
+                "key.update",
+                "key",
+                key_id,
+                row["account"],
+                before,
+                {f: key[f] for f in changed},
+                now_ms=now_ms,
+            )
         return changed
 
     changed = db.transaction(work)

@@ -131,8 +131,9 @@ def create(
             (role, user_id, agent_id, label, hash_secret(secret), now_ms, actor),
         )
         after = {"role": role, "user_id": user_id, "agent_id": agent_id, "label": label}
-        audit.record(tx, actor, "token.create", "token", token_id, account, None, after,
-                     now_ms=now_ms)  # fmt: skip
+        audit.record(
+            tx, actor, "token.create", "token", token_id, account, None, after, now_ms=now_ms
+        )
         return token_id
 
     token_id = db.transaction(work)
@@ -170,10 +171,16 @@ def revoke(db: Database, token_id: int, *, now_ms: int, actor: str | None = None
         if row[0] is None:
             tx.execute("UPDATE api_tokens SET revoked_ms = ? WHERE id = ?", (now_ms, token_id))
             audit.record(
-                tx, actor, "token.revoke", "token", token_id, None,
+                tx,
+                actor,
+                "token.revoke",
+                "token",
+                token_id,
+                None,
                 {"active": True, "role": row[1], "label": row[2]},
-                {"active": False, "revoked_ms": now_ms}, now_ms=now_ms,
-            )  # fmt: skip
+                {"active": False, "revoked_ms": now_ms},
+                now_ms=now_ms,
+            )
 
     db.transaction(work)
     return get(db, token_id)
