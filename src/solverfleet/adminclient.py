@@ -224,6 +224,13 @@ class AdminClient:
         params = {k: v for k, v in (("account", account), ("since", since), ("limit", limit)) if v}
         return self._call("GET", "/admin/v1/notifications", params=params)
 
+    # the audit log (routes_admin)
+
+    def audit(self, **params: Any) -> dict:
+        """One page of ``GET /admin/v1/audit``; ``None`` parameters are left out."""
+        sent = {name: value for name, value in params.items() if value is not None}
+        return self._call("GET", "/admin/v1/audit", params=sent)
+
 
 def _seg(value: str) -> str:
     return quote(str(value), safe="")

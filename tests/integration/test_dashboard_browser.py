@@ -186,6 +186,18 @@ def test_dashboard_login_solves_and_key_switch_in_chromium(fleet_factory, browse
         what="the agent to accept the key again",
     )
 
+    # The audit page shows both clicks, each made by this session's admin from the dashboard.
+    page.click("nav >> text=Audit")
+    page.wait_for_url(f"{base}/audit")
+    rows = page.locator("#audit tbody tr")
+    assert page.locator("#audit td.action").all_inner_texts()[:2] == [
+        "key.activate",
+        "key.deactivate",
+    ]
+    assert 'via: "dashboard"' in rows.nth(0).locator("td.after").inner_text()
+    for text in never_in_html:
+        assert text not in page.content()
+
     # Log out: the session is gone.
     page.click("form.logout button")
     page.wait_for_url(f"{base}/login")

@@ -103,6 +103,7 @@ MATRIX: dict[tuple[str, str], Route] = {
     ("GET", "/admin/v1/reports/keys"): Route(USER, "/admin/v1/reports/keys"),
     ("GET", "/admin/v1/reports/stats"): Route(USER, "/admin/v1/reports/stats"),
     ("GET", "/admin/v1/notifications"): Route(USER, "/admin/v1/notifications"),
+    ("GET", "/admin/v1/audit"): Route(ADMIN, "/admin/v1/audit"),
     # Without a dashboard session: the login page (GET) or back to it, nothing done (POST).
     ("GET", "/dashboard/login"): Route(DASHBOARD, "/dashboard/login"),
     ("POST", "/dashboard/login"): Route(DASHBOARD, "/dashboard/login", ok=400),  # no CSRF token
@@ -122,6 +123,7 @@ MATRIX: dict[tuple[str, str], Route] = {
     ("GET", "/dashboard/solves"): Route(DASHBOARD, "/dashboard/solves", ok=302),
     ("GET", "/dashboard/notifications"): Route(DASHBOARD, "/dashboard/notifications", ok=302),
     ("GET", "/dashboard/fleet"): Route(DASHBOARD, "/dashboard/fleet", ok=302),
+    ("GET", "/dashboard/audit"): Route(DASHBOARD, "/dashboard/audit", ok=302),
 }
 
 

@@ -34,6 +34,7 @@ PAGES = [
     "/dashboard/solves",
     "/dashboard/notifications",
     "/dashboard/fleet",
+    "/dashboard/audit",
 ]
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 HOOK_SECRET = "whsec-0123456789abcdef-never-shown"

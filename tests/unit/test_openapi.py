@@ -244,6 +244,10 @@ def test_collector_answers_match_the_description(collector_app):
     call("GET", "/admin/v1/usage?limit=0", 400)
     call("GET", "/admin/v1/summary", 200)
     call("GET", "/admin/v1/agents", 200)
+    page = call("GET", "/admin/v1/audit?limit=2", 200)
+    assert page["count"] == 2 and page["next_cursor"]
+    call("GET", f"/admin/v1/audit?cursor={page['next_cursor']}&action=key.topup", 200)
+    call("GET", "/admin/v1/audit?limit=1001", 400)
     call("GET", "/healthz", 200, token=None)
     call("GET", "/readyz", 200, token=None)
     call("GET", "/metrics", 200, token=None)

@@ -12,6 +12,7 @@ import click
 from solverfleet import __version__
 from solverfleet.cli.admin import keys_group, users_group
 from solverfleet.cli.apply import apply_command
+from solverfleet.cli.audit import audit_command
 from solverfleet.cli.local import local_command
 from solverfleet.cli.log import log_command
 from solverfleet.cli.notifications import notifications_group
@@ -28,6 +29,7 @@ def main() -> None:
 
 main.add_command(local_command)
 main.add_command(apply_command)
+main.add_command(audit_command)
 main.add_command(keys_group)
 main.add_command(users_group)
 main.add_command(lab_group)

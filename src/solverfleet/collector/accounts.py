@@ -12,7 +12,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from solverfleet.collector import reclaim
+from solverfleet.collector import audit, reclaim
 from solverfleet.collector.problems import Invalid, NotFound
 from solverfleet.collector.store import Database, Tx, marks
 from solverfleet.money import MAX_AMOUNT_MICROS, format_micros
@@ -54,6 +54,17 @@ def key_column(name: str, value: Any) -> Any:
 
 def _list(text: str | None) -> list | None:
     return None if text is None else json.loads(text)
+
+
+def key_value(name: str, column: Any) -> Any:
+    """A key's field from its ``api_keys`` column (``key_column`` undone), for audit rows."""
+    if name in ("allowed_types", "ip_allowlist"):
+        return _list(column)
+    if name == "active":
+        return bool(column)
+    if name == "cpm" and column is not None:
+        return int(column)
+    return column
 
 
 def key_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -177,7 +188,8 @@ def topup(
 
     def work(tx: Tx) -> dict:
         row = tx.one(
-            "SELECT balance_micros FROM api_keys WHERE id = ?" + tx.dialect.for_update, (key_id,)
+            "SELECT balance_micros, account FROM api_keys WHERE id = ?" + tx.dialect.for_update,
+            (key_id,),
         )
         if row is None:
             raise NotFound(f"key {key_id!r} does not exist")
@@ -185,22 +197,62 @@ def topup(
         tx.execute("UPDATE api_keys SET balance_micros = ? WHERE id = ?", (balance, key_id))
         txn = ledger_entry(tx, key_id, amount_micros, balance, reason, now_ms, actor)
         bump_version(tx)
+        audit.record(
+            tx,
+            actor,
+            "key.topup",
+            "key",
+            key_id,
+            row[1],
+            {"balance": format_micros(int(row[0]))},
+            {
+                "balance": format_micros(balance),
+                "amount": format_micros(amount_micros),
+                "reason": reason,
+                "transaction_id": txn,
+            },
+            now_ms=now_ms,
+        )
         return {"key": key_id, "balance": format_micros(balance), "transaction_id": txn}
 
     return db.transaction(work)
 
 
-def set_active(db: Database, kind: str, ident: str, active: bool, *, now_ms: int) -> dict:
-    """(De)activate a ``"key"`` or ``"user"``; bumps the config version if it changed."""
+def set_active(
+    db: Database,
+    kind: str,
+    ident: str,
+    active: bool,
+    *,
+    now_ms: int,
+    actor: str | None = None,
+    via: str = "api",
+) -> dict:
+    """(De)activate a ``"key"`` or ``"user"``; bumps the config version and writes an audit
+    row (``via``: api or dashboard) if it changed."""
     table = {"key": "api_keys", "user": "users"}[kind]
 
     def work(tx: Tx) -> dict:
-        row = tx.one(f"SELECT active FROM {table} WHERE id = ?" + tx.dialect.for_update, (ident,))
+        row = tx.one(
+            f"SELECT active, account FROM {table} WHERE id = ?" + tx.dialect.for_update, (ident,)
+        )
         if row is None:
             raise NotFound(f"{kind} {ident!r} does not exist")
         if bool(row[0]) != active:
             update_row(tx, table, ident, {"active": 1 if active else 0}, now_ms)
             bump_version(tx)
+            verb = "activate" if active else "deactivate"
+            audit.record(
+                tx,
+                actor,
+                f"{kind}.{verb}",
+                kind,
+                ident,
+                row[1],
+                {"active": not active},
+                {"active": active, "via": via},
+                now_ms=now_ms,
+            )
         return {kind: ident, "active": active}
 
     return db.transaction(work)

@@ -12,7 +12,7 @@ import secrets
 from typing import Any
 
 from solverfleet import keyhash, teamconfig
-from solverfleet.collector import accounts
+from solverfleet.collector import accounts, audit
 from solverfleet.collector.problems import ConfigInvalid, Conflict, Invalid, NotFound
 from solverfleet.collector.store import Database, Tx
 from solverfleet.money import format_micros
@@ -46,6 +46,17 @@ def _priced_types(tx: Tx) -> list[str]:
 def _new_id(user_id: Any) -> str:
     base = user_id[:110] if isinstance(user_id, str) else "key"
     return f"{base}-{secrets.token_hex(4)}"
+
+
+def audit_view(key: dict, user_id: str) -> dict:
+    """A new key's fields as its audit row shows them: no secret, money as a decimal."""
+    view = {f: key[f] for f in LIMIT_FIELDS}
+    return {
+        "user_id": user_id,
+        **view,
+        "active": key["active"],
+        "balance": format_micros(key["balance"]),
+    }
 
 
 # --- create -----------------------------------------------------------------------------------
@@ -83,6 +94,17 @@ def create(db: Database, data: dict[str, Any], *, now_ms: int, actor: str | None
             actor=actor,
         )
         accounts.bump_version(tx)
+        audit.record(
+            tx,
+            actor,
+            "key.create",
+            "key",
+            key["id"],
+            user[0],
+            None,
+            audit_view(key, user_id),
+            now_ms=now_ms,
+        )
         return key["id"]
 
     key_id = db.transaction(work)
@@ -92,7 +114,9 @@ def create(db: Database, data: dict[str, Any], *, now_ms: int, actor: str | None
 # --- limits -----------------------------------------------------------------------------------
 
 
-def update_limits(db: Database, key_id: str, data: dict[str, Any], *, now_ms: int) -> dict:
+def update_limits(
+    db: Database, key_id: str, data: dict[str, Any], *, now_ms: int, actor: str | None = None
+) -> dict:
     """Change some of ``LIMIT_FIELDS`` (null lifts a limit): ``{"key": {...}, "changed": [...]}``.
 
     Agents see the change on their next sync (about ``sync_interval`` later).
@@ -102,7 +126,7 @@ def update_limits(db: Database, key_id: str, data: dict[str, Any], *, now_ms: in
         raise Invalid(f"unknown field(s): {', '.join(unknown)}", "unknown_field")
     if not data:
         raise Invalid(f"nothing to change: give any of {', '.join(LIMIT_FIELDS)}", "invalid")
-    columns = ", ".join(("user_id", *LIMIT_FIELDS))
+    columns = ", ".join(("user_id", "account", *LIMIT_FIELDS))
 
     def work(tx: Tx) -> list[str]:
         rows = tx.dicts(
@@ -117,6 +141,18 @@ def update_limits(db: Database, key_id: str, data: dict[str, Any], *, now_ms: in
         if changed:
             accounts.update_row(tx, "api_keys", key_id, {f: stored[f] for f in changed}, now_ms)
             accounts.bump_version(tx)
+            before = {f: accounts.key_value(f, row[f]) for f in changed}
+            audit.record(
+                tx,
+                actor,
+                "key.update",
+                "key",
+                key_id,
+                row["account"],
+                before,
+                {f: key[f] for f in changed},
+                now_ms=now_ms,
+            )
         return changed
 
     changed = db.transaction(work)
@@ -136,7 +172,7 @@ def grace_seconds(value: Any) -> int:
     return value
 
 
-def rotate(db: Database, key_id: str, grace: int, *, now_ms: int) -> dict:
+def rotate(db: Database, key_id: str, grace: int, *, now_ms: int, actor: str | None = None) -> dict:
     """Give the key a new secret (returned once). The old one keeps working on every agent for
     ``grace`` seconds, then is refused everywhere. Rotating again ends an earlier grace now."""
     grace = grace_seconds(grace)
@@ -145,7 +181,8 @@ def rotate(db: Database, key_id: str, grace: int, *, now_ms: int) -> dict:
 
     def work(tx: Tx) -> None:
         row = tx.one(
-            "SELECT secret_hash FROM api_keys WHERE id = ?" + tx.dialect.for_update, (key_id,)
+            "SELECT secret_hash, account FROM api_keys WHERE id = ?" + tx.dialect.for_update,
+            (key_id,),
         )
         if row is None:
             raise NotFound(f"key {key_id!r} does not exist")
@@ -155,6 +192,9 @@ def rotate(db: Database, key_id: str, grace: int, *, now_ms: int) -> dict:
             (keyhash.hash_secret(secret), row[0] if grace else None, until_ms, now_ms, key_id),
         )
         accounts.bump_version(tx)
+        # Which secret is never recorded: only that it changed, and the old one's grace.
+        after = {"rotated": True, "grace_seconds": grace, "previous_valid_until_ms": until_ms}
+        audit.record(tx, actor, "key.rotate", "key", key_id, row[1], None, after, now_ms=now_ms)
 
     db.transaction(work)
     return {

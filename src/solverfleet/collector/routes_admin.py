@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from solverfleet.collector import accounts, auth, keys, teamapply, tokens
+from solverfleet.collector import accounts, audit, auth, keys, teamapply, tokens
 from solverfleet.collector.context import current
 from solverfleet.collector.errors import bad_request, read_object
 from solverfleet.collector.reporting import reports
+from solverfleet.collector.reporting.timerange import parse_range
 from solverfleet.money import MoneyError, to_micros
 
 MAX_BODY = 1024 * 1024
+AUDIT_PARAMS = (*audit.FILTERS, "since", "until", "limit", "cursor")
 
 bp = Blueprint("admin", __name__, url_prefix="/admin/v1")
 
@@ -98,7 +100,8 @@ def key(key_id: str):
 def update_key(key_id: str):
     data = read_object(keys.LIMIT_FIELDS)
     c = current()
-    return jsonify(keys.update_limits(c.db, key_id, data, now_ms=c.now_ms()))
+    actor = auth.principal().actor
+    return jsonify(keys.update_limits(c.db, key_id, data, now_ms=c.now_ms(), actor=actor))
 
 
 @bp.post("/keys/<key_id>/rotate")
@@ -106,7 +109,9 @@ def rotate_key(key_id: str):
     data = _optional_object(("grace_seconds",))
     grace = keys.grace_seconds(data.get("grace_seconds"))
     c = current()
-    return jsonify(keys.rotate(c.db, key_id, grace, now_ms=c.now_ms()))
+    return jsonify(
+        keys.rotate(c.db, key_id, grace, now_ms=c.now_ms(), actor=auth.principal().actor)
+    )
 
 
 @bp.get("/keys/<key_id>/transactions")
@@ -138,7 +143,8 @@ def topup(key_id: str):
 def _set_active(kind: str, ident: str, active: bool):
     _no_body()
     c = current()
-    return jsonify(accounts.set_active(c.db, kind, ident, active, now_ms=c.now_ms()))
+    actor = auth.principal().actor
+    return jsonify(accounts.set_active(c.db, kind, ident, active, now_ms=c.now_ms(), actor=actor))
 
 
 @bp.post("/keys/<key_id>/deactivate")
@@ -215,4 +221,32 @@ def list_tokens():
 def revoke_token(token_id: int):
     _no_body()
     c = current()
-    return jsonify({"token": tokens.revoke(c.db, token_id, now_ms=c.now_ms())})
+    actor = auth.principal().actor
+    return jsonify({"token": tokens.revoke(c.db, token_id, now_ms=c.now_ms(), actor=actor)})
+
+
+# --- audit log --------------------------------------------------------------------------------
+
+
+@bp.get("/audit")
+def audit_log():
+    """Admin changes newest first; filters as in ``audit.AuditFilter``, paged by ``cursor``."""
+    args = request.args
+    unknown = sorted(set(args) - set(AUDIT_PARAMS))
+    if unknown:  # strict, like every admin query: a typo must not widen what is listed
+        raise bad_request(
+            f"unknown query parameter(s): {', '.join(unknown)}"
+            f" (allowed: {', '.join(AUDIT_PARAMS)})",
+            "unknown_parameter",
+        )
+    repeated = sorted(name for name in args if len(args.getlist(name)) > 1)
+    if repeated:
+        raise bad_request(f"query parameter given twice: {', '.join(repeated)}")
+    given = {name: value for name, value in args.items() if value != ""}
+    c = current()
+    filters = audit.AuditFilter(
+        **{name: given.get(name) for name in audit.FILTERS},
+        range=parse_range(given.get("since"), given.get("until"), c.now_ms()),
+    )
+    limit = audit.check_limit(given.get("limit", audit.DEFAULT_LIMIT))
+    return jsonify(audit.list_entries(c.db, filters, limit=limit, cursor=given.get("cursor")))

@@ -11,10 +11,11 @@ import time
 from typing import Any
 
 from solverfleet import keyhash, teamconfig
-from solverfleet.collector import accounts
+from solverfleet.collector import accounts, audit, keys
 from solverfleet.collector.notify import notifications
 from solverfleet.collector.problems import ConfigInvalid, Conflict
 from solverfleet.collector.store import Database, Tx, marks
+from solverfleet.money import format_micros
 
 OPENING_REASON = "opening balance (team config)"
 _KEY_SETTINGS = ("project", "environment", "allowed_types", "cpm", "ip_allowlist", "active")
@@ -46,7 +47,8 @@ def apply_config(
     A key's ``secret`` is applied when the key is created and when the file's secret changes
     (``config_secret_hash``), so re-applying a file never undoes an API rotation; keys the
     file does not declare (e.g. made with ``POST /admin/v1/keys``) are left alone.
-    ``actor`` is recorded on the opening-balance ledger transactions.
+    ``actor`` is recorded on the opening-balance ledger transactions and on the audit rows:
+    one per created or changed object (at most ``audit.MAX_TRAIL``) and a summary.
     """
     cfg = _parse(config)
     stamp = int(time.time() * 1000) if now_ms is None else now_ms
@@ -75,6 +77,7 @@ def _apply(tx: Tx, cfg: dict, *, now_ms: int, dry_run: bool, actor: str | None) 
     changed: list[dict] = []
     unchanged: list[dict] = []
     secrets: dict[str, str] = {}
+    trail = audit.Trail()
 
     def note(kind: str, ident: str, fields: list[str] | None) -> None:
         if fields is None:
@@ -85,9 +88,10 @@ def _apply(tx: Tx, cfg: dict, *, now_ms: int, dry_run: bool, actor: str | None) 
             unchanged.append({"kind": kind, "id": ident})
 
     account = cfg["account"]
-    note("account", account, _apply_account(tx, account, cfg["low_balance_alert"], now_ms))
+    alert = cfg["low_balance_alert"]
+    note("account", account, _apply_account(tx, account, alert, now_ms, trail))
     for type_, price in cfg["prices"].items():
-        note("price", type_, _apply_price(tx, type_, price, now_ms))
+        note("price", type_, _apply_price(tx, type_, price, now_ms, trail, account))
 
     users = cfg["users"]
     user_rows = accounts.locked_rows(tx, "users", accounts.USER_COLUMNS, [u["id"] for u in users])
@@ -100,16 +104,18 @@ def _apply(tx: Tx, cfg: dict, *, now_ms: int, dry_run: bool, actor: str | None) 
     hashes = _secret_hashes(tx, keys, existing_keys, secrets)
 
     for user in users:
-        note("user", user["id"], _apply_user(tx, user, account, existing_users, now_ms))
+        note("user", user["id"], _apply_user(tx, user, account, existing_users, now_ms, trail))
     for user_id, key in keys:
         fields = _apply_key(
-            tx, key, user_id, account, hashes[key["id"]], existing_keys, now_ms, actor
+            tx, key, user_id, account, hashes[key["id"]], existing_keys, now_ms, actor, trail
         )
         note("key", key["id"], fields)
 
     version = accounts.config_version(tx)
     if created or changed:
         version = accounts.bump_version(tx)
+        counts = {"created": len(created), "changed": len(changed), "config_version": version}
+        trail.write(tx, actor, ("config.apply", "account", account, account, counts), now_ms)
     return {
         "created": created,
         "changed": changed,
@@ -169,11 +175,27 @@ def _config_secret_hashes(tx: Tx, ids: list[str]) -> dict[str, str | None]:
     return dict(tx.all(f"SELECT id, config_secret_hash FROM api_keys WHERE id IN ({in_ids})", ids))
 
 
-def _apply_account(tx: Tx, account: str, alert: dict | None, now_ms: int) -> list[str] | None:
+def _money(micros: int | None) -> str | None:
+    return None if micros is None else format_micros(int(micros))
+
+
+def _hooks(urls: list[str]) -> list[str]:
+    # Scheme, host and port only: webhook paths and queries often carry tokens.
+    return sorted(notifications.redact(url) for url in urls)
+
+
+def _apply_account(
+    tx: Tx, account: str, alert: dict | None, now_ms: int, trail: audit.Trail
+) -> list[str] | None:
     enabled = 1 if alert and alert["enabled"] else 0
     threshold = alert["threshold"] if alert else None
     # The file is the whole truth about its account's webhooks: absent ones are removed.
     webhooks = alert["webhooks"] if alert else []
+    want = {
+        "low_balance_enabled": bool(enabled),
+        "low_balance_threshold": _money(threshold),
+        "webhooks": _hooks([w["url"] for w in webhooks]),
+    }
     row = tx.one(
         "SELECT low_balance_enabled, low_balance_threshold_micros FROM accounts WHERE id = ?"
         + tx.dialect.for_update,
@@ -186,23 +208,42 @@ def _apply_account(tx: Tx, account: str, alert: dict | None, now_ms: int) -> lis
             (account, enabled, threshold, now_ms),
         )
         notifications.apply_targets(tx, account, webhooks, now_ms=now_ms)
+        trail.add("account.create", "account", account, account, None, want)
         return None
     fields = []
+    # Read under the account's row lock (taken above): the webhooks another apply left.
+    old_urls = tx.all(
+        "SELECT url FROM notification_targets WHERE account = ?" + tx.dialect.for_update,
+        (account,),
+    )
+    have = {
+        "low_balance_enabled": bool(row[0]),
+        "low_balance_threshold": _money(row[1]),
+        "webhooks": _hooks([url for (url,) in old_urls]),
+    }
     if (row[0], row[1]) != (enabled, threshold):
         settings = {"low_balance_enabled": enabled, "low_balance_threshold_micros": threshold}
         accounts.update_row(tx, "accounts", account, settings, now_ms)
         fields.append("low_balance_alert")
     if notifications.apply_targets(tx, account, webhooks, now_ms=now_ms):
         fields.append("webhooks")
+    if fields:
+        before, after = audit.changes(have, want)
+        if "webhooks" in fields and "webhooks" not in after:
+            after["webhook_signing"] = "replaced"  # same hosts, a new signing value
+        trail.add("account.update", "account", account, account, before, after)
     return fields
 
 
-def _apply_price(tx: Tx, type_: str, micros: int, now_ms: int) -> list[str] | None:
+def _apply_price(
+    tx: Tx, type_: str, micros: int, now_ms: int, trail: audit.Trail, account: str
+) -> list[str] | None:
     current = tx.one(
         "SELECT price_micros FROM prices WHERE type = ?" + tx.dialect.for_update, (type_,)
     )
     if current is None:
         tx.execute("INSERT INTO prices (type, price_micros) VALUES (?, ?)", (type_, micros))
+        trail.add("price.create", "price", type_, account, None, {"price": _money(micros)})
         return None
     if current[0] == micros:
         return []
@@ -211,11 +252,13 @@ def _apply_price(tx: Tx, type_: str, micros: int, now_ms: int) -> list[str] | No
         " WHERE type = ?",
         (micros, current[0], now_ms, type_),
     )
+    before, after = {"price": _money(current[0])}, {"price": _money(micros)}
+    trail.add("price.update", "price", type_, account, before, after)
     return ["price"]
 
 
 def _apply_user(
-    tx: Tx, user: dict, account: str, existing: dict[str, dict], now_ms: int
+    tx: Tx, user: dict, account: str, existing: dict[str, dict], now_ms: int, trail: audit.Trail
 ) -> list[str] | None:
     want = {
         "account": account,
@@ -231,10 +274,17 @@ def _apply_user(
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (user["id"], *want.values(), now_ms),
         )
+        trail.add(
+            "user.create", "user", user["id"], account, None, {**want, "active": user["active"]}
+        )
         return None
     fields = [name for name, value in want.items() if row[name] != value]
     if fields:
         accounts.update_row(tx, "users", user["id"], {f: want[f] for f in fields}, now_ms)
+        flag = {"active": bool}
+        before = {f: flag.get(f, lambda v: v)(row[f]) for f in fields}
+        after = {f: flag.get(f, lambda v: v)(want[f]) for f in fields}
+        trail.add("user.update", "user", user["id"], account, before, after)
     return fields
 
 
@@ -246,7 +296,8 @@ def _apply_key(
     secret_hash: str | None,
     existing: dict[str, dict],
     now_ms: int,
-    actor: str | None = None,
+    actor: str | None,
+    trail: audit.Trail,
 ) -> list[str] | None:
     want = {"user_id": user_id, "account": account, **{f: key[f] for f in _KEY_SETTINGS}}
     # The file's own secret, remembered so that only a change in the file replaces it.
@@ -264,8 +315,10 @@ def _apply_key(
             actor=actor,
             config_secret_hash=declared,
         )
+        trail.add("key.create", "key", key["id"], account, None, keys.audit_view(key, user_id))
         return None
     fields = [name for name, value in want.items() if row[name] != value]
+    before, after = {f: row[f] for f in fields}, {f: want[f] for f in fields}
     columns = {name: accounts.key_column(name, want[name]) for name in fields}
     if secret_hash is not None:
         tx.execute("UPDATE api_keys SET config_secret_hash = ? WHERE id = ?", (declared, key["id"]))
@@ -278,6 +331,9 @@ def _apply_key(
             )
             fields.append("secret")
             columns["secret_hash"] = secret_hash
+            after["credential"] = "replaced by the file's"  # which one is never recorded
     if columns:
         accounts.update_row(tx, "api_keys", key["id"], columns, now_ms)
+    if before or after:
+        trail.add("key.update", "key", key["id"], account, before, after)
     return fields

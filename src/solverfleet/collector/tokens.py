@@ -16,6 +16,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from solverfleet.collector import audit
 from solverfleet.collector.problems import Invalid, NotFound
 from solverfleet.collector.store import Database, Tx
 from solverfleet.keyhash import hash_secret
@@ -117,14 +118,23 @@ def create(
     secret = generate()
 
     def work(tx: Tx) -> int:
-        if user_id is not None and tx.one("SELECT 1 FROM users WHERE id = ?", (user_id,)) is None:
-            raise Invalid(f"user {user_id!r} does not exist", "unknown_user")
-        return tx.insert(
+        account = None
+        if user_id is not None:
+            owner = tx.one("SELECT account FROM users WHERE id = ?", (user_id,))
+            if owner is None:
+                raise Invalid(f"user {user_id!r} does not exist", "unknown_user")
+            account = owner[0]
+        token_id = tx.insert(
             "INSERT INTO api_tokens"
             " (role, user_id, agent_id, label, token_hash, created_ms, created_by)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (role, user_id, agent_id, label, hash_secret(secret), now_ms, actor),
         )
+        after = {"role": role, "user_id": user_id, "agent_id": agent_id, "label": label}
+        audit.record(
+            tx, actor, "token.create", "token", token_id, account, None, after, now_ms=now_ms
+        )
+        return token_id
 
     token_id = db.transaction(work)
     return {"token": get(db, token_id), "secret": secret}
@@ -148,17 +158,29 @@ def list_tokens(db: Database, *, user_id: str | None = None) -> list[dict]:
     return [public(r) for r in rows]
 
 
-def revoke(db: Database, token_id: int, *, now_ms: int) -> dict:
+def revoke(db: Database, token_id: int, *, now_ms: int, actor: str | None = None) -> dict:
     """Revoke a token: refused from the next request on. Revoking twice keeps the first time."""
 
     def work(tx: Tx) -> None:
         row = tx.one(
-            "SELECT revoked_ms FROM api_tokens WHERE id = ?" + tx.dialect.for_update, (token_id,)
+            "SELECT revoked_ms, role, label FROM api_tokens WHERE id = ?" + tx.dialect.for_update,
+            (token_id,),
         )
         if row is None:
             raise NotFound(f"token {token_id} does not exist")
         if row[0] is None:
             tx.execute("UPDATE api_tokens SET revoked_ms = ? WHERE id = ?", (now_ms, token_id))
+            audit.record(
+                tx,
+                actor,
+                "token.revoke",
+                "token",
+                token_id,
+                None,
+                {"active": True, "role": row[1], "label": row[2]},
+                {"active": False, "revoked_ms": now_ms},
+                now_ms=now_ms,
+            )
 
     db.transaction(work)
     return get(db, token_id)

@@ -4,8 +4,8 @@
 Server-rendered Jinja templates (autoescaped) with one stylesheet and one small script served
 from this package: no CDN, no inline script or style, so the Content-Security-Policy is
 ``default-src 'self'``. Pages: accounts and keys with balances, a key with its switch, usage
-reports, the solve log, notifications, the fleet. Login takes an admin credential; sessions and
-CSRF are in ``sessions``, the access guard in ``base``.
+reports, the solve log, notifications, the fleet, the audit log. Login takes an admin
+credential; sessions and CSRF are in ``sessions``, the access guard in ``base``.
 """
 
 from __future__ import annotations

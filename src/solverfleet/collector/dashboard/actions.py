@@ -27,8 +27,11 @@ def _set_active(key_id: str, active: bool) -> Response:
     if unknown:
         raise Invalid(f"unknown form field(s): {', '.join(unknown)}", "unknown_field")
     c = current()
-    accounts.set_active(c.db, "key", key_id, active, now_ms=c.now_ms())  # 404 page if unknown
     actor = sessions.admin().actor
+    # 404 page if unknown; the audit row is written in the same transaction as the switch.
+    accounts.set_active(
+        c.db, "key", key_id, active, now_ms=c.now_ms(), actor=actor, via="dashboard"
+    )
     log.info(
         "dashboard: key %s",
         "activated" if active else "deactivated",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from flask import Response, request, url_for
 
-from solverfleet.collector import accounts, keys
+from solverfleet.collector import accounts, audit, keys
 from solverfleet.collector.context import current
 from solverfleet.collector.dashboard import queries
 from solverfleet.collector.dashboard.base import bp, render
@@ -24,6 +24,8 @@ NOTIFICATIONS = 100
 RANGE = ("since", "until")
 LOG_PARAMS = (*solvelog.FILTERS, *RANGE, "cursor")
 NOTIFY_PARAMS = ("account", "since")
+AUDIT_PARAMS = (*audit.FILTERS, *RANGE, "cursor")
+AUDIT_PAGE = 50
 MAX_PARAM = 256
 
 
@@ -129,6 +131,39 @@ def solves() -> Response:
         events=found["events"],
         older=older,
         first=first if "cursor" in args else None,
+        refresh=None if "cursor" in args else REFRESH_S,
+        **context,
+    )
+
+
+@bp.get("/audit")
+def audit_page() -> Response:
+    args = _args(AUDIT_PARAMS)
+    c = current()
+    context = {
+        "title": "Audit log",
+        "page": "audit",
+        "form": args,
+        "filtered": any(name in args for name in (*audit.FILTERS, *RANGE)),
+    }
+    try:
+        filters = audit.AuditFilter(
+            **{name: args.get(name) for name in audit.FILTERS},
+            range=parse_range(args.get("since"), args.get("until"), c.now_ms()),
+        )
+        found = audit.list_entries(c.db, filters, limit=AUDIT_PAGE, cursor=args.get("cursor"))
+    except Invalid as exc:
+        return render("audit.html", 400, error=exc.message, entries=[], older=None, **context)
+    kept = {name: value for name, value in args.items() if name != "cursor"}
+    older = None
+    if found["next_cursor"]:
+        older = url_for("dashboard.audit_page", **kept, cursor=found["next_cursor"])
+    return render(
+        "audit.html",
+        error=None,
+        entries=found["entries"],
+        older=older,
+        first=url_for("dashboard.audit_page", **kept) if "cursor" in args else None,
         refresh=None if "cursor" in args else REFRESH_S,
         **context,
     )

@@ -423,3 +423,31 @@ V10_COLUMNS: dict[str, list[tuple[str, str]]] = {
     "lease_cpm": [("settled", "SMALLINT NOT NULL DEFAULT 0")],
     "lease_daily": [("settled", "SMALLINT NOT NULL DEFAULT 0")],
 }
+# --- version 8: the audit log (own table only) ------------------------------------------------
+
+V8_TABLES = [
+    # One row per admin change, written in the change's own transaction (collector/audit.py).
+    # before/after hold the changed fields as JSON, redacted: never a secret, hash or token.
+    Table(
+        "audit_log",
+        [
+            ("id", AUTOINC),
+            ("ts_ms", "BIGINT NOT NULL"),
+            ("actor", "VARCHAR(160) NOT NULL"),  # "bootstrap" or "token:<id>", never a token
+            ("action", "VARCHAR(64) ASCII NOT NULL"),  # e.g. key.topup, config.apply
+            ("target_type", "VARCHAR(32) ASCII NOT NULL"),  # key, user, token, price, account
+            ("target_id", ID),
+            ("account", ID),
+            ("before_json", "TEXT"),
+            ("after_json", "TEXT"),
+        ],
+        ("id",),
+        # Pages are newest first by id; each filter walks its own index in id order.
+        indexes={
+            "audit_log_ts": ("ts_ms", "id"),
+            "audit_log_actor": ("actor", "id"),
+            "audit_log_target": ("target_type", "target_id", "id"),
+            "audit_log_action": ("action", "id"),
+        },
+    ),
+]
