@@ -200,7 +200,12 @@ def wipe_collector_db(url: str) -> None:
         migrate(db)
 
         def wipe(tx):
-            for table in [*schema.V1_TABLES, *schema.V3_TABLES, *schema.V4_TABLES]:
+            for table in [
+                *schema.V1_TABLES,
+                *schema.V3_TABLES,
+                *schema.V4_TABLES,
+                *schema.V6_TABLES,
+            ]:
                 tx.execute(f"DELETE FROM {table.name}")
             tx.execute("INSERT INTO config_state (id, version) VALUES (1, 1)")
 

@@ -9,6 +9,7 @@ without the change, or the change without a new version. Applying a team config 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from solverfleet.collector.problems import Invalid, NotFound
@@ -157,9 +158,11 @@ def topup(
     *,
     now_ms: int,
     actor: str | None = None,
+    guard: Callable[[Tx], None] | None = None,
 ) -> dict:
     """Add credit to a key as a ledger transaction (why: ``reason``, who: ``actor``); returns
-    the new balance and the transaction's id."""
+    the new balance and the transaction's id. ``guard`` runs in the same transaction (the
+    request's Idempotency-Key record, ``collector.idempotency``)."""
     if isinstance(amount_micros, bool) or not isinstance(amount_micros, int) or amount_micros <= 0:
         raise Invalid("amount must be greater than zero", "invalid_amount")
     if amount_micros > MAX_AMOUNT_MICROS:
@@ -175,6 +178,8 @@ def topup(
         tx.execute("UPDATE api_keys SET balance_micros = ? WHERE id = ?", (balance, key_id))
         txn = ledger_entry(tx, key_id, amount_micros, balance, reason, now_ms, actor)
         bump_version(tx)
+        if guard is not None:
+            guard(tx)
         return {"key": key_id, "balance": format_micros(balance), "transaction_id": txn}
 
     return db.transaction(work)

@@ -8,6 +8,7 @@ updated to match it; what changed bumps the config version once (see ``accounts`
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from solverfleet import keyhash, teamconfig
@@ -33,6 +34,7 @@ def apply_config(
     *,
     now_ms: int | None = None,
     actor: str | None = None,
+    guard: Callable[[Tx], None] | None = None,
 ) -> dict:
     """Validate a team config and apply it in one transaction: all of it or none of it.
 
@@ -46,7 +48,8 @@ def apply_config(
     A key's ``secret`` is applied when the key is created and when the file's secret changes
     (``config_secret_hash``), so re-applying a file never undoes an API rotation; keys the
     file does not declare (e.g. made with ``POST /admin/v1/keys``) are left alone.
-    ``actor`` is recorded on the opening-balance ledger transactions.
+    ``actor`` is recorded on the opening-balance ledger transactions. ``guard`` runs in the
+    same transaction (the request's Idempotency-Key record).
     """
     cfg = _parse(config)
     stamp = int(time.time() * 1000) if now_ms is None else now_ms
@@ -55,6 +58,8 @@ def apply_config(
         result = _apply(tx, cfg, now_ms=stamp, dry_run=dry_run, actor=actor)
         if dry_run:
             raise _DryRun(result)
+        if guard is not None:
+            guard(tx)
         return result
 
     try:
