@@ -53,7 +53,7 @@ WITHHELD = (
     "of that answer. If the secret was lost, rotate the key (or create a new token)."
 )
 _G = "solverfleet_idempotency"
-_prune = {"next_ms": 0}
+_next_prune: dict[str, int] = {}  # per database URL: when this process prunes next
 _prune_lock = threading.Lock()
 
 
@@ -234,10 +234,11 @@ def prune(db: Database, now_ms: int) -> int:
 
 
 def _maybe_prune(db: Database, now_ms: int) -> None:
+    url = db.url.redacted()
     with _prune_lock:
-        if now_ms < _prune["next_ms"]:
+        if now_ms < _next_prune.get(url, 0):
             return
-        _prune["next_ms"] = now_ms + PRUNE_EVERY_MS
+        _next_prune[url] = now_ms + PRUNE_EVERY_MS
     try:
         prune(db, now_ms)
     except Exception:  # housekeeping: the next request tries again
