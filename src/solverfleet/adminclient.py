@@ -3,11 +3,19 @@
 Every failure — unreachable collector, timeout, HTTP error, a body that is not JSON — becomes an
 ``AdminError`` with a message fit to show a person. Decimal numbers in answers are parsed as
 ``Decimal`` so money never passes through a float.
+
+The POSTs that move money or create something (apply, key create/rotate/top-up, token create)
+carry an ``Idempotency-Key`` (a uuid4 unless the caller gives one). They alone are retried,
+with the same key, after a lost connection, a timeout, a 503 or a 409
+``idempotency_key_in_progress``: the collector does such a request at most once and answers a
+repeat with the first answer (``last_replayed`` is then True).
 """
 
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
@@ -17,15 +25,29 @@ import requests
 from solverfleet.agent.fleetclient import tls_verify
 
 DEFAULT_TIMEOUT = 30.0  # s; an apply of a large team runs one transaction
+DEFAULT_RETRIES = 3  # extra attempts of an idempotent POST
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 class AdminError(Exception):
     """An admin API call that did not succeed. ``status`` and ``code`` when the server answered."""
 
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        transient: bool = False,
+    ):
         super().__init__(message)
         self.status = status
         self.code = code
+        self.transient = transient  # no answer (connection lost, timeout): worth a retry
+
+
+def new_idempotency_key() -> str:
+    return str(uuid.uuid4())
 
 
 def url_problem(url: str) -> str | None:
@@ -51,6 +73,7 @@ class AdminClient:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         ca_file: str | None = None,
+        retries: int = DEFAULT_RETRIES,
     ) -> None:
         if not base_url:
             raise AdminError("no collector URL (--collector or SOLVERFLEET_COLLECTOR)")
@@ -61,6 +84,8 @@ class AdminClient:
             raise AdminError(problem)
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.retries = retries
+        self.last_replayed = False  # the last call's answer was a replay (Idempotent-Replayed)
         self.ca_file = ca_file or ""
         # Passed on every call: a session's verify loses to REQUESTS_CA_BUNDLE in requests.
         self.verify = tls_verify(self.base_url, self.ca_file)
@@ -79,9 +104,17 @@ class AdminClient:
 
     # admin API
 
-    def apply(self, config: dict, *, dry_run: bool = False) -> dict:
+    def apply(
+        self, config: dict, *, dry_run: bool = False, idempotency_key: str | None = None
+    ) -> dict:
         params = {"dry_run": "1"} if dry_run else None
-        return self._call("POST", "/admin/v1/apply", json_body=config, params=params)
+        return self._call(
+            "POST",
+            "/admin/v1/apply",
+            json_body=config,
+            params=params,
+            idempotency_key=idempotency_key or new_idempotency_key(),
+        )
 
     def list_keys(self) -> list[dict]:
         return self._call("GET", "/admin/v1/keys")["keys"]
@@ -89,11 +122,23 @@ class AdminClient:
     def get_key(self, key_id: str) -> dict:
         return self._call("GET", f"/admin/v1/keys/{_seg(key_id)}")
 
-    def topup(self, key_id: str, amount: str, reason: str | None = None) -> dict:
+    def topup(
+        self,
+        key_id: str,
+        amount: str,
+        reason: str | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> dict:
         body: dict[str, Any] = {"amount": amount}
         if reason:
             body["reason"] = reason
-        return self._call("POST", f"/admin/v1/keys/{_seg(key_id)}/topup", json_body=body)
+        return self._call(
+            "POST",
+            f"/admin/v1/keys/{_seg(key_id)}/topup",
+            json_body=body,
+            idempotency_key=idempotency_key or new_idempotency_key(),
+        )
 
     def set_key_active(self, key_id: str, active: bool) -> dict:
         action = "activate" if active else "deactivate"
@@ -125,23 +170,26 @@ class AdminClient:
         *,
         json_body: Any = None,
         params: dict | None = None,
+        idempotency_key: str | None = None,
     ) -> Any:
-        url = self.base_url + path
-        try:
-            resp = self._session.request(
-                method, url, json=json_body, params=params, timeout=self.timeout, verify=self.verify
-            )
-        except requests.exceptions.SSLError as exc:
-            raise AdminError(self._tls_message(exc)) from None
-        except requests.Timeout:
-            raise AdminError(
-                f"no answer from the collector within {self.timeout:g} s ({url})"
-            ) from None
-        except requests.RequestException as exc:
-            reason = _reason(exc)
-            if self.base_url.startswith("http://") and _hung_up(reason):
-                reason += f" (does it serve HTTPS? try https://{self.base_url[7:]})"
-            raise AdminError(f"cannot reach the collector at {self.base_url}: {reason}") from None
+        # Only a request with an Idempotency-Key is safe to send again: the collector does it
+        # at most once and answers a repeat with the first answer.
+        headers = {IDEMPOTENCY_HEADER: idempotency_key} if idempotency_key else None
+        attempts = 1 + (max(0, self.retries) if idempotency_key else 0)
+        for attempt in range(1, attempts + 1):
+            last = attempt == attempts
+            try:
+                resp = self._send(method, path, json_body, params, headers)
+            except AdminError as exc:
+                if last or not exc.transient:
+                    raise
+                time.sleep(_backoff(attempt))
+                continue
+            if not last and _retry_answer(resp):
+                time.sleep(_backoff(attempt))
+                continue
+            break
+        self.last_replayed = resp.headers.get("Idempotent-Replayed", "").lower() == "true"
         body = _json(resp)
         if resp.status_code >= 400:
             raise _http_error(resp, body)
@@ -150,6 +198,34 @@ class AdminClient:
                 f"unexpected answer from {method} {path} (HTTP {resp.status_code}): not JSON"
             )
         return body
+
+    def _send(
+        self, method: str, path: str, json_body: Any, params: dict | None, headers: dict | None
+    ) -> requests.Response:
+        url = self.base_url + path
+        try:
+            return self._session.request(
+                method,
+                url,
+                json=json_body,
+                params=params,
+                headers=headers,
+                timeout=self.timeout,
+                verify=self.verify,
+            )
+        except requests.exceptions.SSLError as exc:
+            raise AdminError(self._tls_message(exc)) from None
+        except requests.Timeout:
+            raise AdminError(
+                f"no answer from the collector within {self.timeout:g} s ({url})", transient=True
+            ) from None
+        except requests.RequestException as exc:
+            reason = _reason(exc)
+            if self.base_url.startswith("http://") and _hung_up(reason):
+                reason += f" (does it serve HTTPS? try https://{self.base_url[7:]})"
+            raise AdminError(
+                f"cannot reach the collector at {self.base_url}: {reason}", transient=True
+            ) from None
 
     def _tls_message(self, exc: requests.exceptions.SSLError) -> str:
         reason = _reason(exc)
@@ -181,18 +257,33 @@ class AdminClient:
 
     # key lifecycle and tokens (routes_admin)
 
-    def create_key(self, user_id: str, **fields: Any) -> dict:
-        """``POST /admin/v1/keys``; the answer's ``secret`` is shown this once."""
+    def create_key(
+        self, user_id: str, *, idempotency_key: str | None = None, **fields: Any
+    ) -> dict:
+        """``POST /admin/v1/keys``; the answer's ``secret`` is shown this once (a replayed
+        answer has ``secret`` null and says why in ``secret_withheld``)."""
         body = {"user_id": user_id, **{k: v for k, v in fields.items() if v is not None}}
-        return self._call("POST", "/admin/v1/keys", json_body=body)
+        return self._call(
+            "POST",
+            "/admin/v1/keys",
+            json_body=body,
+            idempotency_key=idempotency_key or new_idempotency_key(),
+        )
 
     def update_key(self, key_id: str, changes: dict) -> dict:
         """``PATCH /admin/v1/keys/<id>``: ``changes`` may hold nulls (lift a limit)."""
         return self._call("PATCH", f"/admin/v1/keys/{_seg(key_id)}", json_body=changes)
 
-    def rotate_key(self, key_id: str, grace_seconds: int) -> dict:
+    def rotate_key(
+        self, key_id: str, grace_seconds: int, *, idempotency_key: str | None = None
+    ) -> dict:
         body = {"grace_seconds": grace_seconds}
-        return self._call("POST", f"/admin/v1/keys/{_seg(key_id)}/rotate", json_body=body)
+        return self._call(
+            "POST",
+            f"/admin/v1/keys/{_seg(key_id)}/rotate",
+            json_body=body,
+            idempotency_key=idempotency_key or new_idempotency_key(),
+        )
 
     def key_transactions(self, key_id: str, limit: int | None = None) -> list[dict]:
         params = {"limit": limit} if limit is not None else None
@@ -205,10 +296,17 @@ class AdminClient:
         user_id: str | None = None,
         label: str | None = None,
         agent_id: str | None = None,
+        *,
+        idempotency_key: str | None = None,
     ) -> dict:
         fields = (("role", role), ("user_id", user_id), ("label", label), ("agent_id", agent_id))
         body = {k: v for k, v in fields if v}
-        return self._call("POST", "/admin/v1/tokens", json_body=body)
+        return self._call(
+            "POST",
+            "/admin/v1/tokens",
+            json_body=body,
+            idempotency_key=idempotency_key or new_idempotency_key(),
+        )
 
     def list_tokens(self) -> list[dict]:
         return self._call("GET", "/admin/v1/tokens")["tokens"]
@@ -230,6 +328,21 @@ class AdminClient:
         """One page of ``GET /admin/v1/audit``; ``None`` parameters are left out."""
         sent = {name: value for name, value in params.items() if value is not None}
         return self._call("GET", "/admin/v1/audit", params=sent)
+
+
+def _backoff(attempt: int) -> float:
+    return min(2.0, 0.25 * 2 ** (attempt - 1))
+
+
+def _retry_answer(resp: requests.Response) -> bool:
+    """An answer that says "not done (yet), ask again": 503, or the first attempt still
+    running at the collector (409 idempotency_key_in_progress)."""
+    if resp.status_code == 503:
+        return True
+    if resp.status_code != 409:
+        return False
+    body = _json(resp)
+    return isinstance(body, dict) and body.get("error") == "idempotency_key_in_progress"
 
 
 def _seg(value: str) -> str:

@@ -206,6 +206,7 @@ def wipe_collector_db(url: str) -> None:
                 *schema.V4_TABLES,
                 *schema.V8_TABLES,
                 *schema.V10_TABLES,
+                *schema.V6_TABLES,
             ]:
                 tx.execute(f"DELETE FROM {table.name}")
             tx.execute("INSERT INTO config_state (id, version) VALUES (1, 1)")

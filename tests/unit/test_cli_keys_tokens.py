@@ -194,7 +194,7 @@ def test_tokens_create_prints_the_token_once(fake_admin):
 
 @pytest.mark.parametrize(
     "args",
-    [["--role", "user"], ["--role", "admin", "--user", "alice"], ["--role", "root"], []],
+    [["--role", "user"], ["--role", "service", "--user", "alice"], ["--role", "root"], []],
 )
 def test_tokens_create_refuses_bad_combinations_before_sending(fake_admin, args):
     result = run(fake_admin, "tokens", "create", *args)

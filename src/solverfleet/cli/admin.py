@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from solverfleet.adminclient import AdminClient
-from solverfleet.cli.common import admin_options, console, money
+from solverfleet.cli.common import admin_options, console, idempotency_option, money, show_secret
 from solverfleet.money import MoneyError, format_micros, to_micros
 
 _PLAIN_DECIMAL = re.compile(r"^-?\d+(\.\d+)?$")
@@ -45,13 +45,21 @@ def _amount(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.argument("key_id")
 @click.argument("amount", callback=_amount)
 @click.option("--reason", help="Recorded with the top-up transaction.")
+@idempotency_option
 @admin_options
-def keys_topup(client: AdminClient, key_id: str, amount: str, reason: str | None) -> None:
-    """Add AMOUNT (a decimal such as 10.00) to KEY_ID's balance."""
-    result = client.topup(key_id, amount, reason)
+def keys_topup(
+    client: AdminClient,
+    key_id: str,
+    amount: str,
+    reason: str | None,
+    idempotency_key: str | None,
+) -> None:
+    """Add AMOUNT (a decimal such as 10.00) to KEY_ID's balance (once per --idempotency-key)."""
+    result = client.topup(key_id, amount, reason, idempotency_key=idempotency_key)
+    again = " (already done: this is the first answer again)" if client.last_replayed else ""
     console.print(
         f"Topped up {key_id} by {amount}: balance now {money(result.get('balance'))}"
-        f" (transaction {result.get('transaction_id')}).",
+        f" (transaction {result.get('transaction_id')}){again}.",
         markup=False,
     )
 
@@ -205,6 +213,7 @@ def _with_limit_options(fn: Any) -> Any:
 @click.option("--balance", callback=_balance, help="Opening balance, e.g. 10.00 (default 0).")
 @click.option("--inactive", is_flag=True, help="Create it deactivated.")
 @_json_flag
+@idempotency_option
 @admin_options
 def keys_create(
     client: AdminClient,
@@ -218,6 +227,7 @@ def keys_create(
     balance: str | None,
     inactive: bool,
     as_json: bool,
+    idempotency_key: str | None,
 ) -> None:
     """Create a key for USER_ID and print its secret (shown this once; stored hashed).
 
@@ -233,6 +243,7 @@ def keys_create(
         cpm=cpm,
         ip_allowlist=_csv(ips),
         active=False if inactive else None,
+        idempotency_key=idempotency_key,
     )
     if as_json:
         _print_json(result)
@@ -243,7 +254,7 @@ def keys_create(
         f" (balance {money(key.get('balance'))}).",
         markup=False,
     )
-    console.print(f"Secret (shown once, store it now): {result.get('secret')}", markup=False)
+    show_secret("Secret", result)
 
 
 @keys_group.command("set")
@@ -292,15 +303,18 @@ def keys_set(client: AdminClient, key_id: str, **opts: Any) -> None:
     help="How long the old secret keeps working (0: refused at once).",
 )
 @_json_flag
+@idempotency_option
 @admin_options
-def keys_rotate(client: AdminClient, key_id: str, grace: int, as_json: bool) -> None:
+def keys_rotate(
+    client: AdminClient, key_id: str, grace: int, as_json: bool, idempotency_key: str | None
+) -> None:
     """Give KEY_ID a new secret (printed once); the old one works for --grace seconds."""
-    result = client.rotate_key(key_id, grace)
+    result = client.rotate_key(key_id, grace, idempotency_key=idempotency_key)
     if as_json:
         _print_json(result)
         return
     console.print(f"Rotated {key_id}.", markup=False)
-    console.print(f"New secret (shown once, store it now): {result.get('secret')}", markup=False)
+    show_secret("New secret", result)
     until = result.get("previous_valid_until")
     if until is None:
         console.print("The old secret is refused from now on.", markup=False)

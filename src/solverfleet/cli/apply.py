@@ -10,7 +10,7 @@ from rich.text import Text
 
 from solverfleet import teamconfig
 from solverfleet.adminclient import AdminClient
-from solverfleet.cli.common import CliError, admin_options, console
+from solverfleet.cli.common import CliError, admin_options, console, idempotency_option
 
 _OUTCOMES = (("created", "green"), ("changed", "yellow"), ("unchanged", "dim"))
 _LABELS = {"created": "created", "changed": "changed", "unchanged": "left alone"}
@@ -19,8 +19,11 @@ _LABELS = {"created": "created", "changed": "changed", "unchanged": "left alone"
 @click.command("apply")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@idempotency_option
 @admin_options
-def apply_command(client: AdminClient, file: str, dry_run: bool) -> None:
+def apply_command(
+    client: AdminClient, file: str, dry_run: bool, idempotency_key: str | None
+) -> None:
     """Apply a team config (YAML or JSON) to the collector.
 
     The file is validated locally first and ENV:NAME references are resolved from this
@@ -31,7 +34,7 @@ def apply_command(client: AdminClient, file: str, dry_run: bool) -> None:
         config = teamconfig.load_file(file)
     except teamconfig.TeamConfigError as exc:
         raise CliError(str(exc), exit_code=2) from None
-    result = client.apply(config, dry_run=dry_run)
+    result = client.apply(config, dry_run=dry_run, idempotency_key=idempotency_key)
     render_result(result, source=file, dry_run=dry_run)
     if not dry_run:
         print_secrets(result.get("secrets") or {})
@@ -74,6 +77,14 @@ def render_result(result: dict, *, source: str, dry_run: bool = False) -> None:
 
 def print_secrets(secrets: dict[str, Any]) -> None:
     if not secrets:
+        return
+    if all(secret is None for secret in secrets.values()):
+        click.echo("")
+        click.echo(
+            "This apply was already done with this Idempotency-Key: the secrets generated "
+            "then were shown only then (rotate a key whose secret was lost): "
+            + ", ".join(sorted(str(k) for k in secrets))
+        )
         return
     # Plain echo, not rich: a secret must come out exactly, never wrapped or restyled.
     click.echo("")

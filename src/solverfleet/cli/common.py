@@ -133,3 +133,23 @@ def admin_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                 raise CliError(str(exc)) from None
 
     return wrapper
+
+
+def idempotency_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--idempotency-key KEY``: the command receives ``idempotency_key`` (None: a new uuid4)."""
+    return click.option(
+        "--idempotency-key",
+        "idempotency_key",
+        metavar="KEY",
+        help="Idempotency-Key to send (default: a new random one). Repeating the command with "
+        "the same key and arguments within 24 h does nothing again and shows the first answer.",
+    )(fn)
+
+
+def show_secret(label: str, result: dict) -> None:
+    """Print a one-time secret, or why a replayed answer has none."""
+    if result.get("secret") is not None:
+        console.print(f"{label} (shown once, store it now): {result['secret']}", markup=False)
+        return
+    note = result.get("secret_withheld") or "the answer holds no secret"
+    console.print(f"{label}: not shown: {note}", markup=False)

@@ -16,7 +16,7 @@ from rich.text import Text
 
 from solverfleet.adminclient import AdminClient
 from solverfleet.cli.admin import _cell, _json_flag, _print_json
-from solverfleet.cli.common import admin_options, console
+from solverfleet.cli.common import admin_options, console, idempotency_option, show_secret
 
 ROLES = ("admin", "user", "service")
 
@@ -35,7 +35,13 @@ def _when(seconds: Any) -> Text:
 
 @tokens_group.command("create")
 @click.option("--role", type=click.Choice(ROLES), required=True, help="What the token may do.")
-@click.option("--user", "user_id", metavar="USER_ID", help="The user a user token speaks for.")
+@click.option(
+    "--user",
+    "user_id",
+    metavar="USER_ID",
+    help="The user the token speaks for (required for user tokens). The user's role in the "
+    "team config caps the token's: an admin token needs an admin user.",
+)
 @click.option(
     "--agent",
     "agent_id",
@@ -44,6 +50,7 @@ def _when(seconds: Any) -> Text:
 )
 @click.option("--label", help="A note for the token list (e.g. who or what holds it).")
 @_json_flag
+@idempotency_option
 @admin_options
 def tokens_create(
     client: AdminClient,
@@ -52,15 +59,16 @@ def tokens_create(
     agent_id: str | None,
     label: str | None,
     as_json: bool,
+    idempotency_key: str | None,
 ) -> None:
     """Create a token and print it (shown this once; stored hashed)."""
     if role == "user" and not user_id:
         raise click.UsageError("a user token needs --user USER_ID")
-    if role != "user" and user_id:
-        raise click.UsageError(f"--user is only for user tokens, not {role} tokens")
+    if role == "service" and user_id:
+        raise click.UsageError("--user is only for admin and user tokens, not service tokens")
     if role != "service" and agent_id:
         raise click.UsageError(f"--agent is only for service tokens, not {role} tokens")
-    result = client.create_token(role, user_id, label, agent_id)
+    result = client.create_token(role, user_id, label, agent_id, idempotency_key=idempotency_key)
     if as_json:
         _print_json(result)
         return
@@ -69,7 +77,7 @@ def tokens_create(
     if token.get("agent_id"):
         owner = f" bound to agent {token.get('agent_id')}"
     console.print(f"Created {role} token {token.get('id')}{owner}.", markup=False)
-    console.print(f"Token (shown once, store it now): {result.get('secret')}", markup=False)
+    show_secret("Token", result)
 
 
 @tokens_group.command("list")

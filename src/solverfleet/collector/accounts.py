@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from typing import Any
 
 from solverfleet.collector import audit, reclaim
@@ -178,9 +179,11 @@ def topup(
     *,
     now_ms: int,
     actor: str | None = None,
+    guard: Callable[[Tx], None] | None = None,
 ) -> dict:
     """Add credit to a key as a ledger transaction (why: ``reason``, who: ``actor``); returns
-    the new balance and the transaction's id."""
+    the new balance and the transaction's id. ``guard`` runs in the same transaction (the
+    request's Idempotency-Key record, ``collector.idempotency``)."""
     if isinstance(amount_micros, bool) or not isinstance(amount_micros, int) or amount_micros <= 0:
         raise Invalid("amount must be greater than zero", "invalid_amount")
     if amount_micros > MAX_AMOUNT_MICROS:
@@ -213,6 +216,8 @@ def topup(
             },
             now_ms=now_ms,
         )
+        if guard is not None:
+            guard(tx)
         return {"key": key_id, "balance": format_micros(balance), "transaction_id": txn}
 
     return db.transaction(work)

@@ -71,8 +71,14 @@ def identify(token: str) -> Principal:
     found = tokens.lookup(c.db, token, now_ms=c.now_ms())
     if found is None:
         raise Unauthorized("unknown or revoked bearer token")
-    if found.role == "user" and not found.user_active:
+    if found.user_id is not None and not found.user_active:
         raise Forbidden("the user of this token is deactivated", "user_disabled")
+    if found.above_user:
+        raise Forbidden(
+            f"this {found.role} token's user {found.user_id!r} now has the role "
+            f"{found.user_role!r} in the team config, below the token's role",
+            "role_above_user",
+        )
     return Principal(found.role, found.user_id, found.id, found.agent_id)
 
 

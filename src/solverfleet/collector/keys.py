@@ -9,6 +9,7 @@ generated here, returned once and stored only as hashes.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from solverfleet import keyhash, teamconfig
@@ -62,11 +63,19 @@ def audit_view(key: dict, user_id: str) -> dict:
 # --- create -----------------------------------------------------------------------------------
 
 
-def create(db: Database, data: dict[str, Any], *, now_ms: int, actor: str | None = None) -> dict:
+def create(
+    db: Database,
+    data: dict[str, Any],
+    *,
+    now_ms: int,
+    actor: str | None = None,
+    guard: Callable[[Tx], None] | None = None,
+) -> dict:
     """A new key for an existing user: ``{"key": {...}, "secret": "sk_..."}`` (shown once).
 
     ``data`` holds ``CREATE_FIELDS``; ``user_id`` is required, ``id`` is generated when absent.
-    The opening ``balance`` is a ledger transaction made by ``actor``.
+    The opening ``balance`` is a ledger transaction made by ``actor``. ``guard`` runs in the
+    same transaction (the request's Idempotency-Key record).
     """
     user_id = data.get("user_id")
     if user_id is None:
@@ -105,6 +114,8 @@ def create(db: Database, data: dict[str, Any], *, now_ms: int, actor: str | None
             audit_view(key, user_id),
             now_ms=now_ms,
         )
+        if guard is not None:
+            guard(tx)
         return key["id"]
 
     key_id = db.transaction(work)
@@ -172,9 +183,18 @@ def grace_seconds(value: Any) -> int:
     return value
 
 
-def rotate(db: Database, key_id: str, grace: int, *, now_ms: int, actor: str | None = None) -> dict:
+def rotate(
+    db: Database,
+    key_id: str,
+    grace: int,
+    *,
+    now_ms: int,
+    actor: str | None = None,
+    guard: Callable[[Tx], None] | None = None,
+) -> dict:
     """Give the key a new secret (returned once). The old one keeps working on every agent for
-    ``grace`` seconds, then is refused everywhere. Rotating again ends an earlier grace now."""
+    ``grace`` seconds, then is refused everywhere. Rotating again ends an earlier grace now.
+    ``guard`` runs in the same transaction (the request's Idempotency-Key record)."""
     grace = grace_seconds(grace)
     secret = keyhash.generate_secret()
     until_ms = now_ms + grace * 1000 if grace else None
@@ -195,6 +215,8 @@ def rotate(db: Database, key_id: str, grace: int, *, now_ms: int, actor: str | N
         # Which secret is never recorded: only that it changed, and the old one's grace.
         after = {"rotated": True, "grace_seconds": grace, "previous_valid_until_ms": until_ms}
         audit.record(tx, actor, "key.rotate", "key", key_id, row[1], None, after, now_ms=now_ms)
+        if guard is not None:
+            guard(tx)
 
     db.transaction(work)
     return {

@@ -4,6 +4,10 @@ Every route is for admins unless marked ``@auth.roles("admin", "user")``; a user
 only its own data (``auth.scope()``), and another user's key answers 404 like a missing one.
 Every bad input is a 4xx JSON error and changes nothing: bodies are parsed and checked in
 full before the single transaction that applies them.
+
+The POSTs that move money or create something honour an ``Idempotency-Key`` header
+(``@idempotent``; ``collector.idempotency``): each passes ``guard()`` to its change, which
+records the key in the change's own transaction.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from flask import Blueprint, jsonify, request
 from solverfleet.collector import accounts, audit, auth, keys, teamapply, tokens
 from solverfleet.collector.context import current
 from solverfleet.collector.errors import bad_request, read_object
+from solverfleet.collector.idempotency import guard, idempotent
 from solverfleet.collector.reporting import reports
 from solverfleet.collector.reporting.timerange import parse_range
 from solverfleet.money import MoneyError, to_micros
@@ -63,12 +68,18 @@ def whoami():
 
 
 @bp.post("/apply")
+@idempotent
 def apply():
     dry_run = _flag("dry_run")
     data = read_object()
     c = current()  # apply_config validates (400 invalid_config with every error) before writing
     result = teamapply.apply_config(
-        c.db, data, dry_run=dry_run, now_ms=c.now_ms(), actor=auth.principal().actor
+        c.db,
+        data,
+        dry_run=dry_run,
+        now_ms=c.now_ms(),
+        actor=auth.principal().actor,
+        guard=guard(),
     )
     return jsonify(result)
 
@@ -83,10 +94,13 @@ def list_keys():
 
 
 @bp.post("/keys")
+@idempotent
 def create_key():
     data = read_object(keys.CREATE_FIELDS)
     c = current()
-    created = keys.create(c.db, data, now_ms=c.now_ms(), actor=auth.principal().actor)
+    created = keys.create(
+        c.db, data, now_ms=c.now_ms(), actor=auth.principal().actor, guard=guard()
+    )
     return jsonify(created), 201
 
 
@@ -105,13 +119,13 @@ def update_key(key_id: str):
 
 
 @bp.post("/keys/<key_id>/rotate")
+@idempotent
 def rotate_key(key_id: str):
     data = _optional_object(("grace_seconds",))
     grace = keys.grace_seconds(data.get("grace_seconds"))
     c = current()
-    return jsonify(
-        keys.rotate(c.db, key_id, grace, now_ms=c.now_ms(), actor=auth.principal().actor)
-    )
+    actor = auth.principal().actor
+    return jsonify(keys.rotate(c.db, key_id, grace, now_ms=c.now_ms(), actor=actor, guard=guard()))
 
 
 @bp.get("/keys/<key_id>/transactions")
@@ -122,6 +136,7 @@ def key_transactions(key_id: str):
 
 
 @bp.post("/keys/<key_id>/topup")
+@idempotent
 def topup(key_id: str):
     data = read_object(("amount", "reason"))
     if "amount" not in data:
@@ -135,7 +150,13 @@ def topup(key_id: str):
         raise bad_request("reason must be a string of 1 to 255 characters")
     c = current()
     result = accounts.topup(
-        c.db, key_id, micros, reason, now_ms=c.now_ms(), actor=auth.principal().actor
+        c.db,
+        key_id,
+        micros,
+        reason,
+        now_ms=c.now_ms(),
+        actor=auth.principal().actor,
+        guard=guard(),
     )
     return jsonify(result)
 
@@ -197,6 +218,7 @@ def agents():
 
 
 @bp.post("/tokens")
+@idempotent
 def create_token():
     data = read_object(("role", "user_id", "label", "agent_id"))
     c = current()
@@ -208,6 +230,7 @@ def create_token():
         agent_id=data.get("agent_id"),
         now_ms=c.now_ms(),
         actor=auth.principal().actor,
+        guard=guard(),
     )
     return jsonify(created), 201
 

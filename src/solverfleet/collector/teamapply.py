@@ -8,6 +8,7 @@ updated to match it; what changed bumps the config version once (see ``accounts`
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from solverfleet import keyhash, teamconfig
@@ -34,6 +35,7 @@ def apply_config(
     *,
     now_ms: int | None = None,
     actor: str | None = None,
+    guard: Callable[[Tx], None] | None = None,
 ) -> dict:
     """Validate a team config and apply it in one transaction: all of it or none of it.
 
@@ -48,7 +50,8 @@ def apply_config(
     (``config_secret_hash``), so re-applying a file never undoes an API rotation; keys the
     file does not declare (e.g. made with ``POST /admin/v1/keys``) are left alone.
     ``actor`` is recorded on the opening-balance ledger transactions and on the audit rows:
-    one per created or changed object (at most ``audit.MAX_TRAIL``) and a summary.
+    one per created or changed object (at most ``audit.MAX_TRAIL``) and a summary. ``guard``
+    runs in the same transaction (the request's Idempotency-Key record).
     """
     cfg = _parse(config)
     stamp = int(time.time() * 1000) if now_ms is None else now_ms
@@ -57,6 +60,8 @@ def apply_config(
         result = _apply(tx, cfg, now_ms=stamp, dry_run=dry_run, actor=actor)
         if dry_run:
             raise _DryRun(result)
+        if guard is not None:
+            guard(tx)
         return result
 
     try:

@@ -8,16 +8,23 @@ bootstrap admin and service credentials (``collector.auth``).
 A service token may be bound to one agent id (``agent_id``): it then speaks for that agent only,
 and the collector checks the agent's usage against what it was granted (docs/ARCHITECTURE.md,
 "Per-host credentials"). Revoking it cuts off that one host.
+
+An admin or user token may speak for a user (``user_id``; a user token must). That user's role
+in the team config is the highest role the token may have (``ROLE_CAP``): an ``admin`` user may
+hold admin and user tokens, a ``user`` only user tokens, a ``service`` user no admin-API token.
+It is checked when the token is made (403 ``role_above_user``) and again on every use, so
+lowering a user's role in the team config also lowers what their tokens can do.
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from solverfleet.collector import audit
-from solverfleet.collector.problems import Invalid, NotFound
+from solverfleet.collector.problems import Forbidden, Invalid, NotFound
 from solverfleet.collector.store import Database, Tx
 from solverfleet.keyhash import hash_secret
 from solverfleet.teamconfig import ROLES
@@ -28,6 +35,10 @@ TOUCH_EVERY_MS = 60_000
 MAX_LABEL = 128
 COLUMNS = "id, role, user_id, agent_id, label, created_ms, created_by, last_used_ms, revoked_ms"
 MAX_AGENT_ID = 128
+# Admin-API roles by rank, and the highest rank a token of a user with each team-config role
+# may have (a service user is for the fleet, not the admin API).
+RANK = {"user": 1, "admin": 2}
+ROLE_CAP = {"admin": 2, "user": 1, "service": 0}
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,26 @@ class Found:
     user_id: str | None
     user_active: bool
     agent_id: str | None = None  # a service token bound to one agent
+    user_role: str | None = None  # the team-config role of the token's user
+
+    @property
+    def above_user(self) -> bool:
+        """A token whose role is above its user's (the user's role was lowered since)."""
+        return self.user_id is not None and not within_cap(self.role, self.user_role)
+
+
+def within_cap(token_role: str, user_role: str | None) -> bool:
+    return RANK.get(token_role, 99) <= ROLE_CAP.get(user_role or "", 0)
+
+
+def cap_problem(token_role: str, user_id: str, user_role: str) -> Forbidden:
+    allowed = [r for r, rank in RANK.items() if rank <= ROLE_CAP.get(user_role, 0)]
+    may = " or ".join(allowed) + " tokens" if allowed else "no admin API tokens"
+    return Forbidden(
+        f"user {user_id!r} has the role {user_role!r} in the team config, so their tokens may "
+        f"have at most that role ({may}), not {token_role}",
+        "role_above_user",
+    )
 
 
 def generate() -> str:
@@ -87,11 +118,12 @@ def check_request(role: Any, user_id: Any, label: Any) -> tuple[str, str | None,
     """Validate a create request's fields (types and combinations); 400 on any problem."""
     if role not in ROLES:
         raise Invalid(f"role must be one of {', '.join(ROLES)}", "invalid_role")
-    if role == "user":
-        if not isinstance(user_id, str) or not user_id:
-            raise Invalid("a user token needs the user_id of an existing user", "invalid")
-    elif user_id is not None:
-        raise Invalid(f"user_id is only for user tokens, not {role} tokens", "invalid")
+    if role == "user" and (not isinstance(user_id, str) or not user_id):
+        raise Invalid("a user token needs the user_id of an existing user", "invalid")
+    if role == "service" and user_id is not None:
+        raise Invalid("user_id is only for admin and user tokens, not service tokens", "invalid")
+    if user_id is not None and (not isinstance(user_id, str) or not user_id):
+        raise Invalid("user_id must be the id of an existing user", "invalid")
     if label is not None and (
         not isinstance(label, str)
         or not label.strip()
@@ -111,8 +143,12 @@ def create(
     agent_id: Any = None,
     now_ms: int,
     actor: str | None = None,
+    guard: Callable[[Tx], None] | None = None,
 ) -> dict:
-    """A new token: ``{"token": public fields, "secret": the token}`` (shown this once)."""
+    """A new token: ``{"token": public fields, "secret": the token}`` (shown this once).
+
+    A token for a user may not have a role above the user's (403 ``role_above_user``).
+    ``guard`` runs in the same transaction (the request's Idempotency-Key record)."""
     role, user_id, label = check_request(role, user_id, label)
     agent_id = check_agent_id(role, agent_id)
     secret = generate()
@@ -120,10 +156,12 @@ def create(
     def work(tx: Tx) -> int:
         account = None
         if user_id is not None:
-            owner = tx.one("SELECT account FROM users WHERE id = ?", (user_id,))
-            if owner is None:
+            user = tx.one("SELECT role, account FROM users WHERE id = ?", (user_id,))
+            if user is None:
                 raise Invalid(f"user {user_id!r} does not exist", "unknown_user")
-            account = owner[0]
+            if not within_cap(role, user[0]):
+                raise cap_problem(role, user_id, user[0])
+            account = user[1]
         token_id = tx.insert(
             "INSERT INTO api_tokens"
             " (role, user_id, agent_id, label, token_hash, created_ms, created_by)"
@@ -134,6 +172,8 @@ def create(
         audit.record(
             tx, actor, "token.create", "token", token_id, account, None, after, now_ms=now_ms
         )
+        if guard is not None:
+            guard(tx)
         return token_id
 
     token_id = db.transaction(work)
@@ -191,18 +231,19 @@ def lookup(db: Database, secret: str, *, now_ms: int) -> Found | None:
     digest = hash_secret(secret)
     row = db.read(
         lambda tx: tx.one(
-            "SELECT t.id, t.role, t.user_id, t.revoked_ms, t.last_used_ms, u.active, t.agent_id"
+            "SELECT t.id, t.role, t.user_id, t.revoked_ms, t.last_used_ms, u.active, t.agent_id,"
+            " u.role"
             " FROM api_tokens t LEFT JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?",
             (digest,),
         )
     )
     if row is None or row[3] is not None:
         return None
-    token_id, role, user_id, _, last_used, user_active, agent_id = row
+    token_id, role, user_id, _, last_used, user_active, agent_id, user_role = row
     if last_used is None or now_ms - int(last_used) >= TOUCH_EVERY_MS:
         db.transaction(
             lambda tx: tx.execute(
                 "UPDATE api_tokens SET last_used_ms = ? WHERE id = ?", (now_ms, token_id)
             )
         )
-    return Found(int(token_id), role, user_id, bool(user_active), agent_id)
+    return Found(int(token_id), role, user_id, bool(user_active), agent_id, user_role)

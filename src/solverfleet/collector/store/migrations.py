@@ -104,12 +104,20 @@ def _v8_audit_log(tx: Tx) -> None:
             tx.execute(statement)
 
 
+def _v6_idempotency_keys(tx: Tx) -> None:
+    # A new table only (IF NOT EXISTS): re-runnable, independent of the other versions.
+    for table in schema.V6_TABLES:
+        for statement in schema.render(table, tx.dialect):
+            tx.execute(statement)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial schema", _v1_initial),
     Migration(4, "key rotation, ledger actor, admin API tokens", _v4_keys_tokens_access),
     Migration(2, "solve log and report indexes", _v2_report_indexes),
     Migration(3, "low-balance notifications", _v3_notifications),
     Migration(5, "agent-bound service tokens, lease grant totals", _v5_agent_credentials),
+    Migration(6, "Idempotency-Key records of the admin API", _v6_idempotency_keys),
     Migration(8, "audit log of admin changes", _v8_audit_log),
     Migration(10, "lease reclaim orders, settled leases", _v10_lease_reclaim),
 ]

@@ -423,6 +423,8 @@ V10_COLUMNS: dict[str, list[tuple[str, str]]] = {
     "lease_cpm": [("settled", "SMALLINT NOT NULL DEFAULT 0")],
     "lease_daily": [("settled", "SMALLINT NOT NULL DEFAULT 0")],
 }
+
+
 # --- version 8: the audit log (own table only) ------------------------------------------------
 
 V8_TABLES = [
@@ -449,5 +451,33 @@ V8_TABLES = [
             "audit_log_target": ("target_type", "target_id", "id"),
             "audit_log_action": ("action", "id"),
         },
+    ),
+]
+
+
+# --- version 6: Idempotency-Key records of the admin API (collector/idempotency.py) ----------
+
+V6_TABLES = [
+    # One row per (actor, method, path, Idempotency-Key), found by the sha256 of those four
+    # (scope_hash): the request's fingerprint, its state (running -> applied -> done), and the
+    # first answer to replay, with one-time secrets withheld. Kept 24 h (created_ms), pruned.
+    Table(
+        "idempotency_keys",
+        [
+            ("scope_hash", "CHAR(64) ASCII NOT NULL"),
+            ("actor", "VARCHAR(160) NOT NULL"),
+            ("method", "VARCHAR(8) NOT NULL"),
+            ("path", "VARCHAR(1024) NOT NULL"),
+            ("idem_key", "VARCHAR(255) NOT NULL"),
+            ("fingerprint", "CHAR(64) ASCII NOT NULL"),
+            ("state", "VARCHAR(16) NOT NULL"),
+            ("claim", "CHAR(32) ASCII NOT NULL"),
+            ("claimed_ms", "BIGINT NOT NULL"),
+            ("created_ms", "BIGINT NOT NULL"),
+            ("response_status", "INTEGER"),
+            ("response_body", "MEDIUMTEXT"),
+        ],
+        ("scope_hash",),
+        indexes={"idempotency_keys_created": ("created_ms",)},
     ),
 ]
