@@ -24,3 +24,15 @@ def canonical(slug: str, aliases: Mapping[str, str] | None = None) -> str:
     if aliases:
         slug = aliases.get(slug, slug)
     return BUILTIN_ALIASES.get(slug, slug)
+
+
+def resolve_price(
+    prices: Mapping[str, int], own: Mapping[str, int] | None, slug: str
+) -> int | None:
+    """A call's price: the account's (``own``) for ``slug``, else the account's default, else
+    the global one for ``slug``, else the global default; None: the type has no price."""
+    if own:
+        price = own.get(slug, own.get(DEFAULT_TYPE))
+        if price is not None:
+            return price
+    return prices.get(slug, prices.get(DEFAULT_TYPE))

@@ -200,7 +200,8 @@ def wipe_collector_db(url: str) -> None:
         migrate(db)
 
         def wipe(tx):
-            for table in [*schema.V1_TABLES, *schema.V3_TABLES, *schema.V4_TABLES]:
+            tables = [*schema.V1_TABLES, *schema.V3_TABLES, *schema.V4_TABLES, *schema.V9_TABLES]
+            for table in tables:
                 tx.execute(f"DELETE FROM {table.name}")
             tx.execute("INSERT INTO config_state (id, version) VALUES (1, 1)")
 

@@ -11,7 +11,8 @@ import time
 from typing import Any
 
 from solverfleet import keyhash, teamconfig
-from solverfleet.collector import accounts
+from solverfleet.captchatypes import DEFAULT_TYPE
+from solverfleet.collector import accounts, prices
 from solverfleet.collector.notify import notifications
 from solverfleet.collector.problems import ConfigInvalid, Conflict
 from solverfleet.collector.store import Database, Tx, marks
@@ -85,9 +86,17 @@ def _apply(tx: Tx, cfg: dict, *, now_ms: int, dry_run: bool, actor: str | None) 
             unchanged.append({"kind": kind, "id": ident})
 
     account = cfg["account"]
-    note("account", account, _apply_account(tx, account, cfg["low_balance_alert"], now_ms))
-    for type_, price in cfg["prices"].items():
-        note("price", type_, _apply_price(tx, type_, price, now_ms))
+    fields = _apply_account(tx, account, cfg["low_balance_alert"], now_ms)
+    if prices.apply_aliases(tx, account, cfg["type_aliases"]) and fields is not None:
+        fields.append("type_aliases")
+    note("account", account, fields)
+    # A file's prices are its account's, unless it says they are everyone's.
+    scope = None if cfg["prices_scope"] == "global" else account
+    wanted = dict(cfg["prices"])
+    if cfg["default_price"] is not None:
+        wanted[DEFAULT_TYPE] = cfg["default_price"]
+    for type_, price_fields in prices.apply_prices(tx, scope, wanted, now_ms):
+        note("price", "default_price" if type_ == DEFAULT_TYPE else type_, price_fields)
 
     users = cfg["users"]
     user_rows = accounts.locked_rows(tx, "users", accounts.USER_COLUMNS, [u["id"] for u in users])
@@ -97,6 +106,7 @@ def _apply(tx: Tx, cfg: dict, *, now_ms: int, dry_run: bool, actor: str | None) 
         tx, "api_keys", accounts.KEY_COLUMNS, [k["id"] for _, k in keys]
     )
     existing_keys = {r["id"]: accounts.key_row(r) for r in key_rows}
+    _refuse_other_accounts(account, existing_users, existing_keys)  # rolls back all of it
     hashes = _secret_hashes(tx, keys, existing_keys, secrets)
 
     for user in users:
@@ -119,6 +129,23 @@ def _apply(tx: Tx, cfg: dict, *, now_ms: int, dry_run: bool, actor: str | None) 
         "config_version": version,
         "dry_run": dry_run,
     }
+
+
+def _refuse_other_accounts(account: str, users: dict[str, dict], keys: dict[str, dict]) -> None:
+    """A file applies to its own account: a user or key id another account owns is refused
+    (all of them named), never moved."""
+    theirs = [
+        f"{kind} {ident!r} (account {row['account']!r})"
+        for kind, rows in (("user", users), ("key", keys))
+        for ident, row in rows.items()
+        if row["account"] != account
+    ]
+    if theirs:
+        raise Conflict(
+            f"this file is for account {account!r}, but these belong to another account: "
+            + ", ".join(theirs),
+            "owned_by_another_account",
+        )
 
 
 def _secret_hashes(
@@ -195,23 +222,6 @@ def _apply_account(tx: Tx, account: str, alert: dict | None, now_ms: int) -> lis
     if notifications.apply_targets(tx, account, webhooks, now_ms=now_ms):
         fields.append("webhooks")
     return fields
-
-
-def _apply_price(tx: Tx, type_: str, micros: int, now_ms: int) -> list[str] | None:
-    current = tx.one(
-        "SELECT price_micros FROM prices WHERE type = ?" + tx.dialect.for_update, (type_,)
-    )
-    if current is None:
-        tx.execute("INSERT INTO prices (type, price_micros) VALUES (?, ?)", (type_, micros))
-        return None
-    if current[0] == micros:
-        return []
-    tx.execute(
-        "UPDATE prices SET price_micros = ?, previous_price_micros = ?, changed_ms = ?"
-        " WHERE type = ?",
-        (micros, current[0], now_ms, type_),
-    )
-    return ["price"]
 
 
 def _apply_user(

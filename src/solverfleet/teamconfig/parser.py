@@ -14,8 +14,8 @@ import os
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from solverfleet.money import format_micros
 from solverfleet.captchatypes import BUILTIN_ALIASES
+from solverfleet.money import format_micros
 from solverfleet.teamconfig.fields import kind
 from solverfleet.teamconfig.load import loads, read_text, resolve_env
 from solverfleet.teamconfig.pricing import PricingFields, is_seed_format, seed_user

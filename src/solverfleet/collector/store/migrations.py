@@ -83,12 +83,21 @@ def _v5_agent_credentials(tx: Tx) -> None:
     )
 
 
+def _v9_account_prices(tx: Tx) -> None:
+    # New tables only (IF NOT EXISTS): re-runnable. Existing prices stay global: every account
+    # falls back to them until a file gives it its own.
+    for table in schema.V9_TABLES:
+        for statement in schema.render(table, tx.dialect):
+            tx.execute(statement)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial schema", _v1_initial),
     Migration(4, "key rotation, ledger actor, admin API tokens", _v4_keys_tokens_access),
     Migration(2, "solve log and report indexes", _v2_report_indexes),
     Migration(3, "low-balance notifications", _v3_notifications),
     Migration(5, "agent-bound service tokens, lease grant totals", _v5_agent_credentials),
+    Migration(9, "per-account prices and type aliases", _v9_account_prices),
 ]
 
 
