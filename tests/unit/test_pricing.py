@@ -10,6 +10,7 @@ from solverfleet.agent.keystore import parse_snapshot
 from solverfleet.agent.limiter import Limiter
 from solverfleet.captchatypes import canonical, resolve_price
 from solverfleet.collector import accounts
+from solverfleet.collector.store import MIGRATIONS, Database
 from solverfleet.keyhash import hash_secret
 from tests.support.collector import AppHarness, event, key_config, team_config, user_config
 from tests.unit.test_agent_precheck import NOW, grant_everything
@@ -195,3 +196,36 @@ def test_ingest_checks_cost_against_the_keys_account(collector_app: AppHarness) 
         calls["beta at acme's"]["event_id"]: "wrong_cost",
         calls["beta unpriced"]["event_id"]: "wrong_cost",  # acme's default is not beta's
     }
+
+
+def test_migration_9_moves_builtin_aliases_to_their_type_and_can_run_again(
+    empty_db_url: str,
+) -> None:
+    """A store from before 9 may price and allow the seeds' ``cloudflare-turnstile`` as a type
+    of its own: it becomes ``turnstile`` (agents would no longer find it under the alias)."""
+    db = Database(empty_db_url)
+    try:
+        by_version = {m.version: m for m in MIGRATIONS}
+        for version in (1, 4, 2, 3, 5):
+            db.transaction(by_version[version].apply)
+
+        def old_data(tx):
+            tx.execute("INSERT INTO prices (type, price_micros) VALUES ('cloudflare-turnstile', 7)")
+            tx.execute(
+                "INSERT INTO api_keys (id, user_id, account, secret_hash, balance_micros,"
+                " allowed_types, active, updated_ms) VALUES ('k1', 'u1', 'acme', 'h', 0, ?, 1, 0)",
+                ('["cloudflare-turnstile", "hcaptcha"]',),
+            )
+
+        db.transaction(old_data)
+        db.transaction(by_version[9].apply)
+        db.transaction(by_version[9].apply)  # a rerun changes nothing more
+        assert db.read(lambda tx: tx.all("SELECT type, price_micros FROM prices")) == [
+            ("turnstile", 7)
+        ]
+        assert db.read(lambda tx: accounts.config_version(tx)) == 2  # agents fetch it again
+        key = db.read(lambda tx: tx.scalar("SELECT allowed_types FROM api_keys"))
+        assert key == '["turnstile", "hcaptcha"]'
+        assert db.read(lambda tx: tx.all("SELECT * FROM account_prices")) == []
+    finally:
+        db.close()

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from solverfleet.captchatypes import BUILTIN_ALIASES
 from solverfleet.collector.store import schema
 from solverfleet.collector.store.db import Database, StoreUnavailable, Tx
 
@@ -84,11 +85,26 @@ def _v5_agent_credentials(tx: Tx) -> None:
 
 
 def _v9_account_prices(tx: Tx) -> None:
-    # New tables only (IF NOT EXISTS): re-runnable. Existing prices stay global: every account
+    # New tables (IF NOT EXISTS): re-runnable. Existing prices stay global: every account
     # falls back to them until a file gives it its own.
     for table in schema.V9_TABLES:
         for statement in schema.render(table, tx.dialect):
             tx.execute(statement)
+    # Built-in aliases are spellings now, never types of their own: a price or an allowed type
+    # stored under one moves to its canonical type (agents turn the alias into it before any
+    # lookup). Each statement is a no-op once done.
+    changed = 0
+    for alias, slug in BUILTIN_ALIASES.items():
+        if tx.one("SELECT 1 FROM prices WHERE type = ?", (slug,)) is None:
+            changed += tx.execute("UPDATE prices SET type = ? WHERE type = ?", (slug, alias))
+        changed += tx.execute("DELETE FROM prices WHERE type = ?", (alias,))
+        changed += tx.execute(
+            "UPDATE api_keys SET allowed_types = REPLACE(allowed_types, ?, ?)"
+            " WHERE allowed_types LIKE ?",
+            (f'"{alias}"', f'"{slug}"', f'%"{alias}"%'),
+        )
+    if changed:
+        tx.execute("UPDATE config_state SET version = version + 1 WHERE id = 1")
 
 
 MIGRATIONS: list[Migration] = [
