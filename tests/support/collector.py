@@ -204,9 +204,10 @@ def wipe_collector_db(url: str) -> None:
                 *schema.V1_TABLES,
                 *schema.V3_TABLES,
                 *schema.V4_TABLES,
-                *schema.V8_TABLES,
-                *schema.V10_TABLES,
                 *schema.V6_TABLES,
+                *schema.V8_TABLES,
+                *schema.V9_TABLES,
+                *schema.V10_TABLES,
             ]:
                 tx.execute(f"DELETE FROM {table.name}")
             tx.execute("INSERT INTO config_state (id, version) VALUES (1, 1)")

@@ -68,7 +68,7 @@ def test_apply_reports_changed_fields_and_bumps_version(collector_app: AppHarnes
     assert version(h) == v + 1
     snap = h.db.read(accounts.snapshot)
     assert snap["keys"][0]["secret_hash"] == hash_secret("sk_rotated_secret")
-    assert snap["prices"]["turnstile"] == 2500
+    assert snap["account_prices"]["acme"]["turnstile"] == 2500  # the file's account's price
     assert snap["users"][0]["daily_limit"] == 5
 
 
@@ -227,7 +227,9 @@ def test_snapshot_shape(collector_app: AppHarness) -> None:
     )
     apply(h, team_config([user_config("alice", [key], daily_limit=1000)]))
     snap = h.db.read(accounts.snapshot)
-    assert snap["prices"] == {"recaptcha-v2": 3000, "turnstile": 2000}
+    assert snap["prices"] == {}  # a file's prices are its account's unless it says otherwise
+    assert snap["account_prices"] == {"acme": {"recaptcha-v2": 3000, "turnstile": 2000}}
+    assert snap["type_aliases"] == {}
     assert snap["users"] == [
         {
             "id": "alice",

@@ -42,6 +42,9 @@ ISSUE_NORMALIZED = {
     "account": "acme",
     "low_balance_alert": {"enabled": True, "threshold": "5.00", "webhooks": []},
     "prices": {"recaptcha-v2": "0.003", "turnstile": "0.002", "image-to-text": "0.001"},
+    "default_price": None,
+    "type_aliases": {},
+    "prices_scope": "account",
     "users": [
         {
             "id": "alice",
@@ -91,6 +94,9 @@ def test_seed_format_is_one_key_per_user():
         "account": "default",
         "low_balance_alert": None,
         "prices": {},
+        "default_price": "0.003",  # the seed manager's default, made explicit
+        "type_aliases": {},
+        "prices_scope": "account",
         "users": [
             {
                 "id": "alice",
@@ -139,7 +145,15 @@ def test_defaults_for_absent_and_null_values():
             }
         ],
     }
-    assert parse({}) == {"account": "default", "low_balance_alert": None, "prices": {}, "users": []}
+    assert parse({}) == {
+        "account": "default",
+        "low_balance_alert": None,
+        "prices": {},
+        "default_price": None,  # our own format: no default price unless given
+        "type_aliases": {},
+        "prices_scope": "account",
+        "users": [],
+    }
 
 
 def test_alert_defaults():

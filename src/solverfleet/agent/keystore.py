@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from solverfleet.agent.clientip import Net, parse_nets
+from solverfleet.captchatypes import DEFAULT_TYPE
 
 
 class SnapshotError(ValueError):
@@ -53,13 +54,30 @@ class Key:
         )
 
 
+# An account's price table, flattened at parse time so the hot path does two dict lookups:
+# (prices by canonical type, the price of any other type or None).
+Pricing = tuple[dict[str, int], "int | None"]
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     version: int
-    prices: dict[str, int]
+    prices: dict[str, int]  # the global prices ("*": the global default)
     users: dict[str, User]
     keys: dict[str, Key]  # by key id
     by_hash: dict[str, Key]  # by sha256 hex of the secret (and of a rotated-out one in grace)
+    pricing: dict[str, Pricing]  # by account, for accounts with prices of their own
+    global_pricing: Pricing  # every other account's
+    aliases: dict[str, dict[str, str]]  # by account (the built-in ones are in captchatypes)
+
+
+def _flatten(prices: dict[str, int], own: dict[str, int] | None) -> Pricing:
+    """One account's prices as ``captchatypes.resolve_price`` orders them: its own price, its
+    default, the global price, the global default."""
+    if own and DEFAULT_TYPE in own:
+        return {t: p for t, p in own.items() if t != DEFAULT_TYPE}, own[DEFAULT_TYPE]
+    merged = {t: p for t, p in {**prices, **(own or {})}.items() if t != DEFAULT_TYPE}
+    return merged, prices.get(DEFAULT_TYPE)
 
 
 def _opt_int(value: Any, where: str) -> int | None:
@@ -74,6 +92,15 @@ def parse_snapshot(version: int, config: dict[str, Any]) -> Snapshot:
     """The sync response's ``config`` object -> Snapshot; SnapshotError on anything malformed."""
     try:
         prices = {str(slug): int(micros) for slug, micros in (config.get("prices") or {}).items()}
+        own = {
+            str(account): {str(t): int(p) for t, p in table.items()}
+            for account, table in (config.get("account_prices") or {}).items()
+        }
+        aliases = {
+            str(account): {str(a): str(t) for a, t in table.items()}
+            for account, table in (config.get("type_aliases") or {}).items()
+        }
+        pricing = {account: _flatten(prices, table) for account, table in own.items()}
         users = {}
         for raw in config.get("users") or []:
             users[raw["id"]] = User(
@@ -115,7 +142,16 @@ def parse_snapshot(version: int, config: dict[str, Any]) -> Snapshot:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise SnapshotError(f"malformed config snapshot: {exc!r}") from None
-    return Snapshot(version=int(version), prices=prices, users=users, keys=keys, by_hash=by_hash)
+    return Snapshot(
+        version=int(version),
+        prices=prices,
+        users=users,
+        keys=keys,
+        by_hash=by_hash,
+        pricing=pricing,
+        global_pricing=_flatten(prices, None),
+        aliases=aliases,
+    )
 
 
 class KeyStore:

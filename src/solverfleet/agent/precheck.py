@@ -1,8 +1,9 @@
 """The hot-path decision: may this key make this call now? Pure in-memory work, no I/O.
 
 Order of checks is part of the contract (ARCHITECTURE.md "Agent rules"): key known (401) ->
-key active (403) -> user active (403) -> type priced (400) -> type allowed (403) -> IP allowed
-(403) -> CPM token (429) -> daily token (429) -> balance >= price (402). ``authenticate`` is the
+key active (403) -> user active (403) -> type priced (400; an alias is its canonical type from
+here on) -> type allowed (403) -> IP allowed (403) -> CPM token (429) -> daily token (429) ->
+balance >= price (402). ``authenticate`` is the
 first three, so the route can answer auth failures before it parses a body; ``admit`` is the
 rest and takes the holds; ``check`` is both, for benchmarks and tests.
 
@@ -20,6 +21,7 @@ from typing import Any
 from solverfleet.agent.clientip import in_nets, parse_ip
 from solverfleet.agent.keystore import Key, Snapshot, User
 from solverfleet.agent.limiter import BALANCE, CPM, DAILY, Hold, Limiter, Refusal
+from solverfleet.captchatypes import BUILTIN_ALIASES
 from solverfleet.money import format_micros
 
 BANNED = "ip_banned"
@@ -42,7 +44,7 @@ class Decision:
     """Allowed (``code`` None, with the key, user, hold and price) or refused (code, message,
     HTTP status, optional Retry-After; ``wait``: only a lease is missing)."""
 
-    __slots__ = ("code", "hold", "key", "message", "price", "retry_after", "user", "wait")
+    __slots__ = ("code", "hold", "key", "message", "price", "retry_after", "slug", "user", "wait")
 
     def __init__(
         self,
@@ -63,6 +65,7 @@ class Decision:
         self.user = user
         self.hold = hold
         self.price = price
+        self.slug: str | None = None  # the canonical captcha type of an allowed call
 
     @property
     def allowed(self) -> bool:
@@ -135,7 +138,14 @@ def check(
 
 def _admit(snap, limiter, key, user, slug, client_ip, now, offline, allowance) -> Decision:
     # Positional and flat on purpose: this runs on every call (see bench/bench_precheck.py).
-    price = snap.prices.get(slug)
+    # An alias ("cloudflare-turnstile") is its canonical type from here on: price, allowed
+    # types, limits and the usage event all see "turnstile".
+    aliases = snap.aliases.get(key.account) if snap.aliases else None
+    if aliases:
+        slug = aliases.get(slug, slug)
+    slug = BUILTIN_ALIASES.get(slug, slug)
+    prices, default = snap.pricing.get(key.account) or snap.global_pricing
+    price = prices.get(slug, default)
     if price is None:
         return Decision("unknown_type", f"no price for captcha type {_short(slug)!r}")
     if key.allowed_types is not None and slug not in key.allowed_types:
@@ -145,7 +155,9 @@ def _admit(snap, limiter, key, user, slug, client_ip, now, offline, allowance) -
     outcome = limiter.admit(key, user, price, now, offline, allowance)
     if outcome.__class__ is Refusal:
         return refusal(outcome, price, now)  # type: ignore[arg-type]
-    return Decision(None, "", None, False, key, user, outcome, price)  # type: ignore[arg-type]
+    decision = Decision(None, "", None, False, key, user, outcome, price)  # type: ignore[arg-type]
+    decision.slug = slug
+    return decision
 
 
 def refusal(outcome: Refusal, price: int, now: float) -> Decision:

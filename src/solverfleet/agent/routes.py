@@ -129,6 +129,7 @@ def _solve(agent: Agent, started: float, request_id: str) -> Response:
     decision = admit_waiting(agent, snap, secret, *auth, body.type, ip)
     if not decision.allowed:
         return _deny(decision)
+    body.type = decision.slug or body.type  # an alias: the worker and the log see the slug
     hold = decision.hold
     assert hold is not None and decision.key is not None and decision.user is not None
     try:

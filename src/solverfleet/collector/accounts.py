@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from solverfleet.collector import audit, reclaim
+from solverfleet.collector import audit, prices, reclaim
 from solverfleet.collector.problems import Invalid, NotFound
 from solverfleet.collector.store import Database, Tx, marks
 from solverfleet.money import MAX_AMOUNT_MICROS, format_micros
@@ -316,7 +316,7 @@ def list_users(db: Database) -> list[dict]:
 
 def snapshot(tx: Tx) -> dict:
     """Everything an agent needs to decide locally (the ``config`` of a sync answer)."""
-    prices = {t: int(p) for t, p in tx.all("SELECT type, price_micros FROM prices ORDER BY type")}
+    pricing = prices.read_prices(tx)  # global and per account; "*" is a default price
     users = [
         {
             "id": r["id"],
@@ -358,4 +358,4 @@ def snapshot(tx: Tx) -> dict:
                 **grace,
             }
         )
-    return {"prices": prices, "users": users, "keys": keys}
+    return {**pricing, "type_aliases": prices.read_aliases(tx), "users": users, "keys": keys}

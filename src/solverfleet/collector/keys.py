@@ -13,7 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 from solverfleet import keyhash, teamconfig
-from solverfleet.collector import accounts, audit
+from solverfleet.captchatypes import canonical
+from solverfleet.collector import accounts, audit, prices
 from solverfleet.collector.problems import ConfigInvalid, Conflict, Invalid, NotFound
 from solverfleet.collector.store import Database, Tx
 from solverfleet.money import format_micros
@@ -31,17 +32,37 @@ class KeyInvalid(ConfigInvalid):
     code = "invalid"
 
 
-def validate(fields: dict[str, Any], *, user_id: Any, priced: list[str]) -> dict:
-    """One key's fields (``id`` included), normalized as in a team config (balance in micros),
-    or ``KeyInvalid`` naming the request's fields (``cpm: ...``, ``user_id: ...``)."""
+def validate(
+    fields: dict[str, Any],
+    *,
+    user_id: Any,
+    priced: list[str] | None,
+    aliases: dict[str, str] | None = None,
+) -> dict:
+    """One key's fields (``id`` included), normalized as in a team config (balance in micros,
+    ``allowed_types`` by canonical slug), or ``KeyInvalid`` naming the request's fields (``cpm:
+    ...``, ``user_id: ...``). ``priced``: the types the key's account may allow (None: any)."""
     try:
-        return teamconfig.parse_key(fields, user_id=user_id, prices=priced)
+        key = teamconfig.parse_key(fields, user_id=user_id, prices=priced)
     except teamconfig.TeamConfigError as exc:
         raise KeyInvalid(exc.errors) from None
+    if key["allowed_types"] is not None:
+        slugs = [canonical(t, aliases) for t in key["allowed_types"]]
+        key["allowed_types"] = list(dict.fromkeys(slugs))
+    return key
 
 
-def _priced_types(tx: Tx) -> list[str]:
-    return [t for (t,) in tx.all("SELECT type FROM prices")]
+def _validate_for(tx: Tx, fields: dict[str, Any], user_id: Any) -> dict:
+    """``validate`` against the prices and aliases of ``user_id``'s account."""
+    row = (
+        tx.one("SELECT account FROM users WHERE id = ?", (user_id,))
+        if isinstance(user_id, str)
+        else None
+    )
+    account = None if row is None else row[0]
+    aliases = prices.read_aliases(tx).get(account or "")
+    priced = prices.priced_types(tx, account)
+    return validate(fields, user_id=user_id, priced=priced, aliases=aliases)
 
 
 def _new_id(user_id: Any) -> str:
@@ -86,7 +107,7 @@ def create(
     secret = keyhash.generate_secret()
 
     def work(tx: Tx) -> str:
-        key = validate(fields, user_id=user_id, priced=_priced_types(tx))
+        key = _validate_for(tx, fields, user_id)
         user = tx.one("SELECT account FROM users WHERE id = ?" + tx.dialect.for_update, (user_id,))
         if user is None:
             raise Invalid(f"user {user_id!r} does not exist", "unknown_user")
@@ -146,7 +167,7 @@ def update_limits(
         if not rows:
             raise NotFound(f"key {key_id!r} does not exist")
         row = rows[0]
-        key = validate({**data, "id": key_id}, user_id=row["user_id"], priced=_priced_types(tx))
+        key = _validate_for(tx, {**data, "id": key_id}, row["user_id"])
         stored = {f: accounts.key_column(f, key[f]) for f in LIMIT_FIELDS if f in data}
         changed = [f for f, value in stored.items() if value != row[f]]
         if changed:

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from solverfleet.collector import accounts, reclaim
+from solverfleet.collector.prices import Accepted
 from solverfleet.collector.protocol import LeaseRequest, ReleaseRequest, SyncRequest
 from solverfleet.collector.reclaim import BALANCE, CPM, DAILY
 from solverfleet.collector.store import Database, Tx, chunks, marks
@@ -421,17 +422,6 @@ def release(db: Database, req: ReleaseRequest, *, now_ms: int) -> list[dict]:
 NOT_LEASED, WRONG_COST, OVER_GRANT = "not_leased", "wrong_cost", "over_grant"
 
 
-# A call made up to this long after a price change may still carry the old price: the agent
-# learns prices on its next sync (a fraction of a second), and its clock may lag a little.
-PRICE_CHANGE_GRACE_MS = 60_000
-
-
-def _old_price(old: tuple[int, int] | None, cost: int, ts_ms: int) -> bool:
-    """``cost`` is the type's previous price and the call was made before that stopped being
-    honest (``old``: previous price, and the time until which it is accepted)."""
-    return old is not None and cost == old[0] and ts_ms <= old[1]
-
-
 def _oldest_first(event: tuple) -> tuple:
     return event[1], event[0]
 
@@ -450,11 +440,14 @@ def check_usage(tx: Tx, events: list[tuple]) -> dict[str, str]:
     """
     if not events:
         return {}
+    account: dict[str, str] = {}  # prices are per account (collector/prices.py)
     for chunk in chunks(sorted({e[2] for e in events})):
-        tx.all(
-            f"SELECT id FROM api_keys WHERE id IN ({marks(len(chunk))})"
-            f" ORDER BY id{tx.dialect.for_update}",
-            chunk,
+        account.update(
+            tx.all(
+                f"SELECT id, account FROM api_keys WHERE id IN ({marks(len(chunk))})"
+                f" ORDER BY id{tx.dialect.for_update}",
+                chunk,
+            )
         )
     room: dict[tuple[str, str], int] = {}
     for pairs in chunks(sorted({(e[2], e[3]) for e in events})):
@@ -465,22 +458,16 @@ def check_usage(tx: Tx, events: list[tuple]) -> dict[str, str]:
             [x for p in pairs for x in p],
         ):
             room[(key_id, agent_id)] = int(left)
-    prices, old = {}, {}
-    for type_, price, previous, changed in tx.all(
-        "SELECT type, price_micros, previous_price_micros, changed_ms FROM prices"
-    ):
-        prices[type_] = int(price)
-        if previous is not None:
-            old[type_] = (int(previous), int(changed) + PRICE_CHANGE_GRACE_MS)
+    prices = Accepted(tx)
     refused: dict[str, str] = {}
     spent: dict[tuple[str, str], int] = {}
     for eid, ts, key_id, agent_id, type_, status, cost in sorted(events, key=_oldest_first):
-        pair, price = (key_id, agent_id), prices.get(type_)
+        pair, price = (key_id, agent_id), prices.price(account.get(key_id), type_)
         if pair not in room and price != 0:
             refused[eid] = NOT_LEASED
         elif status != "success" or (not cost and price == 0):
             continue  # nothing charged: failures and reports (cost forced to 0), free types
-        elif cost != price and not _old_price(old.get(type_), cost, ts):
+        elif cost != price and not prices.old_price(account.get(key_id), type_, cost, ts):
             refused[eid] = WRONG_COST
         elif cost > room[pair] - spent.get(pair, 0):
             refused[eid] = OVER_GRANT

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from solverfleet import keyhash, teamconfig
-from solverfleet.collector import accounts, audit, keys
+from solverfleet.captchatypes import DEFAULT_TYPE
+from solverfleet.collector import accounts, audit, keys, prices
 from solverfleet.collector.notify import notifications
 from solverfleet.collector.problems import ConfigInvalid, Conflict
 from solverfleet.collector.store import Database, Tx, marks
@@ -93,10 +94,23 @@ def _apply(tx: Tx, cfg: dict, *, now_ms: int, dry_run: bool, actor: str | None) 
             unchanged.append({"kind": kind, "id": ident})
 
     account = cfg["account"]
-    alert = cfg["low_balance_alert"]
-    note("account", account, _apply_account(tx, account, alert, now_ms, trail))
-    for type_, price in cfg["prices"].items():
-        note("price", type_, _apply_price(tx, type_, price, now_ms, trail, account))
+    fields = _apply_account(tx, account, cfg["low_balance_alert"], now_ms, trail)
+    if prices.apply_aliases(tx, account, cfg["type_aliases"]) and fields is not None:
+        fields.append("type_aliases")
+    note("account", account, fields)
+    # A file's prices are its account's, unless it says they are everyone's.
+    scope = None if cfg["prices_scope"] == "global" else account
+    wanted = dict(cfg["prices"])
+    if cfg["default_price"] is not None:
+        wanted[DEFAULT_TYPE] = cfg["default_price"]
+    for type_, price_fields, before in prices.apply_prices(tx, scope, wanted, now_ms):
+        name = "default_price" if type_ == DEFAULT_TYPE else type_
+        note("price", name, price_fields)
+        after = {"price": _money(wanted[type_]), "scope": "global" if scope is None else "account"}
+        if price_fields is None:
+            trail.add("price.create", "price", name, account, None, after)
+        elif price_fields:
+            trail.add("price.update", "price", name, account, {"price": _money(before)}, after)
 
     users = cfg["users"]
     user_rows = accounts.locked_rows(tx, "users", accounts.USER_COLUMNS, [u["id"] for u in users])
@@ -106,6 +120,7 @@ def _apply(tx: Tx, cfg: dict, *, now_ms: int, dry_run: bool, actor: str | None) 
         tx, "api_keys", accounts.KEY_COLUMNS, [k["id"] for _, k in keys]
     )
     existing_keys = {r["id"]: accounts.key_row(r) for r in key_rows}
+    _refuse_other_accounts(account, existing_users, existing_keys)  # rolls back all of it
     hashes = _secret_hashes(tx, keys, existing_keys, secrets)
 
     for user in users:
@@ -130,6 +145,23 @@ def _apply(tx: Tx, cfg: dict, *, now_ms: int, dry_run: bool, actor: str | None) 
         "config_version": version,
         "dry_run": dry_run,
     }
+
+
+def _refuse_other_accounts(account: str, users: dict[str, dict], keys: dict[str, dict]) -> None:
+    """A file applies to its own account: a user or key id another account owns is refused
+    (all of them named), never moved."""
+    theirs = [
+        f"{kind} {ident!r} (account {row['account']!r})"
+        for kind, rows in (("user", users), ("key", keys))
+        for ident, row in rows.items()
+        if row["account"] != account
+    ]
+    if theirs:
+        raise Conflict(
+            f"this file is for account {account!r}, but these belong to another account: "
+            + ", ".join(theirs),
+            "owned_by_another_account",
+        )
 
 
 def _secret_hashes(
@@ -238,28 +270,6 @@ def _apply_account(
             after["webhook_signing"] = "replaced"  # same hosts, a new signing value
         trail.add("account.update", "account", account, account, before, after)
     return fields
-
-
-def _apply_price(
-    tx: Tx, type_: str, micros: int, now_ms: int, trail: audit.Trail, account: str
-) -> list[str] | None:
-    current = tx.one(
-        "SELECT price_micros FROM prices WHERE type = ?" + tx.dialect.for_update, (type_,)
-    )
-    if current is None:
-        tx.execute("INSERT INTO prices (type, price_micros) VALUES (?, ?)", (type_, micros))
-        trail.add("price.create", "price", type_, account, None, {"price": _money(micros)})
-        return None
-    if current[0] == micros:
-        return []
-    tx.execute(
-        "UPDATE prices SET price_micros = ?, previous_price_micros = ?, changed_ms = ?"
-        " WHERE type = ?",
-        (micros, current[0], now_ms, type_),
-    )
-    before, after = {"price": _money(current[0])}, {"price": _money(micros)}
-    trail.add("price.update", "price", type_, account, before, after)
-    return ["price"]
 
 
 def _apply_user(

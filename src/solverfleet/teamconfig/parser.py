@@ -14,13 +14,24 @@ import os
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from solverfleet.captchatypes import BUILTIN_ALIASES
 from solverfleet.money import format_micros
-from solverfleet.teamconfig.fields import TYPE_RE, Fields, kind
+from solverfleet.teamconfig.fields import kind
 from solverfleet.teamconfig.load import loads, read_text, resolve_env
+from solverfleet.teamconfig.pricing import PricingFields, is_seed_format, seed_user
 from solverfleet.teamconfig.problems import Invalid, TeamConfigError, join
 
 # ``lowBalanceAlert`` is the seed's spelling of ``low_balance_alert``; either may be given.
-_ROOT_FIELDS = ("account", "low_balance_alert", "lowBalanceAlert", "prices", "users")
+_ROOT_FIELDS = (
+    "account",
+    "low_balance_alert",
+    "lowBalanceAlert",
+    "prices",
+    "default_price",
+    "type_aliases",
+    "prices_scope",
+    "users",
+)
 _ALERT_FIELDS = ("enabled", "threshold", "webhooks")
 _WEBHOOK_FIELDS = ("url", "secret")
 MAX_WEBHOOKS = 10
@@ -94,7 +105,14 @@ def _document(config: dict) -> dict:
         for user in config["users"]
     ]
     prices = {type_: _decimal(price) for type_, price in config["prices"].items()}
-    return {**config, "low_balance_alert": alert, "prices": prices, "users": users}
+    default = config["default_price"]
+    return {
+        **config,
+        "low_balance_alert": alert,
+        "prices": prices,
+        "default_price": None if default is None else _decimal(default),
+        "users": users,
+    }
 
 
 def _decimal(micros: int) -> str:
@@ -102,7 +120,28 @@ def _decimal(micros: int) -> str:
     return "0" if micros == 0 else format_micros(micros)
 
 
-class _Parser(Fields):
+def _priced(pricing: dict) -> set[str] | None:
+    """The type names ``allowed_types`` may use: every priced type and its aliases (None: any,
+    when a default price prices every type)."""
+    if pricing["default_price"] is not None:
+        return None
+    prices = pricing["prices"]
+    aliases = {**BUILTIN_ALIASES, **pricing["type_aliases"]}
+    return set(prices) | {alias for alias, slug in aliases.items() if slug in prices}
+
+
+def _canonical_types(types: list[str] | None, aliases: dict[str, str]) -> list[str] | None:
+    if types is None:
+        return None
+    out: list[str] = []
+    for name in types:
+        slug = BUILTIN_ALIASES.get(aliases.get(name, name), aliases.get(name, name))
+        if slug not in out:  # "turnstile" and "cloudflare-turnstile" are one type
+            out.append(slug)
+    return out
+
+
+class _Parser(PricingFields):
     def __init__(self, env: Mapping[str, str] | None) -> None:
         super().__init__()
         self.env = env
@@ -116,13 +155,26 @@ class _Parser(Fields):
         if not isinstance(data, dict):
             raise TeamConfigError(f"(top level): a team config must be a mapping, not {kind(data)}")
         self.check_fields(data, "", _ROOT_FIELDS)
-        prices = self.field(self.prices, data.get("prices"), "prices")
-        users = self.field(self.users, data.get("users"), "users", prices)
+        seed = is_seed_format(data)
+        if seed:
+            data = {**data, "users": [seed_user(u) for u in data["users"]]}
+        pricing = self.pricing(data, seed)
+        if pricing["prices"] is None:
+            pricing["prices"] = {}
+            priced = None  # reported already; don't add "has no price" to every key
+        else:
+            priced = _priced(pricing)
+        users = self.field(self.users, data.get("users"), "users", priced) or []
+        for user in users:
+            for key in user["keys"]:
+                key["allowed_types"] = _canonical_types(
+                    key["allowed_types"], pricing["type_aliases"]
+                )
         return {
             "account": self.field(self.ident, data.get("account"), "account", "default"),
             "low_balance_alert": self.field(self.alert_section, data),
-            "prices": prices if prices is not None else {},
-            "users": users if users is not None else [],
+            **pricing,
+            "users": users,
         }
 
     def check_fields(self, data: dict, path: str, allowed: tuple[str, ...]) -> None:
@@ -193,29 +245,7 @@ class _Parser(Fields):
             raise Invalid()
         return {"url": url, "secret": secret}
 
-    def prices(self, value: Any, path: str) -> dict[str, int] | None:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise self.fail(path, f"must be a mapping of captcha type to price, not {kind(value)}")
-        out: dict[str, int] = {}
-        bad = False
-        for type_, price in value.items():
-            where = join(path, str(type_))
-            if not isinstance(type_, str) or not TYPE_RE.fullmatch(type_):
-                self.fail(where, f"not a captcha type name: {type_!r}")
-                bad = True
-                continue
-            amount = self.field(self.amount, price, where, None)
-            if amount is None:
-                bad = True
-            else:
-                out[type_] = amount
-        if bad:
-            raise Invalid()
-        return out
-
-    def users(self, value: Any, path: str, prices: dict | None) -> list[dict] | None:
+    def users(self, value: Any, path: str, prices: Collection[str] | None) -> list[dict] | None:
         if value is None:
             return []
         if not isinstance(value, list):
@@ -251,7 +281,7 @@ class _Parser(Fields):
         # A seed user's key is named after the user.
         return f"{where}.id" if "api_key" in item else f"{where}.keys[{k}].id"
 
-    def user(self, value: Any, path: str, prices: dict | None) -> dict:
+    def user(self, value: Any, path: str, prices: Collection[str] | None) -> dict:
         if not isinstance(value, dict):
             raise self.fail(path, f"a user must be a mapping, not {kind(value)}")
         seed = "api_key" in value
@@ -280,7 +310,7 @@ class _Parser(Fields):
         user["keys"] = keys
         return user
 
-    def keys(self, value: Any, path: str, prices: dict | None) -> list[dict]:
+    def keys(self, value: Any, path: str, prices: Collection[str] | None) -> list[dict]:
         if value is None:
             return []
         if not isinstance(value, list):

@@ -46,6 +46,7 @@ def submit(
     decision = admit_waiting(agent, snap, secret, key, user, spec.slug, ip)
     if not decision.allowed:
         return False, answers.refusal_text(decision.code)
+    spec.slug = decision.slug or spec.slug  # as /solve: the canonical type from here on
     assert decision.hold is not None
     started = time.monotonic()
     task = agent.tasks.add(lambda task_id: Task(task_id, key.id, spec, decision, ip, started))

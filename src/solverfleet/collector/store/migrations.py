@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from solverfleet.captchatypes import BUILTIN_ALIASES
 from solverfleet.collector.store import schema
 from solverfleet.collector.store.db import Database, StoreUnavailable, Tx
 
@@ -111,6 +112,29 @@ def _v6_idempotency_keys(tx: Tx) -> None:
             tx.execute(statement)
 
 
+def _v9_account_prices(tx: Tx) -> None:
+    # New tables (IF NOT EXISTS): re-runnable. Existing prices stay global: every account
+    # falls back to them until a file gives it its own.
+    for table in schema.V9_TABLES:
+        for statement in schema.render(table, tx.dialect):
+            tx.execute(statement)
+    # Built-in aliases are spellings now, never types of their own: a price or an allowed type
+    # stored under one moves to its canonical type (agents turn the alias into it before any
+    # lookup). Each statement is a no-op once done.
+    changed = 0
+    for alias, slug in BUILTIN_ALIASES.items():
+        if tx.one("SELECT 1 FROM prices WHERE type = ?", (slug,)) is None:
+            changed += tx.execute("UPDATE prices SET type = ? WHERE type = ?", (slug, alias))
+        changed += tx.execute("DELETE FROM prices WHERE type = ?", (alias,))
+        changed += tx.execute(
+            "UPDATE api_keys SET allowed_types = REPLACE(allowed_types, ?, ?)"
+            " WHERE allowed_types LIKE ?",
+            (f'"{alias}"', f'"{slug}"', f'%"{alias}"%'),
+        )
+    if changed:
+        tx.execute("UPDATE config_state SET version = version + 1 WHERE id = 1")
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial schema", _v1_initial),
     Migration(4, "key rotation, ledger actor, admin API tokens", _v4_keys_tokens_access),
@@ -119,6 +143,7 @@ MIGRATIONS: list[Migration] = [
     Migration(5, "agent-bound service tokens, lease grant totals", _v5_agent_credentials),
     Migration(6, "Idempotency-Key records of the admin API", _v6_idempotency_keys),
     Migration(8, "audit log of admin changes", _v8_audit_log),
+    Migration(9, "per-account prices and type aliases", _v9_account_prices),
     Migration(10, "lease reclaim orders, settled leases", _v10_lease_reclaim),
 ]
 

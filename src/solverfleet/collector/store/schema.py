@@ -481,3 +481,35 @@ V6_TABLES = [
         indexes={"idempotency_keys_created": ("created_ms",)},
     ),
 ]
+
+
+# --- version 9: per-account prices and type aliases -------------------------------------------
+
+V9_TABLES = [
+    # An account's own prices (team config with prices_scope "account", the default); type "*"
+    # is the account's default price. A key's price: its account's price for the type, else the
+    # account's "*", else the global ``prices`` row for the type, else the global "*".
+    # previous/changed as in ``prices``: an event at the old price just after a change is honest.
+    Table(
+        "account_prices",
+        [
+            ("account", f"{ID} NOT NULL"),
+            ("type", "VARCHAR(64) NOT NULL"),
+            ("price_micros", "BIGINT NOT NULL"),
+            ("previous_price_micros", "BIGINT"),
+            ("changed_ms", "BIGINT NOT NULL DEFAULT 0"),
+        ],
+        ("account", "type"),
+    ),
+    # An account's own spellings of captcha types (team config ``type_aliases``), beside the
+    # built-in ones (``captchatypes.BUILTIN_ALIASES``).
+    Table(
+        "type_aliases",
+        [
+            ("account", f"{ID} NOT NULL"),
+            ("alias", "VARCHAR(64) NOT NULL"),
+            ("type", "VARCHAR(64) NOT NULL"),
+        ],
+        ("account", "alias"),
+    ),
+]
