@@ -111,7 +111,7 @@ def test_admin_changes_are_audited_once_each_without_secrets(proc: CollectorProc
     assert by_action["key.deactivate"][0]["after"]["active"] is False
     assert by_action["key.rotate"][0]["actor"] == ops_actor
     assert by_action["token.revoke"][0]["target_id"] == str(user_token["token"]["id"])
-    assert by_action["price.update"][0]["after"] == {"price": "0.004"}
+    assert by_action["price.update"][0]["after"] == {"price": "0.004", "scope": "account"}
     assert len(by_action["config.apply"]) == 2
     assert {e["actor"] for e in by_action["config.apply"]} == {"bootstrap"}
 

@@ -8,7 +8,11 @@ holds fleet-wide from each agent's next sync.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 
 import pytest
 
@@ -58,7 +62,7 @@ def test_budgets_are_spent_to_the_last_call_across_three_agents(fleet_factory):
     stack = fleet_factory(agents=AGENTS)
     money, daily, cpm = new_secret("money"), new_secret("daily"), new_secret("cpm")
     worth = 7
-    balance = str(micros(PRICE) * worth / 1_000_000)
+    balance = str(Decimal(PRICE) * worth)
     _apply(
         stack,
         team(
@@ -125,3 +129,36 @@ def test_a_lowered_limit_holds_fleet_wide(fleet_factory):
     statuses = _round_robin(stack, cpm, 3)
     assert int(time.time() // 60) == window, "crossed a minute boundary"
     _exactly(statuses, 2, 429)
+
+
+def test_concurrent_clients_spend_exactly_the_balance_within_the_bound(fleet_factory):
+    stack = fleet_factory(agents=AGENTS, worker_latency_ms="20")
+    secret, worth = new_secret("crowd"), 10
+    _apply(stack, team(user("fay", key("fay-web", secret, str(Decimal(PRICE) * worth)))))
+    stack.wait_for_key(secret)
+    lock, clients, per_client = threading.Lock(), 12, 6
+    in_flight = peak = 0
+
+    def hammer(c: int) -> Counter:
+        nonlocal in_flight, peak
+        seen: Counter = Counter()
+        for i in range(per_client):
+            with lock:
+                in_flight += 1
+                peak = max(peak, in_flight)
+            try:
+                seen[solve(stack.agent_url((c + i) % AGENTS), secret).status_code] += 1
+            finally:
+                with lock:
+                    in_flight -= 1
+        return seen
+
+    with ThreadPoolExecutor(clients) as pool:
+        totals = sum(pool.map(hammer, range(clients)), Counter())
+    print(f"{clients} clients x {AGENTS} agents on a key worth {worth}: {dict(totals)}")
+    assert set(totals) <= {200, 402}
+    assert totals[200] == worth  # every call's worth spent: none refused while affordable
+    with stack.admin_client() as admin:
+        wait_until(lambda: admin.summary()["successes"] == worth, timeout=15)
+        final = micros(admin.get_key("fay-web")["balance"])
+    assert -peak * micros(PRICE) <= final == 0

@@ -200,7 +200,8 @@ def test_apply_writes_one_row_per_changed_object_and_a_summary(collector_app: Ap
     key = new[1]
     assert key["before"] == {"cpm": None} and key["after"]["cpm"] == 4
     assert "credential" in key["after"]
-    assert new[2]["before"] == {"price": "0.002"} and new[2]["after"] == {"price": "0.0025", "scope": "account"}
+    assert new[2]["before"] == {"price": "0.002"}
+    assert new[2]["after"] == {"price": "0.0025", "scope": "account"}
     assert new[3]["after"] == {"webhook_signing": "replaced"}
     raw = json.dumps(_rows(h))
     for text in ("sk_test_a_brand_new_secret_value", HOOK_SECRET):
