@@ -155,6 +155,8 @@ def test_keys_never_show_secrets(h: AppHarness) -> None:
         "cpm",
         "ip_allowlist",
         "active",
+        "expires_at",
+        "refill",
         "leased",
     }
     assert (key["balance"], key["leased"]) == ("10.00", "0.00")

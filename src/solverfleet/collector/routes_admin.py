@@ -101,6 +101,13 @@ def update_key(key_id: str):
     return jsonify(keys.update_limits(c.db, key_id, data, now_ms=c.now_ms()))
 
 
+@bp.delete("/keys/<key_id>")
+def delete_key(key_id: str):
+    _no_body()
+    c = current()
+    return jsonify(keys.delete(c.db, key_id, now_ms=c.now_ms()))
+
+
 @bp.post("/keys/<key_id>/rotate")
 def rotate_key(key_id: str):
     data = _optional_object(("grace_seconds",))

@@ -17,7 +17,16 @@ from solverfleet.collector.problems import ConfigInvalid, Conflict
 from solverfleet.collector.store import Database, Tx, marks
 
 OPENING_REASON = "opening balance (team config)"
-_KEY_SETTINGS = ("project", "environment", "allowed_types", "cpm", "ip_allowlist", "active")
+_KEY_SETTINGS = (
+    "project",
+    "environment",
+    "allowed_types",
+    "cpm",
+    "ip_allowlist",
+    "active",
+    "expires_at",
+    "refill",
+)
 
 
 class _DryRun(Exception):
@@ -97,6 +106,14 @@ def _apply(tx: Tx, cfg: dict, *, now_ms: int, dry_run: bool, actor: str | None) 
         tx, "api_keys", accounts.KEY_COLUMNS, [k["id"] for _, k in keys]
     )
     existing_keys = {r["id"]: accounts.key_row(r) for r in key_rows}
+    deleted = sorted(k for k, r in existing_keys.items() if r["deleted_ms"] is not None)
+    if deleted:
+        # Never brought back silently: the file must drop the key (or give it a new id).
+        raise Conflict(
+            f"key(s) {', '.join(map(repr, deleted))} were deleted; remove them from the file"
+            " (a deleted key's id is not reused)",
+            "key_deleted",
+        )
     hashes = _secret_hashes(tx, keys, existing_keys, secrets)
 
     for user in users:
@@ -265,8 +282,10 @@ def _apply_key(
             config_secret_hash=declared,
         )
         return None
-    fields = [name for name, value in want.items() if row[name] != value]
-    columns = {name: accounts.key_column(name, want[name]) for name in fields}
+    fields = [name for name, value in want.items() if accounts.key_field(name, row) != value]
+    columns: dict[str, Any] = {}
+    for name in fields:
+        columns.update(accounts.key_columns(name, want[name], now_ms))
     if secret_hash is not None:
         tx.execute("UPDATE api_keys SET config_secret_hash = ? WHERE id = ?", (declared, key["id"]))
         if secret_hash != row["secret_hash"]:

@@ -83,12 +83,24 @@ def _v5_agent_credentials(tx: Tx) -> None:
     )
 
 
+def _v7_key_terms(tx: Tx) -> None:
+    # Re-runnable: each column is added only if missing (MySQL commits each ALTER on its own).
+    for table, columns in schema.V7_COLUMNS.items():
+        have = tx.column_names(table)
+        for name, spec in columns:
+            if name not in have:
+                tx.execute(
+                    f"ALTER TABLE {table} ADD COLUMN {schema.column_sql(name, spec, tx.dialect)}"
+                )
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial schema", _v1_initial),
     Migration(4, "key rotation, ledger actor, admin API tokens", _v4_keys_tokens_access),
     Migration(2, "solve log and report indexes", _v2_report_indexes),
     Migration(3, "low-balance notifications", _v3_notifications),
     Migration(5, "agent-bound service tokens, lease grant totals", _v5_agent_credentials),
+    Migration(7, "key expiry, automatic refill, deleted keys", _v7_key_terms),
 ]
 
 
