@@ -126,9 +126,11 @@ def _solve(agent: Agent, started: float, request_id: str) -> Response:
     if isinstance(auth, precheck.Decision):
         return _deny(auth)
     assert secret is not None
-    resp = _admitted(agent, snap, secret, auth, ip, started, request_id)
+    resp, refused = _admitted(agent, snap, secret, auth, ip, started, request_id)
     # The key's CPM / daily budgets as they stand after this call (ratelimit.py).
-    limits = ratelimit.headers(agent.limiter, *auth, agent.clock(), offline=agent.offline)
+    limits = ratelimit.headers(
+        agent.limiter, *auth, agent.clock(), offline=agent.offline, refused=refused
+    )
     resp.headers.update(limits)
     return resp
 
@@ -141,17 +143,18 @@ def _admitted(
     ip: str,
     started: float,
     request_id: str,
-) -> Response:
+) -> tuple[Response, str | None]:
+    """The answer to an authenticated call, and the refusal code if admission refused it."""
     body = _parse_body()
     if isinstance(body, str):
-        return error("bad_request", body, 400)
+        return error("bad_request", body, 400), None
     decision = admit_waiting(agent, snap, secret, *auth, body.type, ip)
     if not decision.allowed:
-        return _deny(decision)
+        return _deny(decision), decision.code
     hold = decision.hold
     assert hold is not None and decision.key is not None and decision.user is not None
     try:
-        return _call_and_record(agent, decision, body, ip, started, request_id)
+        return _call_and_record(agent, decision, body, ip, started, request_id), None
     finally:
         agent.limiter.release(hold)  # no-op once committed; frees the hold on any failure
 
