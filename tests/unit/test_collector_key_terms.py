@@ -325,3 +325,22 @@ def test_create_with_expiry_and_refill(h: AppHarness) -> None:
         lambda tx: tx.scalar("SELECT refilled_period FROM api_keys WHERE id = 'alice-ci'")
     )
     assert period == "2025-12-01"  # the month under way; the first refill is on 2026-01-01
+
+
+def test_team_file_timestamps_normalize_to_utc() -> None:
+    from solverfleet.teamconfig import loads, parse
+
+    text = """
+users:
+  - id: u
+    keys:
+      - id: a
+        expires_at: 2026-12-31T01:00:00+01:00
+      - id: b
+        expires_at: "2026-12-31T00:00:00.5Z"
+        refill: {amount: "1.5", interval: monthly}
+"""
+    keys = parse(loads(text))["users"][0]["keys"]
+    assert [k["expires_at"] for k in keys] == ["2026-12-31T00:00:00Z", "2026-12-31T00:00:00.500Z"]
+    assert keys[1]["refill"] == {"amount": "1.50", "interval": "monthly", "day": 1}
+    assert parse(parse(loads(text))) == parse(loads(text))  # the normalized form parses to itself
