@@ -5,8 +5,9 @@ collector, worker and two agents under gunicorn; SQLite and MariaDB).
   learned the expiry, both still refuse the key within a second of it.
 - A deleted key's secret is refused on both agents within about a second; its usage stays in
   the reports, and re-applying a file that still declares it is refused.
-- Refill: two processes run the collector's refill pass at the same period boundary on one
-  database; the key is credited once, with one ledger row, and the agents see the balance.
+- Refill: the live collector's thread refills a key whose period turned, and the agents see
+  the balance; two processes running the collector's refill pass at the same boundary on one
+  database credit the key once, with one ledger row.
 - ``RateLimit-*`` on successes and 429s from real agents, ``Retry-After`` on every 429.
 """
 
@@ -22,6 +23,7 @@ import requests
 from click.testing import CliRunner
 
 from solverfleet.cli import main
+from solverfleet.collector.store import Database
 from solverfleet.process import wait_until
 from solverfleet.teamconfig.fields import format_time
 from tests.support.fleet import auth, balance, key, new_secret, solve, team, user
@@ -146,7 +148,18 @@ db.close()
 """
 
 
-def test_two_collector_processes_refill_a_period_once(fleet_factory, tmp_path, store_url):
+def _ledger_refills(stack, key_id: str) -> list[tuple[str, str]]:
+    with stack.admin_client() as admin:
+        rows = admin.key_transactions(key_id)
+    return [(t["reason"], t["balance_after"]) for t in rows if t["reason"].startswith("refill")]
+
+
+def _successes(stack, key_id: str) -> int:
+    with stack.admin_client() as admin:
+        return admin.summary()["keys"][key_id]["successes"]
+
+
+def test_refills_by_the_live_collector_and_once_with_two_racing(fleet_factory, tmp_path, store_url):
     stack = fleet_factory(agents=2)
     secret = new_secret("refill")
     refill = {"amount": "3.00", "interval": "daily"}
@@ -154,9 +167,39 @@ def test_two_collector_processes_refill_a_period_once(fleet_factory, tmp_path, s
         admin.apply(team(user("rick", key("rick-web", secret, "1.00", refill=refill))))
     stack.wait_for_key(secret)
     assert solve(stack.agent_url(0), secret).status_code == 200  # spends 0.010
+    wait_until(lambda: _successes(stack, "rick-web") == 1, timeout=15, what="usage shipped")
 
-    # The next 00:00 UTC, reached through the refill pass's clock seam (no waiting for it).
-    midnight = (int(time.time() * 1000) // DAY_MS + 1) * DAY_MS
+    # The live collector's refill thread: once the period turns (here: the key's last refilled
+    # period is set back a day), it tops the key up within refill_poll_interval.
+    now_ms = int(time.time() * 1000)
+    today, yesterday = format_time(now_ms)[:10], format_time(now_ms - DAY_MS)[:10]
+    db = Database(store_url)
+    try:
+        db.transaction(
+            lambda tx: tx.execute(
+                "UPDATE api_keys SET refilled_period = ? WHERE id = ?", (yesterday, "rick-web")
+            )
+        )
+    finally:
+        db.close()
+    wait_until(
+        lambda: _ledger_refills(stack, "rick-web") == [(f"refill daily {today}", "3.00")],
+        timeout=20,
+        what="the collector's refill thread",
+    )
+    for i in range(2):  # the agents see it (an agent's own unshipped spend aside)
+        url = stack.agent_url(i)
+        wait_until(
+            lambda url=url: balance(url, secret).json()["balance"] in ("3.00", "2.99"),
+            timeout=10,
+            what=f"agent {i} to see the refill",
+        )
+    assert solve(stack.agent_url(1), secret).status_code == 200
+    wait_until(lambda: _successes(stack, "rick-web") == 2, timeout=15, what="usage shipped")
+
+    # The next 00:00 UTC, reached through the refill pass's clock seam: two processes run the
+    # collector's refill pass at that moment on the one database.
+    midnight = (now_ms // DAY_MS + 1) * DAY_MS
     go = tmp_path / "go"
     racers = [
         subprocess.Popen(
@@ -171,23 +214,12 @@ def test_two_collector_processes_refill_a_period_once(fleet_factory, tmp_path, s
     assert all(p.returncode == 0 for p in racers)
     assert sorted(len(r) for r in results) == [0, 1]
     done = next(r for r in results if r)[0]
-    assert done["credited"] > 0 and done["balance"] == 3_000_000
-
-    day = format_time(midnight)[:10]
-    with stack.admin_client() as admin:
-        ledger = admin.key_transactions("rick-web")
-        refills = [t for t in ledger if t["reason"].startswith("refill")]
-        assert [(t["reason"], t["balance_after"]) for t in refills] == [
-            (f"refill daily {day}", "3.00")
-        ]
-    # The agents see the new balance (their own unshipped spend aside).
-    for i in range(2):
-        url = stack.agent_url(i)
-        wait_until(
-            lambda url=url: balance(url, secret).json()["balance"] in ("3.00", "2.99"),
-            timeout=10,
-            what=f"agent {i} to see the refill",
-        )
+    assert (done["credited"], done["balance"]) == (10_000, 3_000_000)
+    tomorrow = format_time(midnight)[:10]
+    assert _ledger_refills(stack, "rick-web") == [
+        (f"refill daily {tomorrow}", "3.00"),
+        (f"refill daily {today}", "3.00"),
+    ]
 
 
 def test_rate_limit_headers_and_retry_after_from_real_agents(fleet_factory):

@@ -344,3 +344,30 @@ users:
     assert [k["expires_at"] for k in keys] == ["2026-12-31T00:00:00Z", "2026-12-31T00:00:00.500Z"]
     assert keys[1]["refill"] == {"amount": "1.50", "interval": "monthly", "day": 1}
     assert parse(parse(loads(text))) == parse(loads(text))  # the normalized form parses to itself
+
+
+def test_migration_7_upgrades_an_existing_store_and_can_run_again(empty_db_url: str) -> None:
+    from solverfleet.collector.store import MIGRATIONS, migrate
+
+    db = Database(empty_db_url)
+    try:
+        by_version = {m.version: m for m in MIGRATIONS}
+        for version in (1, 4, 2, 3, 5):  # a store as version 5 left it, with a key
+            db.transaction(by_version[version].apply)
+        db.transaction(
+            lambda tx: tx.execute(
+                "INSERT INTO api_keys (id, user_id, account, secret_hash, balance_micros,"
+                " active, updated_ms) VALUES ('k1', 'u1', 'acme', ?, 5, 1, 0)",
+                (hash_secret(SECRET),),
+            )
+        )
+        db.transaction(by_version[7].apply)
+        db.transaction(by_version[7].apply)  # MySQL commits each ALTER: a rerun must work
+        migrate(db)
+        row = db.read(
+            lambda tx: tx.dicts(f"SELECT {accounts.KEY_COLUMNS} FROM api_keys WHERE id = 'k1'")
+        )[0]
+        assert (row["expires_at_ms"], row["refill_interval"], row["deleted_ms"]) == (None,) * 3
+        assert refill.due_keys(db, T0_MS) == []  # no schedule, nothing due
+    finally:
+        db.close()
