@@ -96,7 +96,16 @@ def test_no_balance_lease_for_an_expired_key(h: AppHarness) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["2026-12-31", "2026-12-31T00:00:00", "tomorrow", 1767139200, "1999-12-31T23:59:59Z", ""],
+    [
+        "2026-12-31",
+        "2026-12-31T00:00:00",
+        "tomorrow",
+        1767139200,
+        "1999-12-31T23:59:59Z",
+        "",
+        "9999-12-31T23:00:00-05:00",
+        ["2026-12-31T00:00:00Z"],
+    ],
 )
 def test_bad_expiry_is_a_400_and_changes_nothing(h: AppHarness, value: object) -> None:
     before = state(h)

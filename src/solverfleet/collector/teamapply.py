@@ -55,7 +55,9 @@ def apply_config(
     A key's ``secret`` is applied when the key is created and when the file's secret changes
     (``config_secret_hash``), so re-applying a file never undoes an API rotation; keys the
     file does not declare (e.g. made with ``POST /admin/v1/keys``) are left alone.
-    ``actor`` is recorded on the opening-balance ledger transactions.
+    ``actor`` is recorded on the opening-balance ledger transactions. A file that declares a
+    deleted key (``keys.delete``) is refused whole (409 ``key_deleted``): a deleted key is never
+    brought back by an apply. ``expires_at`` and ``refill`` are the file's like the limits.
     """
     cfg = _parse(config)
     stamp = int(time.time() * 1000) if now_ms is None else now_ms

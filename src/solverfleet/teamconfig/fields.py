@@ -142,9 +142,7 @@ class Fields(Problems):
         if isinstance(value, str):
             text = value.strip()
             try:
-                when = dt.datetime.fromisoformat(
-                    text[:-1] + "+00:00" if text[-1:] in "zZ" else text
-                )
+                when = dt.datetime.fromisoformat(_offset(text))
             except ValueError:
                 when = None
         if not isinstance(when, dt.datetime):
@@ -155,7 +153,10 @@ class Fields(Problems):
             )
         if when.tzinfo is None or when.utcoffset() is None:
             raise self.fail(path, f'needs a UTC offset ("Z" or "+00:00"): {self.show(path, value)}')
-        when = when.astimezone(dt.UTC)
+        try:
+            when = when.astimezone(dt.UTC)
+        except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00 is past year 9999 in UTC
+            raise self.fail(path, f"too far in the future: {self.show(path, value)}") from None
         if when < _MIN_TIME:
             raise self.fail(path, f"before the year 2000: {self.show(path, value)}")
         return format_time(epoch_ms(when))
@@ -302,6 +303,11 @@ class Fields(Problems):
         raise self.fail(path, f"host bits set in {self.show(path, value)} (did you mean {loose}?)")
 
 
+def _offset(text: str) -> str:
+    # fromisoformat before Python 3.11 does not take a "Z" suffix.
+    return text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text
+
+
 def format_time(ms: int) -> str:
     """Unix milliseconds as the normalized ISO-8601 UTC text ("2026-12-31T00:00:00Z")."""
     when = dt.datetime.fromtimestamp(ms // 1000, dt.UTC)
@@ -313,7 +319,7 @@ def parse_time(text: str) -> int:
     """The normalized text of ``format_time`` (or any ISO-8601 time with an offset) as unix
     milliseconds."""
     text = text.strip()
-    when = dt.datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "zZ" else text)
+    when = dt.datetime.fromisoformat(_offset(text))
     return epoch_ms(when)
 
 
