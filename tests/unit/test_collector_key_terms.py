@@ -380,3 +380,22 @@ def test_migration_7_upgrades_an_existing_store_and_can_run_again(empty_db_url: 
         assert refill.due_keys(db, T0_MS) == []  # no schedule, nothing due
     finally:
         db.close()
+
+
+def test_the_refill_thread_runs_passes_on_its_clock(h: AppHarness) -> None:
+    from solverfleet.process import wait_until
+
+    set_refill(h, "11.00")
+    midnight = (T0_MS // DAY_MS + 1) * DAY_MS
+    clock = [T0]  # before the boundary: nothing to do
+    refiller = refill.Refiller(h.db, clock=lambda: clock[0], interval=0.01).start()
+    try:
+        clock[0] = midnight / 1000  # the clock moves past 00:00 UTC: the thread refills
+        wait_until(lambda: balance(h) == "11.00", timeout=5, what="the thread's refill")
+    finally:
+        refiller.stop()
+    reasons = [
+        t["reason"]
+        for t in h.admin("GET", "/admin/v1/keys/alice-web/transactions").get_json()["transactions"]
+    ]
+    assert reasons.count("refill daily 2025-12-13") == 1
