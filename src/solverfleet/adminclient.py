@@ -274,6 +274,10 @@ class AdminClient:
         """``PATCH /admin/v1/keys/<id>``: ``changes`` may hold nulls (lift a limit)."""
         return self._call("PATCH", f"/admin/v1/keys/{_seg(key_id)}", json_body=changes)
 
+    def delete_key(self, key_id: str) -> dict:
+        """``DELETE /admin/v1/keys/<id>``: the secret stops working; usage history stays."""
+        return self._call("DELETE", f"/admin/v1/keys/{_seg(key_id)}")
+
     def rotate_key(
         self, key_id: str, grace_seconds: int, *, idempotency_key: str | None = None
     ) -> dict:

@@ -173,7 +173,9 @@ def test_collector_survives_generated_requests(tmp_path):
         def deepen(case):
             params = case.path_parameters or {}
             if "key_id" in params:
-                params["key_id"] = "alice-web"
+                # Deletes go to bob's key: alice's must live on for the other deep answers.
+                delete = case.operation.method.upper() == "DELETE"
+                params["key_id"] = "bob-web" if delete else "alice-web"
             if "user_id" in params:
                 params["user_id"] = "alice"
             if isinstance(case.body, dict) and "user_id" in case.body:
@@ -184,6 +186,7 @@ def test_collector_survives_generated_requests(tmp_path):
         deep = {
             ("POST", "/admin/v1/keys", 201),
             ("POST", "/admin/v1/keys/{key_id}/topup", 200),
+            ("DELETE", "/admin/v1/keys/{key_id}", 200),
             ("POST", "/admin/v1/apply", 200),
             ("GET", "/admin/v1/log", 200),
             ("POST", "/agent/v1/sync", 200),

@@ -332,6 +332,7 @@ def make_app(
         db=db_url,
         lease_ttl=lease_ttl,
         notify_sender=False,  # no thread per test app; tests run the Notifier's rounds
+        refill_runner=False,  # likewise: tests call Refiller.run_once with the time they want
         **settings_extra,
     )
     return AppHarness(create_app(settings, clock=clock), clock)

@@ -38,6 +38,9 @@ class FakeAdmin:
             def do_PATCH(self) -> None:
                 fake._handle(self, "PATCH")
 
+            def do_DELETE(self) -> None:
+                fake._handle(self, "DELETE")
+
             def log_message(self, *args: object) -> None:  # keep test output clean
                 pass
 

@@ -334,3 +334,30 @@ def test_dashboard_audit_page_shows_escaped_rows_and_records_its_own_actions(
     bad = browser.get("/dashboard/audit?since=nonsense")
     assert bad.status_code == 400 and "not a time" in bad.get_data(as_text=True)
     assert browser.get("/dashboard/audit?nope=1").status_code == 400
+
+
+def test_key_delete_expiry_and_refill_are_recorded(collector_app: AppHarness):
+    from solverfleet.collector import refill
+
+    h = collector_app
+    h.apply(team_config([user_config("alice", [key_config("alice-web"), key_config("alice-app")])]))
+    terms = {
+        "expires_at": "2030-01-01T00:00:00Z",
+        "refill": {"amount": "20.00", "interval": "daily"},
+    }
+    assert h.admin("PATCH", "/admin/v1/keys/alice-web", json=terms).status_code == 200
+    update = _entries(h, "&action=key.update")[0]
+    assert update["before"] == {"expires_at": None, "refill": None}
+    assert update["after"]["expires_at"] == "2030-01-01T00:00:00Z"
+
+    midnight = (int(h.clock() * 1000) // 86_400_000 + 1) * 86_400_000
+    assert refill.Refiller(h.db).run_once(midnight)
+    row = _one(h, "key.refill")
+    assert row["actor"] == "refill" and row["before"] == {"balance": "10.00"}
+    assert row["after"]["balance"] == "20.00" and row["after"]["amount"] == "10.00"
+
+    assert h.admin("DELETE", "/admin/v1/keys/alice-app").status_code == 200
+    row = _one(h, "key.delete")
+    assert (row["actor"], row["target_id"], row["account"]) == ("bootstrap", "alice-app", "acme")
+    assert row["after"] == {"deleted": True, "balance": "10.00"}
+    assert "sk_test" not in json.dumps(_rows(h))

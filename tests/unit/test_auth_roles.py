@@ -69,6 +69,9 @@ MATRIX: dict[tuple[str, str], Route] = {
         USER, "/admin/v1/keys/alice-web", other="/admin/v1/keys/bob-web"
     ),
     ("PATCH", "/admin/v1/keys/<key_id>"): Route(ADMIN, "/admin/v1/keys/carol-web", {"cpm": 5}),
+    # A missing key: every admin caller gets past the role check to the same 404 (a real delete
+    # would answer the first admin only); test_collector_key_terms.py deletes for real.
+    ("DELETE", "/admin/v1/keys/<key_id>"): Route(ADMIN, "/admin/v1/keys/nobody", ok=404),
     ("POST", "/admin/v1/keys/<key_id>/rotate"): Route(
         ADMIN, "/admin/v1/keys/carol-web/rotate", {"grace_seconds": 0}
     ),

@@ -253,6 +253,7 @@ def test_snapshot_shape(collector_app: AppHarness) -> None:
             "ip_allowlist": ["127.0.0.0/8"],
             "active": True,
             "balance_micros": 10_000_000,
+            "expires_at_ms": None,
         }
     ]
 

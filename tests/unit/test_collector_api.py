@@ -155,6 +155,8 @@ def test_keys_never_show_secrets(h: AppHarness) -> None:
         "cpm",
         "ip_allowlist",
         "active",
+        "expires_at",
+        "refill",
         "leased",
     }
     assert (key["balance"], key["leased"]) == ("10.00", "0.00")
@@ -219,9 +221,12 @@ def test_settings_from_environment(tmp_path: Path) -> None:
         "SOLVERFLEET_FLEET_TOKEN": "f",
         "SOLVERFLEET_ADMIN_TOKEN": "a",
         "SOLVERFLEET_LEASE_TTL": "30",
+        "SOLVERFLEET_REFILL_RUNNER": "0",  # no refill thread outliving the test's database
+        "SOLVERFLEET_REFILL_POLL_INTERVAL": "2.5",
     }
     settings = CollectorSettings.load(env=env)
     assert (settings.lease_ttl, settings.db) == (30.0, env["SOLVERFLEET_DB"])
+    assert (settings.refill_runner, settings.refill_poll_interval) == (False, 2.5)
     assert create_app(settings).test_client().get("/readyz").status_code == 200
     with pytest.raises(SettingsError):
         CollectorSettings.load(env={"SOLVERFLEET_FLEET_TOKEN": "f"})

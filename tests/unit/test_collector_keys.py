@@ -86,6 +86,8 @@ def test_create_shows_the_secret_once_and_stores_only_its_hash(h: AppHarness) ->
         "cpm": 30,
         "ip_allowlist": ["10.1.0.0/16"],
         "active": True,
+        "expires_at": None,
+        "refill": None,
         "leased": "0.00",
     }
     assert stored(h, "alice-ci", "secret_hash") == (hash_secret(secret),)

@@ -223,6 +223,7 @@ def test_a_configured_secret_keeps_sessions_across_restarts_until_admin_token_ch
             admin_token=admin_token,
             db=collector_db_url,
             notify_sender=False,
+            refill_runner=False,
             dashboard_secret=secret,
         )
         return create_app(settings)

@@ -63,6 +63,8 @@ ISSUE_NORMALIZED = {
                     "cpm": 120,
                     "ip_allowlist": ["127.0.0.0/8"],
                     "active": True,
+                    "expires_at": None,
+                    "refill": None,
                 }
             ],
         }
@@ -115,6 +117,8 @@ def test_seed_format_is_one_key_per_user():
                         "cpm": None,
                         "ip_allowlist": None,
                         "active": True,
+                        "expires_at": None,
+                        "refill": None,
                     }
                 ],
             }
@@ -142,6 +146,8 @@ def test_defaults_for_absent_and_null_values():
                 "cpm": None,
                 "ip_allowlist": None,
                 "active": True,
+                "expires_at": None,
+                "refill": None,
             }
         ],
     }

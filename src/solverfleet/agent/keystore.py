@@ -5,7 +5,8 @@ the old or the new data, never a mix, and a deactivation applies to the next req
 
 During a rotation's grace a key is indexed under both secret hashes, so the lookup stays one
 dict access; the old one is accepted only until ``previous_until`` by this host's clock, so it
-stops working on every agent at the same moment without waiting for a sync.
+stops working on every agent at the same moment without waiting for a sync. A key's
+``expires_at`` works the same way: each agent refuses it from then on by its own clock.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class Key:
     balance_micros: int
     previous_hash: str | None = None  # the secret a rotation replaced ...
     previous_until: float = 0.0  # ... accepted until this unix time (agent clock)
+    expires_at: float | None = None  # refused from this unix time on (agent clock); None: never
 
     def accepts(self, digest: str, now: float) -> bool:
         """Whether ``digest`` (found in ``by_hash``) is this key's secret right now."""
@@ -117,6 +119,7 @@ def parse_snapshot(version: int, config: dict[str, Any]) -> Snapshot:
             allow_ips = raw.get("ip_allowlist")
             previous = raw.get("previous_secret_hash")
             until_ms = _opt_int(raw.get("previous_until_ms"), f"key {raw['id']}.previous_until_ms")
+            expires_ms = _opt_int(raw.get("expires_at_ms"), f"key {raw['id']}.expires_at_ms")
             key = Key(
                 id=raw["id"],
                 secret_hash=str(raw["secret_hash"]).lower(),
@@ -131,6 +134,7 @@ def parse_snapshot(version: int, config: dict[str, Any]) -> Snapshot:
                 balance_micros=int(raw.get("balance_micros") or 0),
                 previous_hash=None if not previous or until_ms is None else str(previous).lower(),
                 previous_until=0.0 if until_ms is None else until_ms / 1000,
+                expires_at=None if expires_ms is None else expires_ms / 1000,
             )
             keys[key.id] = key
             by_hash[key.secret_hash] = key

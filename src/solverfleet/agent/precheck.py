@@ -1,10 +1,10 @@
 """The hot-path decision: may this key make this call now? Pure in-memory work, no I/O.
 
 Order of checks is part of the contract (ARCHITECTURE.md "Agent rules"): key known (401) ->
-key active (403) -> user active (403) -> type priced (400; an alias is its canonical type from
-here on) -> type allowed (403) -> IP allowed (403) -> CPM token (429) -> daily token (429) ->
-balance >= price (402). ``authenticate`` is the
-first three, so the route can answer auth failures before it parses a body; ``admit`` is the
+key active (403) -> key not expired (403) -> user active (403) -> type priced (400; an alias is
+its canonical type from here on) -> type allowed (403) -> IP allowed (403) -> CPM token (429) ->
+daily token (429) -> balance >= price (402). ``authenticate`` is the
+first four, so the route can answer auth failures before it parses a body; ``admit`` is the
 rest and takes the holds; ``check`` is both, for benchmarks and tests.
 
 A refusal with ``wait`` set means only a lease is missing: the caller may wait for one sync
@@ -30,6 +30,7 @@ _STATUS = {
     "not_ready": 503,
     "invalid_key": 401,
     "key_disabled": 403,
+    "key_expired": 403,
     "user_disabled": 403,
     "unknown_type": 400,
     "type_not_allowed": 403,
@@ -86,8 +87,9 @@ def _short(text: str) -> str:
 def authenticate(
     snap: Snapshot, secret: str | None, now: float | None = None
 ) -> tuple[Key, User] | Decision:
-    """Key known, key active, user active: ``(key, user)`` or the refusal. A rotated-out
-    secret counts as known until its grace ends (``now``: unix time, default this host's)."""
+    """Key known, key active, key not expired, user active: ``(key, user)`` or the refusal. A
+    rotated-out secret counts as known until its grace ends, and a key with ``expires_at``
+    until then (``now``: unix time, default this host's clock: no sync needed)."""
     if not secret:
         return Decision("invalid_key", "missing API key (Authorization: Bearer <key>)")
     digest = hashlib.sha256(secret.encode()).hexdigest()
@@ -98,6 +100,8 @@ def authenticate(
         return Decision("invalid_key", "unknown API key")
     if not key.active:
         return Decision("key_disabled", "this API key is disabled")
+    if key.expires_at is not None and (time.time() if now is None else now) >= key.expires_at:
+        return Decision("key_expired", "this API key has expired")
     user = snap.users.get(key.user_id)
     if user is None or not user.active:
         return Decision("user_disabled", "the user of this API key is disabled")

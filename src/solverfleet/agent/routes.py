@@ -19,8 +19,9 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from solverfleet.agent import precheck
+from solverfleet.agent import precheck, ratelimit
 from solverfleet.agent.clientip import client_ip
+from solverfleet.agent.keystore import Key, Snapshot, User
 from solverfleet.agent.lifecycle import Agent
 from solverfleet.agent.settings import MAX_BODY_BYTES
 from solverfleet.agent.solvepath import (
@@ -48,6 +49,8 @@ def _agent() -> Agent:
 def error(code: str, message: str, status: int, retry_after: int | None = None) -> Response:
     resp = jsonify(error=code, message=message)
     resp.status_code = status
+    if retry_after is None and status == 429:
+        retry_after = 1  # every 429 says when to come back (RFC 6585); 1 s if nothing better
     if retry_after is not None:
         resp.headers["Retry-After"] = str(retry_after)
     return resp
@@ -122,18 +125,37 @@ def _solve(agent: Agent, started: float, request_id: str) -> Response:
     auth = authenticate(agent.bans, snap, secret, ip)
     if isinstance(auth, precheck.Decision):
         return _deny(auth)
+    assert secret is not None
+    resp, refused = _admitted(agent, snap, secret, auth, ip, started, request_id)
+    # The key's CPM / daily budgets as they stand after this call (ratelimit.py).
+    limits = ratelimit.headers(
+        agent.limiter, *auth, agent.clock(), offline=agent.offline, refused=refused
+    )
+    resp.headers.update(limits)
+    return resp
+
+
+def _admitted(
+    agent: Agent,
+    snap: Snapshot,
+    secret: str,
+    auth: tuple[Key, User],
+    ip: str,
+    started: float,
+    request_id: str,
+) -> tuple[Response, str | None]:
+    """The answer to an authenticated call, and the refusal code if admission refused it."""
     body = _parse_body()
     if isinstance(body, str):
-        return error("bad_request", body, 400)
-    assert secret is not None
+        return error("bad_request", body, 400), None
     decision = admit_waiting(agent, snap, secret, *auth, body.type, ip)
     if not decision.allowed:
-        return _deny(decision)
+        return _deny(decision), decision.code
     body.type = decision.slug or body.type  # an alias: the worker and the log see the slug
     hold = decision.hold
     assert hold is not None and decision.key is not None and decision.user is not None
     try:
-        return _call_and_record(agent, decision, body, ip, started, request_id)
+        return _call_and_record(agent, decision, body, ip, started, request_id), None
     finally:
         agent.limiter.release(hold)  # no-op once committed; frees the hold on any failure
 

@@ -20,7 +20,7 @@ _PLAIN_DECIMAL = re.compile(r"^-?\d+(\.\d+)?$")
 
 @click.group("keys")
 def keys_group() -> None:
-    """API keys: create, list, set limits, rotate, top up, activate, deactivate."""
+    """API keys: create, list, set limits, rotate, top up, activate, deactivate, delete."""
 
 
 @click.group("users")
@@ -28,8 +28,10 @@ def users_group() -> None:
     """Users: list, activate, deactivate."""
 
 
-def _amount(ctx: click.Context, param: click.Parameter, value: str) -> str:
+def _amount(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     # Plain decimal notation only, as in team configs: "1e3" is more likely a typo than intent.
+    if value is None:
+        return None
     if not _PLAIN_DECIMAL.match(value.strip()):
         raise click.BadParameter(f"not a decimal amount such as 10.00: {value!r}")
     try:
@@ -197,7 +199,42 @@ _limit_options = [
     click.option("--types", help="Comma-separated captcha types the key may use."),
     click.option("--cpm", type=click.IntRange(min=0), help="Calls-per-minute ceiling."),
     click.option("--ips", help="Comma-separated CIDRs calls may come from."),
+    click.option(
+        "--expires-at",
+        metavar="TIME",
+        help="Refuse the key from this ISO-8601 UTC time on, e.g. 2026-12-31T00:00:00Z.",
+    ),
+    click.option(
+        "--refill",
+        "refill_amount",
+        callback=_amount,
+        metavar="AMOUNT",
+        help="Top the balance up to AMOUNT at 00:00 UTC each period (see --refill-interval).",
+    ),
+    click.option(
+        "--refill-interval",
+        type=click.Choice(["daily", "monthly"]),
+        default="daily",
+        show_default=True,
+        help="With --refill: every day, or monthly on --refill-day.",
+    ),
+    click.option(
+        "--refill-day",
+        type=click.IntRange(1, 31),
+        help="With --refill-interval monthly: day of the month (31: the last day). Default 1.",
+    ),
 ]
+
+
+def _refill(amount: str | None, interval: str, day: int | None) -> dict | None:
+    """The ``refill`` field from the options, or None when --refill is not given."""
+    if amount is None:
+        if day is not None:
+            raise click.UsageError("--refill-day needs --refill AMOUNT")
+        return None
+    if day is not None and interval != "monthly":
+        raise click.UsageError("--refill-day is for --refill-interval monthly")
+    return {"amount": amount, "interval": interval, "day": day}
 
 
 def _with_limit_options(fn: Any) -> Any:
@@ -224,6 +261,10 @@ def keys_create(
     types: str | None,
     cpm: int | None,
     ips: str | None,
+    expires_at: str | None,
+    refill_amount: str | None,
+    refill_interval: str,
+    refill_day: int | None,
     balance: str | None,
     inactive: bool,
     as_json: bool,
@@ -242,6 +283,8 @@ def keys_create(
         allowed_types=_csv(types),
         cpm=cpm,
         ip_allowlist=_csv(ips),
+        expires_at=expires_at,
+        refill=_refill(refill_amount, refill_interval, refill_day),
         active=False if inactive else None,
         idempotency_key=idempotency_key,
     )
@@ -265,15 +308,21 @@ def keys_create(
 @click.option("--all-types", is_flag=True, help="Allow every priced captcha type.")
 @click.option("--no-cpm", is_flag=True, help="Lift the calls-per-minute ceiling.")
 @click.option("--any-ip", is_flag=True, help="Accept calls from any address.")
+@click.option("--no-expiry", is_flag=True, help="Remove the expiry time.")
+@click.option("--no-refill", is_flag=True, help="Stop the automatic refill.")
 @admin_options
 def keys_set(client: AdminClient, key_id: str, **opts: Any) -> None:
-    """Change KEY_ID's limits and labels; agents apply them within about a second."""
+    """Change KEY_ID's limits, labels, expiry and refill; agents apply them within about a
+    second. --refill replaces the whole schedule (amount, interval and day)."""
+    refill = _refill(opts["refill_amount"], opts["refill_interval"], opts["refill_day"])
     pairs = {
         "project": ("project", "no_project", opts["project"]),
         "environment": ("environment", "no_environment", opts["environment"]),
         "allowed_types": ("types", "all_types", _csv(opts["types"])),
         "cpm": ("cpm", "no_cpm", opts["cpm"]),
         "ip_allowlist": ("ips", "any_ip", _csv(opts["ips"])),
+        "expires_at": ("expires-at", "no_expiry", opts["expires_at"]),
+        "refill": ("refill", "no_refill", refill),
     }
     changes: dict[str, Any] = {}
     for field, (name, lift, value) in pairs.items():
@@ -290,6 +339,21 @@ def keys_set(client: AdminClient, key_id: str, **opts: Any) -> None:
     changed = result.get("changed") or []
     summary = ", ".join(changed) if changed else "nothing (already so)"
     console.print(f"{key_id}: changed {summary}.", markup=False)
+
+
+@keys_group.command("delete")
+@click.argument("key_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@admin_options
+def keys_delete(client: AdminClient, key_id: str, yes: bool) -> None:
+    """Delete KEY_ID: its secret stops working on every agent within about a second and is
+    purged; its usage and ledger stay in reports. Cannot be undone, and the id is not reused."""
+    if not yes:
+        click.confirm(f"Delete key {key_id}? Its secret stops working at once", abort=True)
+    result = client.delete_key(key_id)
+    console.print(
+        f"Deleted {key_id} (balance at deletion {money(result.get('balance'))}).", markup=False
+    )
 
 
 @keys_group.command("rotate")

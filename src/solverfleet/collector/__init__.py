@@ -15,6 +15,7 @@ from flask import Flask
 from solverfleet.collector import (
     dashboard,
     errors,
+    refill,
     routes_admin,
     routes_agent,
     routes_health,
@@ -65,6 +66,7 @@ def create_app(
     app.register_blueprint(routes_admin.bp)
     app.register_blueprint(reporting_routes.bp)
     notify_routes.register(app, collector)  # + the webhook sender thread
+    refill.attach(app, collector)  # + the key refill thread
     dashboard.register(app, collector)  # HTML pages under /dashboard/, session secret
     routes_obs.register(app, collector)  # /metrics, /openapi.json, request ids
     return app

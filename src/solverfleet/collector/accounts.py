@@ -13,15 +13,20 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from solverfleet.collector import audit, prices, reclaim
+from solverfleet.collector import audit, periods, prices, reclaim
 from solverfleet.collector.problems import Invalid, NotFound
 from solverfleet.collector.store import Database, Tx, marks
 from solverfleet.money import MAX_AMOUNT_MICROS, format_micros
+from solverfleet.teamconfig.fields import format_time, parse_time
 
 KEY_COLUMNS = (
     "id, user_id, account, secret_hash, project, environment, balance_micros, allowed_types, "
-    "cpm, ip_allowlist, active"
+    "cpm, ip_allowlist, active, expires_at_ms, refill_amount_micros, refill_interval, "
+    "refill_day, deleted_ms"
 )
+# Live keys only: a deleted key is a tombstone (keys.delete) that no read or change finds.
+LIVE = "deleted_ms IS NULL"
+REFILL_COLUMNS = ("refill_amount_micros", "refill_interval", "refill_day")
 USER_COLUMNS = "id, account, email, role, daily_limit, active"
 
 
@@ -53,19 +58,51 @@ def key_column(name: str, value: Any) -> Any:
     return value
 
 
+def key_columns(name: str, value: Any, now_ms: int) -> dict[str, Any]:
+    """A key's field (as ``teamconfig`` normalizes it) as the ``api_keys`` columns holding it.
+
+    A refill schedule also sets ``refilled_period`` to the period already under way, so the
+    first refill is at the next 00:00 UTC boundary of the schedule, never at once.
+    """
+    if name == "expires_at":
+        return {"expires_at_ms": None if value is None else parse_time(value)}
+    if name == "refill":
+        if value is None:
+            return {**dict.fromkeys(REFILL_COLUMNS), "refilled_period": None}
+        period = periods.current_period(value["interval"], value["day"], now_ms)
+        return {
+            "refill_amount_micros": value["amount"],
+            "refill_interval": value["interval"],
+            "refill_day": value["day"],
+            "refilled_period": period,
+        }
+    return {name: key_column(name, value)}
+
+
+def refill_of(row: dict[str, Any]) -> dict | None:
+    """A row's refill schedule, as ``teamconfig`` normalizes it (amount in micros), or None."""
+    if row.get("refill_interval") is None:
+        return None
+    day = row["refill_day"]
+    return {
+        "amount": int(row["refill_amount_micros"]),
+        "interval": row["refill_interval"],
+        "day": None if day is None else int(day),
+    }
+
+
+def key_field(name: str, row: dict[str, Any]) -> Any:
+    """A key's field, as ``teamconfig`` normalizes it, read back from its row (``key_row``)."""
+    if name == "expires_at":
+        ms = row["expires_at_ms"]
+        return None if ms is None else format_time(int(ms))
+    if name == "refill":
+        return refill_of(row)
+    return row[name]
+
+
 def _list(text: str | None) -> list | None:
     return None if text is None else json.loads(text)
-
-
-def key_value(name: str, column: Any) -> Any:
-    """A key's field from its ``api_keys`` column (``key_column`` undone), for audit rows."""
-    if name in ("allowed_types", "ip_allowlist"):
-        return _list(column)
-    if name == "active":
-        return bool(column)
-    if name == "cpm" and column is not None:
-        return int(column)
-    return column
 
 
 def key_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -128,9 +165,13 @@ def insert_key(
     A non-zero opening balance is a ledger transaction with ``reason``, made by ``actor``.
     """
     opening = key["balance"]
+    terms = {
+        **key_columns("expires_at", key.get("expires_at"), now_ms),
+        **key_columns("refill", key.get("refill"), now_ms),
+    }
     tx.execute(
-        f"INSERT INTO api_keys ({KEY_COLUMNS}, updated_ms, config_secret_hash)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO api_keys ({KEY_COLUMNS}, updated_ms, config_secret_hash, refilled_period)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             key["id"],
             user_id,
@@ -143,8 +184,12 @@ def insert_key(
             key["cpm"],
             key_column("ip_allowlist", key["ip_allowlist"]),
             key_column("active", key["active"]),
+            terms["expires_at_ms"],
+            *(terms[c] for c in REFILL_COLUMNS),
+            None,  # deleted_ms
             now_ms,
             config_secret_hash,
+            terms["refilled_period"],
         ),
     )
     if opening:
@@ -191,7 +236,8 @@ def topup(
 
     def work(tx: Tx) -> dict:
         row = tx.one(
-            "SELECT balance_micros, account FROM api_keys WHERE id = ?" + tx.dialect.for_update,
+            f"SELECT balance_micros, account FROM api_keys WHERE id = ? AND {LIVE}"
+            + tx.dialect.for_update,
             (key_id,),
         )
         if row is None:
@@ -236,10 +282,12 @@ def set_active(
     """(De)activate a ``"key"`` or ``"user"``; bumps the config version and writes an audit
     row (``via``: api or dashboard) if it changed."""
     table = {"key": "api_keys", "user": "users"}[kind]
+    live = f" AND {LIVE}" if kind == "key" else ""
 
     def work(tx: Tx) -> dict:
         row = tx.one(
-            f"SELECT active, account FROM {table} WHERE id = ?" + tx.dialect.for_update, (ident,)
+            f"SELECT active, account FROM {table} WHERE id = ?{live}" + tx.dialect.for_update,
+            (ident,),
         )
         if row is None:
             raise NotFound(f"{kind} {ident!r} does not exist")
@@ -279,12 +327,20 @@ def _public_key(row: dict[str, Any]) -> dict[str, Any]:
         "cpm": key["cpm"],
         "ip_allowlist": key["ip_allowlist"],
         "active": key["active"],
+        "expires_at": key_field("expires_at", key),
+        "refill": _public_refill(refill_of(key)),
     }
+
+
+def _public_refill(schedule: dict | None) -> dict | None:
+    return None if schedule is None else {**schedule, "amount": format_micros(schedule["amount"])}
 
 
 def list_keys(db: Database, *, user_id: str | None = None) -> list[dict]:
     """Every key, or only ``user_id``'s (a user token's scope)."""
-    where, params = ("WHERE user_id = ? ", (user_id,)) if user_id is not None else ("", ())
+    where, params = f"WHERE {LIVE} ", ()
+    if user_id is not None:
+        where, params = f"WHERE {LIVE} AND user_id = ? ", (user_id,)
     rows = db.read(
         lambda tx: tx.dicts(f"SELECT {KEY_COLUMNS} FROM api_keys {where}ORDER BY id", params)
     )
@@ -295,7 +351,7 @@ def get_key(db: Database, key_id: str, *, user_id: str | None = None) -> dict:
     """One key; with ``user_id``, another user's key is ``NotFound`` like a missing one."""
 
     def read(tx: Tx) -> tuple[list[dict], int]:
-        rows = tx.dicts(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,))
+        rows = tx.dicts(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ? AND {LIVE}", (key_id,))
         if user_id is not None:
             rows = [r for r in rows if r["user_id"] == user_id]
         leased = tx.scalar(
@@ -330,7 +386,8 @@ def snapshot(tx: Tx) -> dict:
     ]
     keys = []
     for r in tx.dicts(
-        f"SELECT {KEY_COLUMNS}, previous_secret_hash, previous_until_ms FROM api_keys ORDER BY id"
+        f"SELECT {KEY_COLUMNS}, previous_secret_hash, previous_until_ms FROM api_keys"
+        f" WHERE {LIVE} ORDER BY id"
     ):
         key = key_row(r)
         # Set by a rotation; agents accept that secret until then, by their own clock.
@@ -355,6 +412,8 @@ def snapshot(tx: Tx) -> dict:
                 "ip_allowlist": key["ip_allowlist"],
                 "active": key["active"],
                 "balance_micros": int(key["balance_micros"]),
+                # Agents refuse the key from then on by their own clock, without a sync.
+                "expires_at_ms": None if r["expires_at_ms"] is None else int(r["expires_at_ms"]),
                 **grace,
             }
         )

@@ -21,7 +21,15 @@ from solverfleet.money import format_micros
 
 # A key's team-config fields, with its owner instead of a secret (secrets are generated here).
 CREATE_FIELDS = ("user_id", *(f for f in teamconfig.KEY_FIELDS if f != "secret"))
-LIMIT_FIELDS = ("project", "environment", "allowed_types", "cpm", "ip_allowlist")
+LIMIT_FIELDS = (
+    "project",
+    "environment",
+    "allowed_types",
+    "cpm",
+    "ip_allowlist",
+    "expires_at",
+    "refill",
+)
 MAX_GRACE_SECONDS = 30 * 86400
 OPENING_REASON = "opening balance (key created)"
 
@@ -111,7 +119,12 @@ def create(
         user = tx.one("SELECT account FROM users WHERE id = ?" + tx.dialect.for_update, (user_id,))
         if user is None:
             raise Invalid(f"user {user_id!r} does not exist", "unknown_user")
-        if tx.one("SELECT 1 FROM api_keys WHERE id = ?", (key["id"],)) is not None:
+        found = tx.one("SELECT deleted_ms FROM api_keys WHERE id = ?", (key["id"],))
+        if found is not None:
+            if found[0] is not None:
+                raise Conflict(
+                    f"key {key['id']!r} was deleted; its id is not reused", "key_deleted"
+                )
             raise Conflict(f"key {key['id']!r} already exists", "key_exists")
         accounts.insert_key(
             tx,
@@ -149,7 +162,8 @@ def create(
 def update_limits(
     db: Database, key_id: str, data: dict[str, Any], *, now_ms: int, actor: str | None = None
 ) -> dict:
-    """Change some of ``LIMIT_FIELDS`` (null lifts a limit): ``{"key": {...}, "changed": [...]}``.
+    """Change some of ``LIMIT_FIELDS`` (null lifts a limit, clears an expiry or a refill):
+    ``{"key": {...}, "changed": [...]}``.
 
     Agents see the change on their next sync (about ``sync_interval`` later).
     """
@@ -158,22 +172,25 @@ def update_limits(
         raise Invalid(f"unknown field(s): {', '.join(unknown)}", "unknown_field")
     if not data:
         raise Invalid(f"nothing to change: give any of {', '.join(LIMIT_FIELDS)}", "invalid")
-    columns = ", ".join(("user_id", "account", *LIMIT_FIELDS))
 
     def work(tx: Tx) -> list[str]:
         rows = tx.dicts(
-            f"SELECT {columns} FROM api_keys WHERE id = ?" + tx.dialect.for_update, (key_id,)
+            f"SELECT {accounts.KEY_COLUMNS} FROM api_keys WHERE id = ? AND {accounts.LIVE}"
+            + tx.dialect.for_update,
+            (key_id,),
         )
         if not rows:
             raise NotFound(f"key {key_id!r} does not exist")
-        row = rows[0]
+        row = accounts.key_row(rows[0])
         key = _validate_for(tx, {**data, "id": key_id}, row["user_id"])
-        stored = {f: accounts.key_column(f, key[f]) for f in LIMIT_FIELDS if f in data}
-        changed = [f for f, value in stored.items() if value != row[f]]
+        changed = [f for f in LIMIT_FIELDS if f in data and key[f] != accounts.key_field(f, row)]
         if changed:
-            accounts.update_row(tx, "api_keys", key_id, {f: stored[f] for f in changed}, now_ms)
+            values: dict[str, Any] = {}
+            for f in changed:
+                values.update(accounts.key_columns(f, key[f], now_ms))
+            accounts.update_row(tx, "api_keys", key_id, values, now_ms)
             accounts.bump_version(tx)
-            before = {f: accounts.key_value(f, row[f]) for f in changed}
+            before = {f: accounts.key_field(f, row) for f in changed}
             audit.record(
                 tx,
                 actor,
@@ -222,7 +239,8 @@ def rotate(
 
     def work(tx: Tx) -> None:
         row = tx.one(
-            "SELECT secret_hash, account FROM api_keys WHERE id = ?" + tx.dialect.for_update,
+            f"SELECT secret_hash, account FROM api_keys WHERE id = ? AND {accounts.LIVE}"
+            + tx.dialect.for_update,
             (key_id,),
         )
         if row is None:
@@ -246,6 +264,51 @@ def rotate(
         "grace_seconds": grace,
         "previous_valid_until": None if until_ms is None else until_ms / 1000,
     }
+
+
+# --- delete -----------------------------------------------------------------------------------
+
+
+def _tombstone_hash() -> str:
+    # Fills the NOT NULL, UNIQUE secret column of a deleted key. Not hex, so it can never equal
+    # the sha256 of any secret: nothing authenticates as a deleted key, and no new key collides.
+    return "deleted:" + secrets.token_hex(28)
+
+
+def delete(db: Database, key_id: str, *, now_ms: int, actor: str | None = None) -> dict:
+    """Delete a key: its secret (and a rotated-out one in grace) stops working on every agent at
+    their next sync, the hashes are purged, its balance leases are voided, and a tombstone keeps
+    its id, owner and balance so the usage log, the ledger and reports still name it. A deleted
+    key's id is never reused (create and team config apply refuse it: 409 ``key_deleted``)."""
+
+    def work(tx: Tx) -> dict:
+        row = tx.one(
+            f"SELECT balance_micros, account FROM api_keys WHERE id = ? AND {accounts.LIVE}"
+            + tx.dialect.for_update,
+            (key_id,),
+        )
+        if row is None:
+            raise NotFound(f"key {key_id!r} does not exist")
+        tx.execute(
+            "UPDATE api_keys SET deleted_ms = ?, active = 0, secret_hash = ?,"
+            " previous_secret_hash = NULL, previous_until_ms = NULL, config_secret_hash = NULL,"
+            " refill_amount_micros = NULL, refill_interval = NULL, refill_day = NULL,"
+            " refilled_period = NULL, updated_ms = ? WHERE id = ?",
+            (now_ms, _tombstone_hash(), now_ms, key_id),
+        )
+        # Voided like a stale agent's (leases.py): the grant totals stay, so usage an agent
+        # spent from the lease before the delete is still accepted when its spool ships it.
+        tx.execute(
+            "UPDATE lease_balance SET held_micros = 0 WHERE key_id = ? AND held_micros <> 0",
+            (key_id,),
+        )
+        accounts.bump_version(tx)
+        balance = format_micros(int(row[0]))
+        after = {"deleted": True, "balance": balance}
+        audit.record(tx, actor, "key.delete", "key", key_id, row[1], None, after, now_ms=now_ms)
+        return {"key": key_id, "deleted": True, "balance": balance}
+
+    return db.transaction(work)
 
 
 # --- ledger -----------------------------------------------------------------------------------

@@ -103,7 +103,8 @@ def _lock_keys(tx: Tx, key_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for chunk in chunks(ids):
         for row in tx.dicts(
-            "SELECT k.id, k.balance_micros, k.cpm, k.active, k.user_id FROM api_keys k"
+            "SELECT k.id, k.balance_micros, k.cpm, k.active, k.user_id, k.expires_at_ms"
+            " FROM api_keys k"
             f" WHERE k.id IN ({marks(len(chunk))}) ORDER BY k.id{tx.dialect.for_update}",
             chunk,
         ):
@@ -318,6 +319,8 @@ def sync_leases(db: Database, req: SyncRequest, *, now_ms: int, ttl_ms: int) -> 
         for lease in req.leases:
             key = keys.get(lease.key_id) if lease.key_id else None
             usable = bool(key and key["active"] and active_users.get(key["user_id"], False))
+            if usable and key["expires_at_ms"] is not None:  # type: ignore[index]
+                usable = now_ms < int(key["expires_at_ms"])  # type: ignore[index]
             if lease.kind == "balance":
                 grants.append(_balance(tx, agent, lease, key, usable)[0])
             elif lease.kind == "cpm":

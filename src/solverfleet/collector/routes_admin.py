@@ -118,6 +118,14 @@ def update_key(key_id: str):
     return jsonify(keys.update_limits(c.db, key_id, data, now_ms=c.now_ms(), actor=actor))
 
 
+@bp.delete("/keys/<key_id>")
+def delete_key(key_id: str):
+    _no_body()
+    c = current()
+    actor = auth.principal().actor
+    return jsonify(keys.delete(c.db, key_id, now_ms=c.now_ms(), actor=actor))
+
+
 @bp.post("/keys/<key_id>/rotate")
 @idempotent
 def rotate_key(key_id: str):

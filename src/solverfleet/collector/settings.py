@@ -32,6 +32,9 @@ class CollectorSettings:
     notify_backoff_base: float = 10.0  # s before the 2nd attempt; doubles per attempt
     notify_backoff_max: float = 3600.0  # s, cap on one wait
     notify_max_attempts: int = 10
+    # Automatic key refills (collector/refill.py): a background pass every this many seconds.
+    refill_runner: bool = True  # off in in-process tests, which call run_once with any time
+    refill_poll_interval: float = 5.0
     # Signs dashboard session cookies; empty: a random one per process (sessions end at restart).
     dashboard_secret: str = field(default="", repr=False)
     # Serve HTTPS (gunicorn_conf) with this PEM certificate (chain) and unencrypted PEM key;
@@ -55,7 +58,12 @@ class CollectorSettings:
                 ipaddress.ip_network(cidr, strict=False)
             except ValueError:
                 raise SettingsError(f"metrics_allow: not a CIDR: {cidr!r}") from None
-        for name in ("notify_poll_interval", "notify_timeout", "notify_backoff_base"):
+        for name in (
+            "notify_poll_interval",
+            "notify_timeout",
+            "notify_backoff_base",
+            "refill_poll_interval",
+        ):
             if not getattr(self, name) > 0:
                 raise SettingsError(f"{name} must be a positive number of seconds")
         if not self.notify_backoff_max >= self.notify_backoff_base:

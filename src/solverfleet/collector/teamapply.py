@@ -20,7 +20,16 @@ from solverfleet.collector.store import Database, Tx, marks
 from solverfleet.money import format_micros
 
 OPENING_REASON = "opening balance (team config)"
-_KEY_SETTINGS = ("project", "environment", "allowed_types", "cpm", "ip_allowlist", "active")
+_KEY_SETTINGS = (
+    "project",
+    "environment",
+    "allowed_types",
+    "cpm",
+    "ip_allowlist",
+    "active",
+    "expires_at",
+    "refill",
+)
 
 
 class _DryRun(Exception):
@@ -52,7 +61,9 @@ def apply_config(
     file does not declare (e.g. made with ``POST /admin/v1/keys``) are left alone.
     ``actor`` is recorded on the opening-balance ledger transactions and on the audit rows:
     one per created or changed object (at most ``audit.MAX_TRAIL``) and a summary. ``guard``
-    runs in the same transaction (the request's Idempotency-Key record).
+    runs in the same transaction (the request's Idempotency-Key record). A file that declares
+    a deleted key (``keys.delete``) is refused whole (409 ``key_deleted``): a deleted key is
+    never brought back by an apply. ``expires_at`` and ``refill`` are the file's like the limits.
     """
     cfg = _parse(config)
     stamp = int(time.time() * 1000) if now_ms is None else now_ms
@@ -121,6 +132,14 @@ def _apply(tx: Tx, cfg: dict, *, now_ms: int, dry_run: bool, actor: str | None) 
     )
     existing_keys = {r["id"]: accounts.key_row(r) for r in key_rows}
     _refuse_other_accounts(account, existing_users, existing_keys)  # rolls back all of it
+    deleted = sorted(k for k, r in existing_keys.items() if r["deleted_ms"] is not None)
+    if deleted:
+        # Never brought back silently: the file must drop the key (or give it a new id).
+        raise Conflict(
+            f"key(s) {', '.join(map(repr, deleted))} were deleted; remove them from the file"
+            " (a deleted key's id is not reused)",
+            "key_deleted",
+        )
     hashes = _secret_hashes(tx, keys, existing_keys, secrets)
 
     for user in users:
@@ -332,9 +351,12 @@ def _apply_key(
         )
         trail.add("key.create", "key", key["id"], account, None, keys.audit_view(key, user_id))
         return None
-    fields = [name for name, value in want.items() if row[name] != value]
-    before, after = {f: row[f] for f in fields}, {f: want[f] for f in fields}
-    columns = {name: accounts.key_column(name, want[name]) for name in fields}
+    fields = [name for name, value in want.items() if accounts.key_field(name, row) != value]
+    before = {f: accounts.key_field(f, row) for f in fields}
+    after = {f: want[f] for f in fields}
+    columns: dict[str, Any] = {}
+    for name in fields:
+        columns.update(accounts.key_columns(name, want[name], now_ms))
     if secret_hash is not None:
         tx.execute("UPDATE api_keys SET config_secret_hash = ? WHERE id = ?", (declared, key["id"]))
         if secret_hash != row["secret_hash"]:

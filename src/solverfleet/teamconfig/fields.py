@@ -7,6 +7,7 @@ at this edge. Secrets and webhook URLs are never echoed in a message.
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import re
 from collections.abc import Collection
@@ -22,6 +23,11 @@ MIN_SECRET_LENGTH = 8
 MAX_SECRET_LENGTH = 512
 MAX_URL_LENGTH = 2048
 MIN_WEBHOOK_SECRET_LENGTH = 16  # an HMAC key: long enough not to be guessed
+REFILL_INTERVALS = ("daily", "monthly")
+_REFILL_FIELDS = ("amount", "interval", "day")
+# Timestamps from 2000 to 9999: a typo such as year 20260 or 1026 is caught, not stored.
+_MIN_TIME = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 # Ids end up in admin URLs (/admin/v1/keys/<id>), so no slashes, spaces or leading dots.
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")
@@ -127,6 +133,74 @@ class Fields(Problems):
             raise self.fail(path, f"amount too large: {self.show(path, value)}")
         return micros
 
+    def timestamp(self, value: Any, path: str) -> str | None:
+        """An ISO-8601 time with its UTC offset ("2026-12-31T00:00:00Z"), normalized to UTC
+        with a ``Z``; YAML's own timestamps (unquoted) are taken too."""
+        if value is None:
+            return None
+        when = value
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                when = dt.datetime.fromisoformat(_offset(text))
+            except ValueError:
+                when = None
+        if not isinstance(when, dt.datetime):
+            raise self.fail(
+                path,
+                f'must be an ISO-8601 UTC time such as "2026-12-31T00:00:00Z", not '
+                f"{self.show(path, value)}",
+            )
+        if when.tzinfo is None or when.utcoffset() is None:
+            raise self.fail(path, f'needs a UTC offset ("Z" or "+00:00"): {self.show(path, value)}')
+        try:
+            when = when.astimezone(dt.UTC)
+        except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00 is past year 9999 in UTC
+            raise self.fail(path, f"too far in the future: {self.show(path, value)}") from None
+        if when < _MIN_TIME:
+            raise self.fail(path, f"before the year 2000: {self.show(path, value)}")
+        return format_time(epoch_ms(when))
+
+    def refill(self, value: Any, path: str) -> dict | None:
+        """``{amount, interval: daily|monthly, day}``: top the key up to ``amount`` at 00:00 UTC
+        of each day, or of day ``day`` (1-31, the month's last day in shorter months) monthly."""
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise self.fail(
+                path, f"must be a mapping with amount, interval, day, not {kind(value)}"
+            )
+        for name in value:
+            if name not in _REFILL_FIELDS:
+                self.fail(f"{path}.{name}", "unknown field (amount, interval, day)")
+        amount = self.field(self.amount, value.get("amount"), f"{path}.amount", None)
+        interval = value.get("interval")
+        if interval not in REFILL_INTERVALS:
+            self.fail(
+                f"{path}.interval", f"must be daily or monthly, not {self.show(path, interval)}"
+            )
+            interval = None
+        day = value.get("day")
+        if interval == "monthly":
+            if day is None:
+                day = 1
+            if isinstance(day, bool) or not isinstance(day, int) or not 1 <= day <= 31:
+                self.fail(f"{path}.day", f"must be a day of the month from 1 to 31, not {day!r}")
+                day = None
+        elif interval == "daily" and day is not None:
+            self.fail(f"{path}.day", "only for a monthly refill")
+        if amount is None or interval is None or (interval == "monthly" and day is None):
+            raise Invalid()
+        if any(name not in _REFILL_FIELDS for name in value):
+            raise Invalid()
+        if amount <= 0:
+            raise self.fail(f"{path}.amount", "must be greater than zero")
+        return {
+            "amount": amount,
+            "interval": interval,
+            "day": day if interval == "monthly" else None,
+        }
+
     def secret(self, value: Any, path: str) -> str | None:
         """An API key's secret."""
         if value is None:
@@ -227,3 +301,28 @@ class Fields(Problems):
         except ValueError:
             raise self.fail(path, f"not a CIDR: {self.show(path, value)}") from None
         raise self.fail(path, f"host bits set in {self.show(path, value)} (did you mean {loose}?)")
+
+
+def _offset(text: str) -> str:
+    # fromisoformat before Python 3.11 does not take a "Z" suffix.
+    return text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text
+
+
+def format_time(ms: int) -> str:
+    """Unix milliseconds as the normalized ISO-8601 UTC text ("2026-12-31T00:00:00Z")."""
+    when = dt.datetime.fromtimestamp(ms // 1000, dt.UTC)
+    text = when.strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{ms % 1000:03d}Z" if ms % 1000 else f"{text}Z"
+
+
+def parse_time(text: str) -> int:
+    """The normalized text of ``format_time`` (or any ISO-8601 time with an offset) as unix
+    milliseconds."""
+    text = text.strip()
+    when = dt.datetime.fromisoformat(_offset(text))
+    return epoch_ms(when)
+
+
+def epoch_ms(when: dt.datetime) -> int:
+    """An aware datetime as whole unix milliseconds (integer arithmetic: no float rounding)."""
+    return (when - _EPOCH) // dt.timedelta(milliseconds=1)

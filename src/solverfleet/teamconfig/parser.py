@@ -47,6 +47,8 @@ KEY_FIELDS = (
     "cpm",
     "ip_allowlist",
     "active",
+    "expires_at",
+    "refill",
 )
 # How deep a user's id and a key sit in a document (root, users, a user, its keys, a key):
 # one key checked on its own gets the nesting allowance it has in a file.
@@ -101,8 +103,7 @@ def _document(config: dict) -> dict:
     if alert is not None:
         alert = {**alert, "threshold": _decimal(alert["threshold"])}
     users = [
-        {**user, "keys": [{**key, "balance": _decimal(key["balance"])} for key in user["keys"]]}
-        for user in config["users"]
+        {**user, "keys": [_document_key(key) for key in user["keys"]]} for user in config["users"]
     ]
     prices = {type_: _decimal(price) for type_, price in config["prices"].items()}
     default = config["default_price"]
@@ -113,6 +114,13 @@ def _document(config: dict) -> dict:
         "default_price": None if default is None else _decimal(default),
         "users": users,
     }
+
+
+def _document_key(key: dict) -> dict:
+    refill = key["refill"]
+    if refill is not None:
+        refill = {**refill, "amount": _decimal(refill["amount"])}
+    return {**key, "balance": _decimal(key["balance"]), "refill": refill}
 
 
 def _decimal(micros: int) -> str:
@@ -341,6 +349,8 @@ class _Parser(PricingFields):
             "cpm": f(self.count, value.get("cpm"), at("cpm")),
             "ip_allowlist": f(self.cidrs, value.get("ip_allowlist"), at("ip_allowlist")),
             "active": f(self.boolean, value.get("active"), at("active"), True),
+            "expires_at": f(self.timestamp, value.get("expires_at"), at("expires_at")),
+            "refill": f(self.refill, value.get("refill"), at("refill")),
         }
         if key["id"] is None:
             raise Invalid()
@@ -358,4 +368,6 @@ def _seed_key(user_id: str, secret: str | None) -> dict:
         "cpm": None,
         "ip_allowlist": None,
         "active": True,
+        "expires_at": None,
+        "refill": None,
     }

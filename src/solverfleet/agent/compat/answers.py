@@ -41,6 +41,7 @@ REFUSALS = {
     "ip_banned": IP_BANNED,
     "invalid_key": "ERROR_KEY_DOES_NOT_EXIST",
     "key_disabled": "ERROR_KEY_DOES_NOT_EXIST",
+    "key_expired": "ERROR_KEY_DOES_NOT_EXIST",
     "user_disabled": "ERROR_KEY_DOES_NOT_EXIST",
     "unknown_type": BAD_PARAMETERS,
     "type_not_allowed": BAD_PARAMETERS,

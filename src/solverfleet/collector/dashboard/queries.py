@@ -19,7 +19,7 @@ def accounts(db: Database) -> list[dict[str, Any]]:
         )
         totals = tx.all(
             "SELECT account, COUNT(*), SUM(active), SUM(balance_micros) FROM api_keys"
-            " GROUP BY account"
+            " WHERE deleted_ms IS NULL GROUP BY account"
         )
         hooks = tx.all("SELECT account, COUNT(*) FROM notification_targets GROUP BY account")
         return settings, totals, hooks

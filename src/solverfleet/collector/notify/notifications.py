@@ -46,7 +46,8 @@ def on_charged(tx: Tx, charged: dict[str, int], *, now_ms: int) -> list[int]:
         rows = tx.all(
             "SELECT k.id, k.account, k.balance_micros, a.low_balance_enabled,"
             " a.low_balance_threshold_micros FROM api_keys k"
-            f" LEFT JOIN accounts a ON a.id = k.account WHERE k.id IN ({marks(len(chunk))})",
+            f" LEFT JOIN accounts a ON a.id = k.account WHERE k.id IN ({marks(len(chunk))})"
+            " AND k.deleted_ms IS NULL",  # a deleted key's trailing usage alerts no one
             chunk,
         )
         for key_id, account, balance, enabled, threshold in rows:

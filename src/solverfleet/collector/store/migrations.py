@@ -98,6 +98,17 @@ def _v10_lease_reclaim(tx: Tx) -> None:
                 )
 
 
+def _v7_key_terms(tx: Tx) -> None:
+    # Re-runnable: each column is added only if missing (MySQL commits each ALTER on its own).
+    for table, columns in schema.V7_COLUMNS.items():
+        have = tx.column_names(table)
+        for name, spec in columns:
+            if name not in have:
+                tx.execute(
+                    f"ALTER TABLE {table} ADD COLUMN {schema.column_sql(name, spec, tx.dialect)}"
+                )
+
+
 def _v8_audit_log(tx: Tx) -> None:
     # A new table only (IF NOT EXISTS): re-runnable, independent of the other versions.
     for table in schema.V8_TABLES:
@@ -142,6 +153,7 @@ MIGRATIONS: list[Migration] = [
     Migration(3, "low-balance notifications", _v3_notifications),
     Migration(5, "agent-bound service tokens, lease grant totals", _v5_agent_credentials),
     Migration(6, "Idempotency-Key records of the admin API", _v6_idempotency_keys),
+    Migration(7, "key expiry, automatic refill, deleted keys", _v7_key_terms),
     Migration(8, "audit log of admin changes", _v8_audit_log),
     Migration(9, "per-account prices and type aliases", _v9_account_prices),
     Migration(10, "lease reclaim orders, settled leases", _v10_lease_reclaim),

@@ -273,6 +273,25 @@ V5_COLUMNS: dict[str, list[tuple[str, str]]] = {
 }
 
 
+# --- version 7: key expiry, automatic refill, deleted keys ------------------------------------
+
+V7_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "api_keys": [
+        # Agents refuse the key from this moment on, by their own clock (NULL: never).
+        ("expires_at_ms", "BIGINT"),
+        # Refill: top the balance up to the amount at 00:00 UTC each period (collector/refill.py).
+        ("refill_amount_micros", "BIGINT"),
+        ("refill_interval", "VARCHAR(8) ASCII"),  # daily | monthly
+        ("refill_day", "SMALLINT"),  # monthly: 1..31, clamped to the month's last day
+        # The period (its first day, YYYY-MM-DD) last refilled or current when refill was set:
+        # checked and written with the key row locked, so a period is refilled once.
+        ("refilled_period", "CHAR(10) ASCII"),
+        # A deleted key stays as a tombstone: its id (usage, ledger) and nothing secret.
+        ("deleted_ms", "BIGINT"),
+    ],
+}
+
+
 def column_sql(name: str, spec: str, dialect: Dialect) -> str:
     """One column definition as ``render`` writes it (for ALTER TABLE ... ADD COLUMN)."""
     if ASCII in spec:
