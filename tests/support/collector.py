@@ -43,7 +43,7 @@ import requests
 
 from solverfleet.collector import CollectorSettings, create_app
 from solverfleet.collector.context import EXTENSION, Collector
-from solverfleet.collector.store import Database, migrate, schema
+from solverfleet.collector.store import Database, migrate, schema, schema_billing
 from solverfleet.keyhash import generate_token
 from solverfleet.process import Service, free_port, gunicorn_argv, http_ok, wait_until
 
@@ -204,10 +204,10 @@ def wipe_collector_db(url: str) -> None:
                 *schema.V1_TABLES,
                 *schema.V3_TABLES,
                 *schema.V4_TABLES,
-                *schema.V6_TABLES,
-                *schema.V8_TABLES,
-                *schema.V9_TABLES,
-                *schema.V10_TABLES,
+                *schema_billing.V6_TABLES,
+                *schema_billing.V8_TABLES,
+                *schema_billing.V9_TABLES,
+                *schema_billing.V10_TABLES,
             ]:
                 tx.execute(f"DELETE FROM {table.name}")
             tx.execute("INSERT INTO config_state (id, version) VALUES (1, 1)")

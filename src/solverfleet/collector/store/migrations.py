@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from solverfleet.captchatypes import BUILTIN_ALIASES
-from solverfleet.collector.store import schema
+from solverfleet.collector.store import schema, schema_billing
 from solverfleet.collector.store.db import Database, StoreUnavailable, Tx
 
 
@@ -86,10 +86,10 @@ def _v5_agent_credentials(tx: Tx) -> None:
 
 def _v10_lease_reclaim(tx: Tx) -> None:
     # Re-runnable: a new table (IF NOT EXISTS) and columns added only if missing.
-    for table in schema.V10_TABLES:
+    for table in schema_billing.V10_TABLES:
         for statement in schema.render(table, tx.dialect):
             tx.execute(statement)
-    for table, columns in schema.V10_COLUMNS.items():
+    for table, columns in schema_billing.V10_COLUMNS.items():
         have = tx.column_names(table)
         for name, spec in columns:
             if name not in have:
@@ -100,7 +100,7 @@ def _v10_lease_reclaim(tx: Tx) -> None:
 
 def _v7_key_terms(tx: Tx) -> None:
     # Re-runnable: each column is added only if missing (MySQL commits each ALTER on its own).
-    for table, columns in schema.V7_COLUMNS.items():
+    for table, columns in schema_billing.V7_COLUMNS.items():
         have = tx.column_names(table)
         for name, spec in columns:
             if name not in have:
@@ -111,14 +111,14 @@ def _v7_key_terms(tx: Tx) -> None:
 
 def _v8_audit_log(tx: Tx) -> None:
     # A new table only (IF NOT EXISTS): re-runnable, independent of the other versions.
-    for table in schema.V8_TABLES:
+    for table in schema_billing.V8_TABLES:
         for statement in schema.render(table, tx.dialect):
             tx.execute(statement)
 
 
 def _v6_idempotency_keys(tx: Tx) -> None:
     # A new table only (IF NOT EXISTS): re-runnable, independent of the other versions.
-    for table in schema.V6_TABLES:
+    for table in schema_billing.V6_TABLES:
         for statement in schema.render(table, tx.dialect):
             tx.execute(statement)
 
@@ -126,7 +126,7 @@ def _v6_idempotency_keys(tx: Tx) -> None:
 def _v9_account_prices(tx: Tx) -> None:
     # New tables (IF NOT EXISTS): re-runnable. Existing prices stay global: every account
     # falls back to them until a file gives it its own.
-    for table in schema.V9_TABLES:
+    for table in schema_billing.V9_TABLES:
         for statement in schema.render(table, tx.dialect):
             tx.execute(statement)
     # Built-in aliases are spellings now, never types of their own: a price or an allowed type

@@ -1,0 +1,145 @@
+"""Tables and columns of schema versions 6 and later: the billing lifecycle (Idempotency-Key
+records, key expiry and refill, the audit log, per-account prices, lease reclaim orders).
+
+Versions 1-5 are in ``schema``; ``migrations`` applies them all, in order.
+"""
+
+from __future__ import annotations
+
+from solverfleet.collector.store.schema import AUTOINC, ID, Table
+
+# --- version 6: Idempotency-Key records of the admin API (collector/idempotency.py) ----------
+
+V6_TABLES = [
+    # One row per (actor, method, path, Idempotency-Key), found by the sha256 of those four
+    # (scope_hash): the request's fingerprint, its state (running -> applied -> done), and the
+    # first answer to replay, with one-time secrets withheld. Kept 24 h (created_ms), pruned.
+    Table(
+        "idempotency_keys",
+        [
+            ("scope_hash", "CHAR(64) ASCII NOT NULL"),
+            ("actor", "VARCHAR(160) NOT NULL"),
+            ("method", "VARCHAR(8) NOT NULL"),
+            ("path", "VARCHAR(1024) NOT NULL"),
+            ("idem_key", "VARCHAR(255) NOT NULL"),
+            ("fingerprint", "CHAR(64) ASCII NOT NULL"),
+            ("state", "VARCHAR(16) NOT NULL"),
+            ("claim", "CHAR(32) ASCII NOT NULL"),
+            ("claimed_ms", "BIGINT NOT NULL"),
+            ("created_ms", "BIGINT NOT NULL"),
+            ("response_status", "INTEGER"),
+            ("response_body", "MEDIUMTEXT"),
+        ],
+        ("scope_hash",),
+        indexes={"idempotency_keys_created": ("created_ms",)},
+    ),
+]
+
+
+# --- version 7: key expiry, automatic refill, deleted keys ------------------------------------
+
+V7_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "api_keys": [
+        # Agents refuse the key from this moment on, by their own clock (NULL: never).
+        ("expires_at_ms", "BIGINT"),
+        # Refill: top the balance up to the amount at 00:00 UTC each period (collector/refill.py).
+        ("refill_amount_micros", "BIGINT"),
+        ("refill_interval", "VARCHAR(8) ASCII"),  # daily | monthly
+        ("refill_day", "SMALLINT"),  # monthly: 1..31, clamped to the month's last day
+        # The period (its first day, YYYY-MM-DD) last refilled or current when refill was set:
+        # checked and written with the key row locked, so a period is refilled once.
+        ("refilled_period", "CHAR(10) ASCII"),
+        # A deleted key stays as a tombstone: its id (usage, ledger) and nothing secret.
+        ("deleted_ms", "BIGINT"),
+    ],
+}
+
+
+# --- version 8: the audit log (own table only) ------------------------------------------------
+
+V8_TABLES = [
+    # One row per admin change, written in the change's own transaction (collector/audit.py).
+    # before/after hold the changed fields as JSON, redacted: never a secret, hash or token.
+    Table(
+        "audit_log",
+        [
+            ("id", AUTOINC),
+            ("ts_ms", "BIGINT NOT NULL"),
+            ("actor", "VARCHAR(160) NOT NULL"),  # "bootstrap" or "token:<id>", never a token
+            ("action", "VARCHAR(64) ASCII NOT NULL"),  # e.g. key.topup, config.apply
+            ("target_type", "VARCHAR(32) ASCII NOT NULL"),  # key, user, token, price, account
+            ("target_id", ID),
+            ("account", ID),
+            ("before_json", "TEXT"),
+            ("after_json", "TEXT"),
+        ],
+        ("id",),
+        # Pages are newest first by id; each filter walks its own index in id order.
+        indexes={
+            "audit_log_ts": ("ts_ms", "id"),
+            "audit_log_actor": ("actor", "id"),
+            "audit_log_target": ("target_type", "target_id", "id"),
+            "audit_log_action": ("action", "id"),
+        },
+    ),
+]
+
+
+# --- version 9: per-account prices and type aliases -------------------------------------------
+
+V9_TABLES = [
+    # An account's own prices (team config with prices_scope "account", the default); type "*"
+    # is the account's default price. A key's price: its account's price for the type, else the
+    # account's "*", else the global ``prices`` row for the type, else the global "*".
+    # previous/changed as in ``prices``: an event at the old price just after a change is honest.
+    Table(
+        "account_prices",
+        [
+            ("account", f"{ID} NOT NULL"),
+            ("type", "VARCHAR(64) NOT NULL"),
+            ("price_micros", "BIGINT NOT NULL"),
+            ("previous_price_micros", "BIGINT"),
+            ("changed_ms", "BIGINT NOT NULL DEFAULT 0"),
+        ],
+        ("account", "type"),
+    ),
+    # An account's own spellings of captcha types (team config ``type_aliases``), beside the
+    # built-in ones (``captchatypes.BUILTIN_ALIASES``).
+    Table(
+        "type_aliases",
+        [
+            ("account", f"{ID} NOT NULL"),
+            ("alias", "VARCHAR(64) NOT NULL"),
+            ("type", "VARCHAR(64) NOT NULL"),
+        ],
+        ("account", "alias"),
+    ),
+]
+
+
+# --- version 10: reclaiming leases (no false refusals, limits re-cut fleet-wide) --------------
+
+V10_TABLES = [
+    # One agent's pending order to hand back what it holds of one lease (kind: balance | cpm |
+    # daily; ident: key or user id; period: "" for balance, the CPM window or the UTC day).
+    # Written by another agent's starved sync or a limit change, read and deleted by the
+    # agent's next sync.
+    Table(
+        "lease_reclaim",
+        [
+            ("agent_id", f"{ID} NOT NULL"),
+            ("kind", "VARCHAR(8) ASCII NOT NULL"),
+            ("ident", f"{ID} NOT NULL"),
+            ("period", "VARCHAR(16) ASCII NOT NULL"),
+        ],
+        ("agent_id", "kind", "ident", "period"),
+    ),
+]
+
+# ``settled``: the agent answered a reclaim (gave back all it could): what it still holds is
+# spent or in flight, so asking it again cannot help a starved agent. A new grant clears it.
+V10_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "lease_balance": [("settled", "SMALLINT NOT NULL DEFAULT 0")],
+    "lease_cpm": [("settled", "SMALLINT NOT NULL DEFAULT 0")],
+    "lease_daily": [("settled", "SMALLINT NOT NULL DEFAULT 0")],
+}
