@@ -102,8 +102,8 @@ class Clients:
                             self.successes += 1
                             self.on_success()
                         elif status.status_code == 402 and afford is not None:
-                            if self.successes + self.in_flight < afford:
-                                self.false_refusals += 1
+                            # The fleet could still afford it: a false refusal.
+                            self.false_refusals += self.successes + self.in_flight < afford
                         if afford is not None and self.successes >= afford:
                             self.done.set()
                     if afford is None and status.status_code == 429 and clients == 1:
