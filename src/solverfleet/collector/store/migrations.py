@@ -25,28 +25,27 @@ class Migration:
     apply: Callable[[Tx], None]
 
 
-def _v1_initial(tx: Tx) -> None:
-    for table in schema.V1_TABLES:
+def _create_tables(tx: Tx, tables: list[schema.Table]) -> None:
+    """CREATE TABLE IF NOT EXISTS (and its indexes): re-runnable."""
+    for table in tables:
         for statement in schema.render(table, tx.dialect):
             tx.execute(statement)
-    tx.execute(tx.dialect.insert_new("config_state", ("id", "version"), "id"), (1, 1))
 
 
-def _v4_keys_tokens_access(tx: Tx) -> None:
-    # Re-runnable step by step: MySQL commits each ALTER on its own.
-    for table in schema.V4_TABLES:
-        for statement in schema.render(table, tx.dialect):
-            tx.execute(statement)
-    for table, columns in schema.V4_COLUMNS.items():
+def _add_columns(tx: Tx, columns: dict[str, list[tuple[str, str]]]) -> None:
+    """Each column added only if missing: re-runnable (MySQL commits each ALTER on its own)."""
+    for table, specs in columns.items():
         have = tx.column_names(table)
-        for name, spec in columns:
+        for name, spec in specs:
             if name not in have:
-                column = schema.column_sql(name, spec, tx.dialect)
-                tx.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
-    # Keys that exist already came from team configs: their secret is the file's.
-    tx.execute(
-        "UPDATE api_keys SET config_secret_hash = secret_hash WHERE config_secret_hash IS NULL"
-    )
+                tx.execute(
+                    f"ALTER TABLE {table} ADD COLUMN {schema.column_sql(name, spec, tx.dialect)}"
+                )
+
+
+def _v1_initial(tx: Tx) -> None:
+    _create_tables(tx, schema.V1_TABLES)
+    tx.execute(tx.dialect.insert_new("config_state", ("id", "version"), "id"), (1, 1))
 
 
 def _v2_report_indexes(tx: Tx) -> None:
@@ -61,21 +60,20 @@ def _v2_report_indexes(tx: Tx) -> None:
 
 
 def _v3_notifications(tx: Tx) -> None:
-    # New tables only (IF NOT EXISTS): re-runnable, independent of the other versions.
-    for table in schema.V3_TABLES:
-        for statement in schema.render(table, tx.dialect):
-            tx.execute(statement)
+    _create_tables(tx, schema.V3_TABLES)
+
+
+def _v4_keys_tokens_access(tx: Tx) -> None:
+    _create_tables(tx, schema.V4_TABLES)
+    _add_columns(tx, schema.V4_COLUMNS)
+    # Keys that exist already came from team configs: their secret is the file's.
+    tx.execute(
+        "UPDATE api_keys SET config_secret_hash = secret_hash WHERE config_secret_hash IS NULL"
+    )
 
 
 def _v5_agent_credentials(tx: Tx) -> None:
-    # Re-runnable: each column is added only if missing (MySQL commits each ALTER on its own).
-    for table, columns in schema.V5_COLUMNS.items():
-        have = tx.column_names(table)
-        for name, spec in columns:
-            if name not in have:
-                tx.execute(
-                    f"ALTER TABLE {table} ADD COLUMN {schema.column_sql(name, spec, tx.dialect)}"
-                )
+    _add_columns(tx, schema.V5_COLUMNS)
     # Leases granted before this version: their history is unknown, so count what is held now
     # as granted; everything spent from it is still to be charged (held drops at ingest).
     tx.execute(
@@ -84,51 +82,22 @@ def _v5_agent_credentials(tx: Tx) -> None:
     )
 
 
-def _v10_lease_reclaim(tx: Tx) -> None:
-    # Re-runnable: a new table (IF NOT EXISTS) and columns added only if missing.
-    for table in schema_billing.V10_TABLES:
-        for statement in schema.render(table, tx.dialect):
-            tx.execute(statement)
-    for table, columns in schema_billing.V10_COLUMNS.items():
-        have = tx.column_names(table)
-        for name, spec in columns:
-            if name not in have:
-                tx.execute(
-                    f"ALTER TABLE {table} ADD COLUMN {schema.column_sql(name, spec, tx.dialect)}"
-                )
+def _v6_idempotency_keys(tx: Tx) -> None:
+    _create_tables(tx, schema_billing.V6_TABLES)
 
 
 def _v7_key_terms(tx: Tx) -> None:
-    # Re-runnable: each column is added only if missing (MySQL commits each ALTER on its own).
-    for table, columns in schema_billing.V7_COLUMNS.items():
-        have = tx.column_names(table)
-        for name, spec in columns:
-            if name not in have:
-                tx.execute(
-                    f"ALTER TABLE {table} ADD COLUMN {schema.column_sql(name, spec, tx.dialect)}"
-                )
+    _add_columns(tx, schema_billing.V7_COLUMNS)
 
 
 def _v8_audit_log(tx: Tx) -> None:
-    # A new table only (IF NOT EXISTS): re-runnable, independent of the other versions.
-    for table in schema_billing.V8_TABLES:
-        for statement in schema.render(table, tx.dialect):
-            tx.execute(statement)
-
-
-def _v6_idempotency_keys(tx: Tx) -> None:
-    # A new table only (IF NOT EXISTS): re-runnable, independent of the other versions.
-    for table in schema_billing.V6_TABLES:
-        for statement in schema.render(table, tx.dialect):
-            tx.execute(statement)
+    _create_tables(tx, schema_billing.V8_TABLES)
 
 
 def _v9_account_prices(tx: Tx) -> None:
-    # New tables (IF NOT EXISTS): re-runnable. Existing prices stay global: every account
-    # falls back to them until a file gives it its own.
-    for table in schema_billing.V9_TABLES:
-        for statement in schema.render(table, tx.dialect):
-            tx.execute(statement)
+    # Existing prices stay global: every account falls back to them until a file gives it its
+    # own.
+    _create_tables(tx, schema_billing.V9_TABLES)
     # Built-in aliases are spellings now, never types of their own: a price or an allowed type
     # stored under one moves to its canonical type (agents turn the alias into it before any
     # lookup). Each statement is a no-op once done.
@@ -144,6 +113,11 @@ def _v9_account_prices(tx: Tx) -> None:
         )
     if changed:
         tx.execute("UPDATE config_state SET version = version + 1 WHERE id = 1")
+
+
+def _v10_lease_reclaim(tx: Tx) -> None:
+    _create_tables(tx, schema_billing.V10_TABLES)
+    _add_columns(tx, schema_billing.V10_COLUMNS)
 
 
 MIGRATIONS: list[Migration] = [
