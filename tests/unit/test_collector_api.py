@@ -114,7 +114,11 @@ def test_oversized_body_is_413(h: AppHarness) -> None:
     big = b'{"amount": "1.00", "reason": "' + b"x" * (1024 * 1024) + b'"}'
     response = h.admin("POST", "/admin/v1/keys/alice-web/topup", data=big)
     assert response.status_code == 413
-    assert response.get_json()["error"] == "too_large"
+    assert response.get_json() == {
+        "error": "too_large",
+        "message": "request body over 1048576 bytes"
+        " (collector setting admin_max_body, SOLVERFLEET_ADMIN_MAX_BODY)",
+    }
     assert state(h) == before
     # the agent surface allows bigger bodies (5,000 events), still JSON errors past its limit
     response = h.agent("POST", "/agent/v1/usage", data=b" " * (2 * 1024 * 1024))
@@ -232,6 +236,10 @@ def test_settings_from_environment(tmp_path: Path) -> None:
         CollectorSettings.load(env={"SOLVERFLEET_FLEET_TOKEN": "f"})
     with pytest.raises(SettingsError):
         CollectorSettings.load(env={**env, "SOLVERFLEET_ADMIN_TOKEN": ""})
+    assert CollectorSettings.load(env={**env, "SOLVERFLEET_APPLY_MAX_BODY": "2048"}).apply_max_body
+    for value in ("0", "1023", str(2**31)):
+        with pytest.raises(SettingsError, match="admin_max_body must be from 1024"):
+            CollectorSettings.load(env={**env, "SOLVERFLEET_ADMIN_MAX_BODY": value})
 
 
 @pytest.mark.parametrize("depth", [50, 900, 100_000])
@@ -240,3 +248,19 @@ def test_deeply_nested_json_is_a_400(h: AppHarness, depth: int) -> None:
     for path, call in (("/admin/v1/apply", h.admin), ("/agent/v1/usage", h.agent)):
         response = call("POST", path, data=body)
         assert response.status_code == 400, (path, depth)
+
+
+def test_apply_has_its_own_larger_body_limit(tmp_path) -> None:
+    from tests.support.collector import make_app, sqlite_url
+
+    h = make_app(sqlite_url(tmp_path / "c.db"), admin_max_body=2048, apply_max_body=8192)
+    padding = {"account": "acme", "users": [], "prices": {"turnstile": "0.002"}}
+    fits = {**padding, "note": "x" * 4000}  # over admin_max_body, under apply_max_body
+    response = h.admin("POST", "/admin/v1/apply?dry_run=1", json=fits)
+    assert response.status_code != 413, response.get_json()
+    response = h.admin("POST", "/admin/v1/apply", json={**padding, "note": "x" * 9000})
+    assert response.status_code == 413
+    assert "apply_max_body" in response.get_json()["message"]
+    response = h.admin("POST", "/admin/v1/keys", json={"user_id": "u", "note": "x" * 3000})
+    assert response.status_code == 413
+    assert "admin_max_body" in response.get_json()["message"]

@@ -7,7 +7,7 @@ import json
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from solverfleet.collector.problems import ConfigInvalid, Invalid, Problem
@@ -26,6 +26,16 @@ def error_response(status: int, code: str, message: str) -> Response:
     if status == 401:
         response.headers["WWW-Authenticate"] = "Bearer"
     return response
+
+
+def _too_large() -> str:
+    """413's message: the limit, and the setting that raises it where there is one."""
+    limit = request.max_content_length
+    text = "request body too large" if limit is None else f"request body over {limit} bytes"
+    setting = g.get("body_limit_setting")
+    if setting:
+        text += f" (collector setting {setting}, SOLVERFLEET_{setting.upper()})"
+    return text
 
 
 def _reject_constant(name: str) -> Any:
@@ -72,9 +82,10 @@ def register(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
         code = (exc.name or "error").lower().replace(" ", "_")
+        message = exc.description or exc.name
         if exc.code == 413:
-            code = "too_large"
-        return error_response(exc.code or 500, code, exc.description or exc.name)
+            code, message = "too_large", _too_large()
+        return error_response(exc.code or 500, code, message)
 
     @app.errorhandler(StoreUnavailable)
     def _unavailable(exc: StoreUnavailable) -> Response:

@@ -12,7 +12,7 @@ records the key in the change's own transaction.
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, g, jsonify, request
 
 from solverfleet.collector import accounts, audit, auth, keys, teamapply, tokens
 from solverfleet.collector.context import current
@@ -22,7 +22,6 @@ from solverfleet.collector.reporting import reports
 from solverfleet.collector.reporting.timerange import parse_range
 from solverfleet.money import MoneyError, to_micros
 
-MAX_BODY = 1024 * 1024
 AUDIT_PARAMS = (*audit.FILTERS, "since", "until", "limit", "cursor")
 
 bp = Blueprint("admin", __name__, url_prefix="/admin/v1")
@@ -30,7 +29,9 @@ bp = Blueprint("admin", __name__, url_prefix="/admin/v1")
 
 @bp.before_request
 def _guard() -> None:
-    request.max_content_length = MAX_BODY
+    setting = "apply_max_body" if request.endpoint == "admin.apply" else "admin_max_body"
+    request.max_content_length = getattr(current().settings, setting)
+    g.body_limit_setting = setting  # named by the 413, so the operator knows what to raise
     auth.check()
 
 

@@ -11,6 +11,8 @@ from solverfleet.collector.store.db import UrlError, parse_url
 from solverfleet.settings import SettingsError, load_settings
 from solverfleet.tls import check_ca_file, check_tls_pair
 
+MIN_BODY, MAX_BODY = 1024, 1024**3  # bounds of the body-size settings
+
 
 @dataclass(frozen=True)
 class CollectorSettings:
@@ -35,6 +37,10 @@ class CollectorSettings:
     # Automatic key refills (collector/refill.py): a background pass every this many seconds.
     refill_runner: bool = True  # off in in-process tests, which call run_once with any time
     refill_poll_interval: float = 5.0
+    # Largest admin API request body, and the larger one a team config apply may send (a file
+    # of 100,000 keys is about 20 MiB of JSON). Past it: 413 naming the setting.
+    admin_max_body: int = 1024 * 1024
+    apply_max_body: int = 64 * 1024 * 1024
     # Signs dashboard session cookies; empty: a random one per process (sessions end at restart).
     dashboard_secret: str = field(default="", repr=False)
     # Serve HTTPS (gunicorn_conf) with this PEM certificate (chain) and unencrypted PEM key;
@@ -66,6 +72,9 @@ class CollectorSettings:
         ):
             if not getattr(self, name) > 0:
                 raise SettingsError(f"{name} must be a positive number of seconds")
+        for name in ("admin_max_body", "apply_max_body"):
+            if not MIN_BODY <= getattr(self, name) <= MAX_BODY:
+                raise SettingsError(f"{name} must be from {MIN_BODY} to {MAX_BODY} bytes")
         if not self.notify_backoff_max >= self.notify_backoff_base:
             raise SettingsError("notify_backoff_max must be at least notify_backoff_base")
         if not 1 <= self.notify_max_attempts <= 100:
