@@ -272,10 +272,21 @@ def explore(
     """Run seeds for ``seconds``; stop at the first failure (shrunk, printed). Figures back."""
     start = time.monotonic()
     seed = first_seed if first_seed is not None else random.SystemRandom().randrange(1 << 31)
-    totals: dict = {"schedules": 0, "steps": 0, "calls": 0, "admitted": 0, "successes": 0,
-                    "rounds": 0, "probes": 0, "false_refusals": 0, "faults": {}, "refusals": {},
-                    "max_overshoot": {"cpm": 0, "daily": 0}, "first_seed": seed,
-                    "failure": None}  # fmt: skip
+    totals: dict = {
+        "schedules": 0,
+        "steps": 0,
+        "calls": 0,
+        "admitted": 0,
+        "successes": 0,
+        "rounds": 0,
+        "probes": 0,
+        "false_refusals": 0,
+        "faults": {},
+        "refusals": {},
+        "max_overshoot": {"cpm": 0, "daily": 0},
+        "first_seed": seed,
+        "failure": None,
+    }
     while True:
         ops = generate(seed, steps)
         try:
@@ -290,7 +301,15 @@ def explore(
             break
         totals["schedules"] += 1
         s = sim.stats
-        for name in ("steps", "calls", "admitted", "successes", "rounds", "probes", "false_refusals"):
+        for name in (
+            "steps",
+            "calls",
+            "admitted",
+            "successes",
+            "rounds",
+            "probes",
+            "false_refusals",
+        ):
             totals[name] += getattr(s, name)
         for table, src in (("faults", s.faults), ("refusals", s.refusals)):
             for k, v in src.items():

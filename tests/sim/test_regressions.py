@@ -37,3 +37,34 @@ def test_reclaim_ping_pong_refuses_an_affordable_call() -> None:
         ("probe", 2, "k0"),
     ]
     _replay(ops, 145)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=schedule.SimFailure,
+    reason="issue 19 finding 2: a reclaim clears `answered`; one lost sync then admits offline "
+    "up to the whole CPM ceiling on one agent",
+)
+def test_lost_sync_after_reclaim_overshoots_cpm() -> None:
+    """Seed 6920283. Key k0, CPM 6: six calls admitted across a0..a2 in one minute; a reclaim
+    order reaches a1 (its lease: granted 3, used 3), then a1's next sync request is lost.
+    ``LeaseNegotiation.reclaim`` set ``answered = False``, and with the loop offline
+    ``Limiter.admit`` takes the never-answered fallback (``ceiling - used`` = 3 left): a 7th call
+    is admitted in the minute, with no limit change (the bound allows 0)."""
+    ops = [
+        ("tick",),
+        ("call", 1, "k0", 1),
+        ("tick",),
+        ("call", 2, "k0", 0),
+        ("probe", 2, "k0"),
+        ("call", 1, "k0", 2),
+        ("faults", 1, 1, 317394631),
+        ("call", 0, "k0", 4),
+        ("call", 2, "k0", 2),
+        ("call", 1, "k0", 0),
+        ("sync", 1),
+        ("tick",),
+        ("finish", 1, 126, False),
+        ("call", 1, "k0", 2),
+    ]
+    _replay(ops, 6920283)

