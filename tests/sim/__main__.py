@@ -18,7 +18,7 @@ def main() -> int:
     logging.disable(logging.WARNING)
     totals = schedule.explore(args.seconds, args.seed, steps=args.steps)
     print(schedule.format_totals(totals))
-    return 1 if totals["failure"] else 0
+    return 1 if totals["failures"] else 0
 
 
 if __name__ == "__main__":

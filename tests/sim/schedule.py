@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import time
 from collections.abc import Callable
 
@@ -225,12 +226,16 @@ def run(ops: list[tuple], seed: int = 0, agents: int = AGENTS, strict_probe: boo
                 sim.stats.steps += 1
                 sim.check_step()
             except SimFailure as exc:
-                raise SimFailure(f"step {number} {op}: {exc}") from None
+                failure = SimFailure(f"step {number} {op}: {exc}")
+                failure.sim = sim  # type: ignore[attr-defined]
+                raise failure from None
         try:
             drain(sim, random.Random(seed))
             sim.check_quiescent()
         except SimFailure as exc:
-            raise SimFailure(f"at quiescence: {exc}") from None
+            failure = SimFailure(f"at quiescence: {exc}")
+            failure.sim = sim  # type: ignore[attr-defined]
+            raise failure from None
         return sim
     finally:
         sim.close()
@@ -244,9 +249,17 @@ def fails(ops: list[tuple], seed: int) -> str | None:
     return None
 
 
+def kind(message: str) -> str:
+    """A failure's class: its invariant's text without the step, numbers and ids."""
+    text = re.sub(r"^(step \d+ \(.*?\)|at quiescence): ", "", message)
+    return re.sub(r"\b[a-z]?\d[\d.]*\b", "#", text)
+
+
 def shrink(ops: list[tuple], seed: int, budget: float = 60.0) -> tuple[list[tuple], str]:
-    """Delta debugging: drop chunks of ops while the schedule still fails (any invariant)."""
+    """Delta debugging: drop chunks of ops while the schedule still fails the same way (the
+    same invariant, ``kind``)."""
     message = fails(ops, seed) or ""
+    target = kind(message)
     deadline = time.monotonic() + budget
     chunk = max(1, len(ops) // 2)
     while chunk >= 1 and time.monotonic() < deadline:
@@ -254,7 +267,7 @@ def shrink(ops: list[tuple], seed: int, budget: float = 60.0) -> tuple[list[tupl
         while i < len(ops) and time.monotonic() < deadline:
             candidate = ops[:i] + ops[i + chunk :]
             result = fails(candidate, seed)
-            if result is not None:
+            if result is not None and kind(result) == target:
                 ops, message, shrunk = candidate, result, True
             else:
                 i += chunk
@@ -268,8 +281,11 @@ def explore(
     first_seed: int | None = None,
     steps: int = STEPS,
     out: Callable[[str], None] = print,
+    shrink_budget: float = 30.0,
 ) -> dict:
-    """Run seeds for ``seconds``; stop at the first failure (shrunk, printed). Figures back."""
+    """Run consecutive seeds for ``seconds`` (one seed when ``seconds`` <= 0). A failing seed is
+    printed with its replay line; the first failure of each kind is shrunk and its schedule
+    printed. Figures (and ``failures``) back."""
     start = time.monotonic()
     seed = first_seed if first_seed is not None else random.SystemRandom().randrange(1 << 31)
     totals: dict = {
@@ -281,48 +297,46 @@ def explore(
         "rounds": 0,
         "probes": 0,
         "false_refusals": 0,
+        "fallback_admits": 0,
         "faults": {},
         "refusals": {},
         "max_overshoot": {"cpm": 0, "daily": 0},
         "first_seed": seed,
-        "failure": None,
+        "failures": [],
     }
+    kinds: set[str] = set()
     while True:
         ops = generate(seed, steps)
         try:
             sim = run(ops, seed)
         except SimFailure as exc:
-            out(f"SIMULATION FAILED: seed {seed}: {exc}")
-            out(f"replay: SIM_SEED={seed}; shrinking...")
-            small, message = shrink(ops, seed)
-            out(f"shrunk to {len(small)} ops: {message}")
-            out(format_schedule(small))
-            totals["failure"] = {"seed": seed, "message": message, "schedule": small}
-            break
+            sim = exc.sim  # type: ignore[attr-defined]
+            message = str(exc)
+            out(f"SIMULATION FAILED: seed {seed}: {message}  (replay: SIM_SEED={seed})")
+            failure = {"seed": seed, "message": message, "kind": kind(message), "schedule": None}
+            if failure["kind"] not in kinds:
+                kinds.add(failure["kind"])
+                small, shrunk_message = shrink(ops, seed, shrink_budget)
+                out(f"shrunk to {len(small)} ops: {shrunk_message}")
+                out(format_schedule(small))
+                failure["schedule"] = small
+            totals["failures"].append(failure)
         totals["schedules"] += 1
         s = sim.stats
-        for name in (
-            "steps",
-            "calls",
-            "admitted",
-            "successes",
-            "rounds",
-            "probes",
-            "false_refusals",
-        ):
+        for name in ("steps", "calls", "admitted", "successes", "rounds", "probes"):
             totals[name] += getattr(s, name)
+        totals["false_refusals"] += s.false_refusals
+        totals["fallback_admits"] += s.fallback_admits
         for table, src in (("faults", s.faults), ("refusals", s.refusals)):
             for k, v in src.items():
                 totals[table][k] = totals[table].get(k, 0) + v
         for k, v in sim.max_overshoot.items():
             totals["max_overshoot"][k] = max(totals["max_overshoot"][k], v)
         seed += 1
-        if first_seed is not None and totals["schedules"] == 1 and seconds <= 0:
-            break
         if time.monotonic() - start >= seconds:
             break
     totals["seconds"] = round(time.monotonic() - start, 1)
-    totals["last_seed"] = seed
+    totals["last_seed"] = seed - 1
     return totals
 
 
@@ -333,11 +347,15 @@ def format_schedule(ops: list[tuple]) -> str:
 def format_totals(t: dict) -> str:
     faults = ", ".join(f"{k} {v}" for k, v in sorted(t["faults"].items()))
     refusals = ", ".join(f"{k} {v}" for k, v in sorted(t["refusals"].items()))
+    failed = ", ".join(str(f["seed"]) for f in t["failures"]) or "none"
     return (
-        f"simulator: {t['schedules']} schedules (seeds {t['first_seed']}..), {t['steps']} steps, "
+        f"simulator: {t['schedules']} schedules (seeds {t['first_seed']}..{t['last_seed']}), "
+        f"{t['steps']} steps, failing seeds: {failed}; "
         f"{t['calls']} calls ({t['admitted']} admitted, {t['successes']} succeeded), "
         f"{t['rounds']} agent rounds, {t['probes']} refusal probes "
         f"({t['false_refusals']} refused although affordable) in {t['seconds']} s\n"
+        f"  admissions on the offline fallback (whole ceiling on one agent): "
+        f"{t['fallback_admits']}\n"
         f"  faults: {faults}\n  refusals: {refusals}\n"
         f"  worst overshoot past a limit (within the allowed slack): {t['max_overshoot']}"
     )
