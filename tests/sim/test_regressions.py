@@ -68,3 +68,35 @@ def test_lost_sync_after_reclaim_overshoots_cpm() -> None:
         ("call", 1, "k0", 2),
     ]
     _replay(ops, 6920283)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=schedule.SimFailure,
+    reason="issue 19 finding 3: a reclaim order in a lost sync answer is never sent again",
+)
+def test_lost_reclaim_order_lets_a_lowered_daily_limit_pass() -> None:
+    """Seed 1080. u0's daily limit drops 15 -> 3 with three calls in flight (a0: 2, a1: 1); the
+    change orders a reclaim of a1's daily lease (granted 3, used 1), but the answer carrying the
+    order is lost (collector/reclaim.py reads and deletes orders in the sync transaction). a1's
+    later syncs succeed with the new config, yet its lease keeps 2 tokens (collector `held` 2):
+    a1 admits a 4th success on a day limited to 3 with no call left in flight at the change."""
+    ops = [
+        ("faults", 1, 2, 562363379),
+        ("sync", 1),
+        ("tick",),
+        ("call", 0, "k1", 1),
+        ("call", 1, "k0", 2),
+        ("tick",),
+        ("call", 0, "k0", 2),
+        ("daily", "u0", 3),
+        ("finish", 1, 29, True),
+        ("tick",),
+        ("sync", 1),
+        ("finish", 0, 102, True),
+        ("tick",),
+        ("tick",),
+        ("call", 1, "k1", 2),
+        ("finish", 1, 221, True),
+    ]
+    _replay(ops, 1080)

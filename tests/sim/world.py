@@ -108,6 +108,8 @@ class SimNet:
             sim.deliver(path, body)
         if roll() < self.faults.get("drop_answer", 0):
             sim.stats.fault("drop_answer_" + path.rsplit("/", 1)[1])
+            if isinstance(answer, dict) and answer.get("reclaim"):
+                sim.stats.fault("reclaim_order_lost")  # finding 3: never sent again
             raise CollectorError("answer lost")
         return answer
 
@@ -363,8 +365,8 @@ class Sim:
     def note_success(self, user: str, day: int) -> None:
         self.success_day[user, day] = self.success_day.get((user, day), 0) + 1
         limit = self.daily[user]
-        if limit is None:
-            return
+        if limit is None or day != int(self.clock() // 86400):
+            return  # a call admitted yesterday counts on yesterday's lease, under its limit
         count = self.success_day[user, day]
         bound = max(limit, self.daily_base.get((user, day), 0))
         over = count - bound
