@@ -214,11 +214,12 @@ def drain(sim: Sim, rng: random.Random) -> None:
         assert agent.spool.pending <= 0, f"{agent.id}: spool not drained"
 
 
-def run(ops: list[tuple], seed: int = 0, agents: int = AGENTS, strict_probe: bool = False) -> Sim:
+def run(ops: list[tuple], seed: int = 0, agents: int = AGENTS, strict: bool = False) -> Sim:
     """One schedule on a fresh world; SimFailure (message names the step) on a violation."""
     random.seed(seed)  # the fleet loop's backoff jitter
     sim = Sim(agents)
-    sim.strict_probe = strict_probe
+    if strict:  # no allowance for the open findings 1 and 2
+        sim.strict_probe = sim.strict_offline = True
     try:
         for number, op in enumerate(ops):
             try:

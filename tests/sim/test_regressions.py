@@ -12,7 +12,7 @@ from tests.sim import schedule
 def _replay(ops: list[tuple], seed: int) -> None:
     logging.disable(logging.WARNING)
     try:
-        schedule.run(ops, seed, strict_probe=True)
+        schedule.run(ops, seed, strict=True)
     finally:
         logging.disable(logging.NOTSET)
 

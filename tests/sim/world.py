@@ -208,6 +208,7 @@ class Sim:
         self.crash_windows: set[int] = set()
         self.ids = random.Random(1)
         self.strict_probe = False
+        self.strict_offline = STRICT_OFFLINE
         self.h.apply(self.team_config())
         self.agents = [SimAgent(self, i) for i in range(agents)]
         self.seen_change: dict[str, dict[str, int]] = {
@@ -343,12 +344,12 @@ class Sim:
             lease = agent.limiter.cpm.get((key, window))
             if self.cpm[key] is not None and lease is not None and not lease.answered:
                 self.stats.fallback_admits += 1
-                if not STRICT_OFFLINE:
+                if not self.strict_offline:
                     self.cpm_slack[key, window] = self.cpm_slack.get((key, window), 0) + 1
             lease = agent.limiter.daily.get((user, day))
             if self.daily[user] is not None and lease is not None and not lease.answered:
                 self.stats.fallback_admits += 1
-                if not STRICT_OFFLINE:
+                if not self.strict_offline:
                     self.daily_slack[user, day] = self.daily_slack.get((user, day), 0) + 1
         cap = self.cpm[key]
         if cap is not None:
