@@ -100,3 +100,29 @@ def test_lost_reclaim_order_lets_a_lowered_daily_limit_pass() -> None:
         ("finish", 1, 221, True),
     ]
     _replay(ops, 1080)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=schedule.SimFailure,
+    reason="issue 19 finding 4: CPM tokens granted while a key had no ceiling outlive a new one",
+)
+def test_ceiling_set_mid_minute_keeps_unrecorded_tokens() -> None:
+    """Seed 23272344, no faults. k0's CPM ceiling is lifted (6 -> none) and set again (2) in
+    one minute. a2 asked for CPM tokens on its old snapshot (ceiling 6) while the collector had
+    none: ``granted = want``, nothing recorded. After the ceiling of 2 is set, the collector shares
+    a fresh pool of 2, the change's reclaim cannot see a2's unrecorded tokens, and a2 spends
+    them: 3 calls admitted after the change (model: the ceiling counts from the change)."""
+    ops = [
+        ("tick",),
+        ("cpm", "k0", None),
+        ("call", 2, "k0", 2),
+        ("call", 0, "k0", 2),
+        ("cpm", "k0", 2),
+        ("call", 0, "k2", 4),
+        ("call", 0, "k0", 1),
+        ("tick",),
+        ("call", 2, "k0", 1),
+        ("call", 2, "k0", 4),
+    ]
+    _replay(ops, 23272344)

@@ -23,7 +23,9 @@ def test_simulated_fleet(capsys: pytest.CaptureFixture[str]) -> None:
     lines: list[str] = []
     logging.disable(logging.WARNING)  # every dropped request logs a warning
     try:
-        totals = schedule.explore(seconds, int(seed) if seed else None, out=lines.append)
+        totals = schedule.explore(
+            seconds, int(seed) if seed else None, out=lines.append, shrink_budget=10.0
+        )
     finally:
         logging.disable(logging.NOTSET)
     with capsys.disabled():
