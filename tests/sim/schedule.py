@@ -23,6 +23,7 @@ PROBE_WAITS = 20  # rounds a probed call may wait: lease_wait 1 s at 50 ms per r
 # Until finding 1 (reclaim ping-pong, tests/sim/test_regressions.py) is fixed, a refused probe
 # is counted (``false_refusals``) rather than failing the run; SIM_STRICT_PROBE=1 fails on it.
 STRICT_PROBE = os.environ.get("SIM_STRICT_PROBE", "") not in ("", "0")
+WORKER_TIMEOUT = 30.0  # s (agent worker_timeout): a longer clock jump finishes every call first
 KEY_IDS = sorted(KEYS)
 USER_IDS = sorted(USERS)
 
@@ -140,6 +141,11 @@ def apply(sim: Sim, op: tuple) -> None:
     elif name == "active":
         sim.set_active(args[0], args[1], args[2])
     elif name == "advance":
+        if args[0] > WORKER_TIMEOUT:  # no call stays in flight past the worker timeout
+            outcomes = random.Random(args[0])
+            for agent in agents:
+                while agent.in_flight:
+                    sim.finish(agent, 0, outcomes.random() < 0.8)
         sim.clock.advance(args[0])
     elif name == "probe":
         probe(sim, agents[args[0]], args[1])
