@@ -126,3 +126,37 @@ def test_ceiling_set_mid_minute_keeps_unrecorded_tokens() -> None:
         ("call", 2, "k0", 4),
     ]
     _replay(ops, 23272344)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=schedule.SimFailure,
+    reason="issue 19 finding 5: a dead agent's unshipped usage is re-granted when leases expire",
+)
+def test_expired_lease_of_a_dead_agent_regrants_its_unshipped_usage() -> None:
+    """Seed 5022, no network fault. a2 spools 2 successes of u0 and is killed before shipping;
+    it stays down past lease_ttl, so the collector voids its leases, not knowing of the 2
+    successes. u0's daily limit is set to 6 (4 successes so far, model); the pool the collector
+    shares counts 2, agents admit up to 6 more, and a2's spool arrives at its restart: 7
+    successes on a day limited to 6, none in flight at the change. The same hole exists for
+    money: the balance lease remainder returned on expiry includes the unshipped spend."""
+    ops = [
+        ("tick",),
+        ("call", 2, "k0", 1),
+        ("finish", 2, 302, True),
+        ("call", 2, "k1", 1),
+        ("finish", 2, 131, True),
+        ("call", 0, "k0", 2),
+        ("finish", 0, 471, True),
+        ("crash", 2),
+        ("call", 0, "k0", 2),
+        ("advance", 3600),
+        ("daily", "u0", 6),
+        ("tick",),
+        ("call", 1, "k1", 4),
+        ("call", 1, "k1", 1),
+        ("call", 0, "k0", 2),
+        ("finish", 1, 572, True),
+        ("finish", 1, 0, True),
+    ]
+    _replay(ops, 5022)
