@@ -160,3 +160,30 @@ def test_expired_lease_of_a_dead_agent_regrants_its_unshipped_usage() -> None:
         ("finish", 1, 0, True),
     ]
     _replay(ops, 5022)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=schedule.SimFailure,
+    reason="issue 19 finding 5 (money): the expired lease's remainder includes unshipped spend",
+)
+def test_expired_lease_of_a_dead_agent_overdraws_the_key() -> None:
+    """Finding 5 for money (a constructed schedule, no network fault). k1 has 0.03 (15 calls),
+    u0 no daily limit. a2 spends 2 calls and is killed before shipping; past lease_ttl the
+    collector voids its lease and returns the remainder, which still includes those 2 calls;
+    a0 and a1 then spend the whole balance. The key ends below zero (-1 price) with no call in
+    flight: promise 3 allows only -(calls in flight * price)."""
+    ops: list[tuple] = [
+        ("daily", "u0", None),
+        ("tick",),
+        ("call", 2, "k1", 1),
+        ("finish", 2, 0, True),
+        ("call", 2, "k1", 1),
+        ("finish", 2, 0, True),
+        ("crash", 2),
+        ("advance", 3600),
+        ("tick",),
+    ]
+    for i in range(16):
+        ops += [("call", i % 2, "k1", 3), ("finish", i % 2, 0, True)]
+    _replay(ops, 1)
