@@ -305,6 +305,7 @@ def explore(
         "probes": 0,
         "false_refusals": 0,
         "fallback_admits": 0,
+        "revocation_checks": 0,
         "faults": {},
         "refusals": {},
         "max_overshoot": {"cpm": 0, "daily": 0},
@@ -334,6 +335,7 @@ def explore(
             totals[name] += getattr(s, name)
         totals["false_refusals"] += s.false_refusals
         totals["fallback_admits"] += s.fallback_admits
+        totals["revocation_checks"] += s.revocation_checks
         for table, src in (("faults", s.faults), ("refusals", s.refusals)):
             for k, v in src.items():
                 totals[table][k] = totals[table].get(k, 0) + v
@@ -361,6 +363,7 @@ def format_totals(t: dict) -> str:
         f"{t['calls']} calls ({t['admitted']} admitted, {t['successes']} succeeded), "
         f"{t['rounds']} agent rounds, {t['probes']} refusal probes "
         f"({t['false_refusals']} refused although affordable) in {t['seconds']} s\n"
+        f"  calls checked against a deactivation 2+ syncs old: {t['revocation_checks']}\n"
         f"  admissions on the offline fallback (whole ceiling on one agent): "
         f"{t['fallback_admits']}\n"
         f"  faults: {faults}\n  refusals: {refusals}\n"

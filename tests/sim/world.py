@@ -72,6 +72,7 @@ class Stats:
     probes: int = 0
     false_refusals: int = 0
     fallback_admits: int = 0
+    revocation_checks: int = 0  # calls checked against a deactivation 2+ syncs old
 
     def fault(self, kind: str) -> None:
         self.faults[kind] = self.faults.get(kind, 0) + 1
@@ -433,6 +434,7 @@ class Sim:
             since = self.off_since.get((scope, ident))
             if since is None or agent.ok_syncs - since.get(agent.id, 0) < 2:
                 continue
+            self.stats.revocation_checks += 1
             check(
                 decision.code in ("key_disabled", "user_disabled"),
                 f"{agent.id}: {scope} {ident} deactivated {agent.ok_syncs - since[agent.id]} "
