@@ -8,8 +8,9 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 AGENTS ?= 3
 DEMO_STATE ?= .demo
 PYTEST_ARGS ?=
+SECONDS ?= 600
 
-.PHONY: venv system-deps demo demo-local test lint test-unit test-integration wheelhouse bench clean
+.PHONY: venv system-deps demo demo-local test lint test-unit test-integration sim wheelhouse bench clean
 
 $(STAMP): pyproject.toml constraints.txt requirements-ansible.txt
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +48,10 @@ test-unit: venv
 
 test-integration: venv system-deps
 	$(BIN)/pytest -m integration $(PYTEST_ARGS)
+
+# The fleet simulator (tests/sim) for longer than the suite's 60 s: `make sim SECONDS=3600`.
+sim: venv
+	$(BIN)/python -m tests.sim --seconds $(SECONDS)
 
 # The project wheel and every runtime dependency wheel in one directory, for offline host installs.
 wheelhouse: venv

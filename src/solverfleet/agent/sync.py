@@ -43,6 +43,7 @@ class FleetLoop:
         instance: str,
         stats: Callable[[], dict[str, int]],
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.client = client
@@ -52,6 +53,7 @@ class FleetLoop:
         self.instance = instance
         self.stats = stats
         self.clock = clock
+        self.monotonic = monotonic  # backoffs, last_ok, the watch list (a simulator's seam)
         self.reset_done = False
         self.online = False  # the last sync succeeded
         # The collector refused this agent's credential on the last sync (401/403): revoked, or
@@ -101,7 +103,7 @@ class FleetLoop:
             )
 
     def watch(self, key_id: str) -> None:
-        self._watch[key_id] = time.monotonic()
+        self._watch[key_id] = self.monotonic()
 
     # ---- the loop ---------------------------------------------------------------------------
 
@@ -146,7 +148,7 @@ class FleetLoop:
 
     def _ship(self, everything: bool) -> bool:
         """Ship pending usage; False when the collector failed (retried after a backoff)."""
-        if time.monotonic() < self._ship_after:
+        if self.monotonic() < self._ship_after:
             return False
         batches = 0
         try:
@@ -155,7 +157,7 @@ class FleetLoop:
                 if not everything and batches >= SHIP_BATCHES_PER_ROUND:
                     break  # the rest next round: keep the sync cadence
         except CollectorError as exc:
-            self._ship_after = time.monotonic() + self._ship_backoff.next()
+            self._ship_after = self.monotonic() + self._ship_backoff.next()
             self._note_error(f"usage shipping failed: {exc}")
             return False
         self._ship_backoff.reset()
@@ -204,14 +206,14 @@ class FleetLoop:
         self.reset_done = True
         self.online = True
         self.refused = False
-        self.last_ok = time.monotonic()
+        self.last_ok = self.monotonic()
         if self._last_error:
             log.info("collector reachable again")
             self._last_error = ""
         return True
 
     def _watch_list(self) -> list[str]:
-        cutoff = time.monotonic() - WATCH_TTL
+        cutoff = self.monotonic() - WATCH_TTL
         for key_id in [k for k, t in self._watch.items() if t < cutoff]:
             del self._watch[key_id]
         return sorted(set(self._watch) | set(self.limiter.leased_keys()))

@@ -1,0 +1,189 @@
+"""Shrunk schedules of bugs the simulator found, replayed as short regression tests."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from tests.sim import schedule
+
+
+def _replay(ops: list[tuple], seed: int) -> None:
+    logging.disable(logging.WARNING)
+    try:
+        schedule.run(ops, seed, strict=True)
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=schedule.SimFailure,
+    reason="issue 19 finding 1: reclaim ping-pong refuses a call the fleet can afford",
+)
+def test_reclaim_ping_pong_refuses_an_affordable_call() -> None:
+    """Seed 145. Three agents, key k0 (CPM 6, user daily 15, 0.05 balance), no faults: two
+    calls admitted on a0 and a1, then a2's call waits on three leases (CPM, daily, balance).
+    Each of a0/a1's low-water refills (recent demand) orders reclaims of what a2 was just granted
+    but not yet spent, and a2's ask orders theirs back: the tokens bounce and a2 is refused
+    (cpm_exceeded / daily / balance, wait) after 3 settle rounds and 20 waits (lease_wait)."""
+    ops = [
+        ("probe", 2, "k1"),
+        ("tick",),
+        ("call", 0, "k0", 2),
+        ("tick",),
+        ("call", 1, "k0", 1),
+        ("probe", 2, "k0"),
+    ]
+    _replay(ops, 145)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=schedule.SimFailure,
+    reason="issue 19 finding 2: a reclaim clears `answered`; one lost sync then admits offline "
+    "up to the whole CPM ceiling on one agent",
+)
+def test_lost_sync_after_reclaim_overshoots_cpm() -> None:
+    """Seed 6920283. Key k0, CPM 6: six calls admitted across a0..a2 in one minute; a reclaim
+    order reaches a1 (its lease: granted 3, used 3), then a1's next sync request is lost.
+    ``LeaseNegotiation.reclaim`` set ``answered = False``, and with the loop offline
+    ``Limiter.admit`` takes the never-answered fallback (``ceiling - used`` = 3 left): a 7th call
+    is admitted in the minute, with no limit change (the bound allows 0)."""
+    ops = [
+        ("tick",),
+        ("call", 1, "k0", 1),
+        ("tick",),
+        ("call", 2, "k0", 0),
+        ("probe", 2, "k0"),
+        ("call", 1, "k0", 2),
+        ("faults", 1, 1, 317394631),
+        ("call", 0, "k0", 4),
+        ("call", 2, "k0", 2),
+        ("call", 1, "k0", 0),
+        ("sync", 1),
+        ("tick",),
+        ("finish", 1, 126, False),
+        ("call", 1, "k0", 2),
+    ]
+    _replay(ops, 6920283)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=schedule.SimFailure,
+    reason="issue 19 finding 3: a reclaim order in a lost sync answer is never sent again",
+)
+def test_lost_reclaim_order_lets_a_lowered_daily_limit_pass() -> None:
+    """Seed 1080. u0's daily limit drops 15 -> 3 with three calls in flight (a0: 2, a1: 1); the
+    change orders a reclaim of a1's daily lease (granted 3, used 1), but the answer carrying the
+    order is lost (collector/reclaim.py reads and deletes orders in the sync transaction). a1's
+    later syncs succeed with the new config, yet its lease keeps 2 tokens (collector `held` 2):
+    a1 admits a 4th success on a day limited to 3 with no call left in flight at the change."""
+    ops = [
+        ("faults", 1, 2, 562363379),
+        ("sync", 1),
+        ("tick",),
+        ("call", 0, "k1", 1),
+        ("call", 1, "k0", 2),
+        ("tick",),
+        ("call", 0, "k0", 2),
+        ("daily", "u0", 3),
+        ("finish", 1, 29, True),
+        ("tick",),
+        ("sync", 1),
+        ("finish", 0, 102, True),
+        ("tick",),
+        ("tick",),
+        ("call", 1, "k1", 2),
+        ("finish", 1, 221, True),
+    ]
+    _replay(ops, 1080)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=schedule.SimFailure,
+    reason="issue 19 finding 4: CPM tokens granted while a key had no ceiling outlive a new one",
+)
+def test_ceiling_set_mid_minute_keeps_unrecorded_tokens() -> None:
+    """Seed 23272344, no faults. k0's CPM ceiling is lifted (6 -> none) and set again (2) in
+    one minute. a2 asked for CPM tokens on its old snapshot (ceiling 6) while the collector had
+    none: ``granted = want``, nothing recorded. After the ceiling of 2 is set, the collector shares
+    a fresh pool of 2, the change's reclaim cannot see a2's unrecorded tokens, and a2 spends
+    them: 3 calls admitted after the change (model: the ceiling counts from the change)."""
+    ops = [
+        ("tick",),
+        ("cpm", "k0", None),
+        ("call", 2, "k0", 2),
+        ("call", 0, "k0", 2),
+        ("cpm", "k0", 2),
+        ("call", 0, "k2", 4),
+        ("call", 0, "k0", 1),
+        ("tick",),
+        ("call", 2, "k0", 1),
+        ("call", 2, "k0", 4),
+    ]
+    _replay(ops, 23272344)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=schedule.SimFailure,
+    reason="issue 19 finding 5: a dead agent's unshipped usage is re-granted when leases expire",
+)
+def test_expired_lease_of_a_dead_agent_regrants_its_unshipped_usage() -> None:
+    """Seed 5022, no network fault. a2 spools 2 successes of u0 and is killed before shipping;
+    it stays down past lease_ttl, so the collector voids its leases, not knowing of the 2
+    successes. u0's daily limit is set to 6 (4 successes so far, model); the pool the collector
+    shares counts 2, agents admit up to 6 more, and a2's spool arrives at its restart: 7
+    successes on a day limited to 6, none in flight at the change. The same hole exists for
+    money: the balance lease remainder returned on expiry includes the unshipped spend."""
+    ops = [
+        ("tick",),
+        ("call", 2, "k0", 1),
+        ("finish", 2, 302, True),
+        ("call", 2, "k1", 1),
+        ("finish", 2, 131, True),
+        ("call", 0, "k0", 2),
+        ("finish", 0, 471, True),
+        ("crash", 2),
+        ("call", 0, "k0", 2),
+        ("advance", 3600),
+        ("daily", "u0", 6),
+        ("tick",),
+        ("call", 1, "k1", 4),
+        ("call", 1, "k1", 1),
+        ("call", 0, "k0", 2),
+        ("finish", 1, 572, True),
+        ("finish", 1, 0, True),
+    ]
+    _replay(ops, 5022)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=schedule.SimFailure,
+    reason="issue 19 finding 5 (money): the expired lease's remainder includes unshipped spend",
+)
+def test_expired_lease_of_a_dead_agent_overdraws_the_key() -> None:
+    """Finding 5 for money (a constructed schedule, no network fault). k1 has 0.03 (15 calls),
+    u0 no daily limit. a2 spends 2 calls and is killed before shipping; past lease_ttl the
+    collector voids its lease and returns the remainder, which still includes those 2 calls;
+    a0 and a1 then spend the whole balance. The key ends below zero (-1 price) with no call in
+    flight: promise 3 allows only -(calls in flight * price)."""
+    ops: list[tuple] = [
+        ("daily", "u0", None),
+        ("tick",),
+        ("call", 2, "k1", 1),
+        ("finish", 2, 0, True),
+        ("call", 2, "k1", 1),
+        ("finish", 2, 0, True),
+        ("crash", 2),
+        ("advance", 3600),
+        ("tick",),
+    ]
+    for i in range(16):
+        ops += [("call", i % 2, "k1", 3), ("finish", i % 2, 0, True)]
+    _replay(ops, 1)

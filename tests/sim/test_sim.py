@@ -1,0 +1,36 @@
+"""The simulator's bounded run in the normal suite: ~60 s of seeded schedules (SIM_SECONDS),
+or one seed (SIM_SEED=123) to replay a failure. Prints schedules, steps and faults injected;
+a failure prints its seed and the shrunk schedule."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+
+from tests.sim import schedule
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="open findings of issue 19 (tests/sim/test_regressions.py, tests/sim/README.md): "
+    "the bounded run finds them within seconds; XPASS once they are fixed",
+)
+def test_simulated_fleet(capsys: pytest.CaptureFixture[str]) -> None:
+    seed = os.environ.get("SIM_SEED")
+    seconds = float(os.environ.get("SIM_SECONDS", "0" if seed else "60"))
+    lines: list[str] = []
+    logging.disable(logging.WARNING)  # every dropped request logs a warning
+    try:
+        totals = schedule.explore(
+            seconds, int(seed) if seed else None, out=lines.append, shrink_budget=10.0
+        )
+    finally:
+        logging.disable(logging.NOTSET)
+    with capsys.disabled():
+        print("\n" + "\n".join(lines) + ("\n" if lines else "") + schedule.format_totals(totals))
+    assert not totals["failures"], "\n".join(
+        f"seed {f['seed']}: {f['message']} (replay: SIM_SEED={f['seed']})"
+        for f in totals["failures"]
+    )
