@@ -1,4 +1,5 @@
-"""Shrunk schedules of bugs the simulator found, replayed as short regression tests."""
+"""Shrunk schedules of bugs the simulator found, replayed as short regression tests. Findings
+1-4 are fixed (each failed before its fix); finding 5 is open (xfail)."""
 
 from __future__ import annotations
 
@@ -17,11 +18,6 @@ def _replay(ops: list[tuple], seed: int) -> None:
         logging.disable(logging.NOTSET)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=schedule.SimFailure,
-    reason="issue 19 finding 1: reclaim ping-pong refuses a call the fleet can afford",
-)
 def test_reclaim_ping_pong_refuses_an_affordable_call() -> None:
     """Seed 145. Three agents, key k0 (CPM 6, user daily 15, 0.05 balance), no faults: two
     calls admitted on a0 and a1, then a2's call waits on three leases (CPM, daily, balance).
@@ -39,12 +35,6 @@ def test_reclaim_ping_pong_refuses_an_affordable_call() -> None:
     _replay(ops, 145)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=schedule.SimFailure,
-    reason="issue 19 finding 2: a reclaim clears `answered`; one lost sync then admits offline "
-    "up to the whole CPM ceiling on one agent",
-)
 def test_lost_sync_after_reclaim_overshoots_cpm() -> None:
     """Seed 6920283. Key k0, CPM 6: six calls admitted across a0..a2 in one minute; a reclaim
     order reaches a1 (its lease: granted 3, used 3), then a1's next sync request is lost.
@@ -70,11 +60,6 @@ def test_lost_sync_after_reclaim_overshoots_cpm() -> None:
     _replay(ops, 6920283)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=schedule.SimFailure,
-    reason="issue 19 finding 3: a reclaim order in a lost sync answer is never sent again",
-)
 def test_lost_reclaim_order_lets_a_lowered_daily_limit_pass() -> None:
     """Seed 1080. u0's daily limit drops 15 -> 3 with three calls in flight (a0: 2, a1: 1); the
     change orders a reclaim of a1's daily lease (granted 3, used 1), but the answer carrying the
@@ -102,11 +87,6 @@ def test_lost_reclaim_order_lets_a_lowered_daily_limit_pass() -> None:
     _replay(ops, 1080)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=schedule.SimFailure,
-    reason="issue 19 finding 4: CPM tokens granted while a key had no ceiling outlive a new one",
-)
 def test_ceiling_set_mid_minute_keeps_unrecorded_tokens() -> None:
     """Seed 23272344, no faults. k0's CPM ceiling is lifted (6 -> none) and set again (2) in
     one minute. a2 asked for CPM tokens on its old snapshot (ceiling 6) while the collector had

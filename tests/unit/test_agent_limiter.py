@@ -113,9 +113,11 @@ def test_first_demand_asks_for_every_missing_lease_in_one_round():
     requests = {r["kind"]: r for r in limiter.lease_requests(snap, NOW, idle_after=60)}
     assert requests == {
         "balance": {"kind": "balance", "key_id": "k", "want_micros": 40_000, "min_micros": 2000,
-                    "return_micros": 0},
-        "cpm": {"kind": "cpm", "key_id": "k", "window": int(NOW // 60), "want": 30},
-        "daily": {"kind": "daily", "user_id": "u", "day": DAY, "want": 250, "return": 0},
+                    "return_micros": 0, "urgent": True},
+        "cpm": {"kind": "cpm", "key_id": "k", "window": int(NOW // 60), "want": 30,
+                "urgent": True},
+        "daily": {"kind": "daily", "user_id": "u", "day": DAY, "want": 250, "return": 0,
+                  "urgent": True},
     }  # fmt: skip
     limiter.apply_grants([
         {"kind": "balance", "key_id": "k", "granted_micros": 40_000, "held_micros": 40_000},

@@ -213,7 +213,7 @@ def test_missing_lease_asks_to_wait_then_starved_lease_refuses_at_once(snap):
     assert (decision.code, decision.wait) == ("insufficient_balance", True)
     requests = limiter.lease_requests(snap, NOW, 60)
     assert requests == [{"kind": "balance", "key_id": "web", "want_micros": 40_000,
-                         "min_micros": 2000, "return_micros": 0}]  # fmt: skip
+                         "min_micros": 2000, "return_micros": 0, "urgent": True}]  # fmt: skip
     limiter.apply_grants([{"kind": "balance", "key_id": "web", "granted_micros": 0,
                           "held_micros": 0}])  # fmt: skip
     decision = check(snap, limiter, "web")

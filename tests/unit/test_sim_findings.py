@@ -1,5 +1,5 @@
 """Unit-level regressions for the fleet simulator's findings (issue 19; tests/sim/README.md).
-Each is xfail (strict) until its bug is fixed."""
+Findings 2 and 3, fixed: each failed before its fix."""
 
 from __future__ import annotations
 
@@ -16,13 +16,14 @@ def cpm_grant(tokens: int, held: int | None = None) -> dict:
     return {"kind": "cpm", "key_id": "k", "window": WINDOW, "granted": tokens, "held": held}
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19 finding 2: reclaim clears `answered`")
+
 def test_a_reclaimed_cpm_lease_is_not_the_offline_fallback() -> None:
     """A lease the collector answered and then reclaimed, followed by a failed sync, must not
     fall back to enforcing the whole ceiling on this agent alone."""
     snap, limiter = make_snap(cpm=6, balance_micros=100_000), Limiter()
+    assert isinstance(admit(limiter, snap), Refusal)  # demand: the leases are asked for
     limiter.lease_requests(snap, NOW, 60.0)
-    limiter.apply_grants([balance_grant(20_000), cpm_grant(2)])
+    limiter.apply_grants([balance_grant(20_000), cpm_grant(2)])  # answered
     assert isinstance(admit(limiter, snap), Hold)
     assert isinstance(admit(limiter, snap), Hold)  # both tokens used
     limiter.reclaim([{"kind": "cpm", "key_id": "k", "window": WINDOW}])
@@ -31,7 +32,7 @@ def test_a_reclaimed_cpm_lease_is_not_the_offline_fallback() -> None:
     assert isinstance(admit(limiter, snap, now=NOW + 0.1, offline=True), Refusal)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19 finding 3: a lost answer loses its reclaim order")
+
 def test_a_reclaim_order_survives_a_lost_answer(tmp_path) -> None:
     """A daily limit lowered while an agent holds tokens orders a reclaim; the answer that
     carries the order is lost. The agent's next sync must still carry the order (or its lease

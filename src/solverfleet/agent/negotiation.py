@@ -118,10 +118,9 @@ class LeaseNegotiation:
                 # sliver that would complete it, so the key's last call could never be spent.
                 least = bal.price - available if 0 < available < bal.price else bal.price
                 self._asked["balance", key_id, 0] = want
-                if available < bal.price:
-                    self._urgent.add(("balance", key_id, 0))
-                yield {"kind": "balance", "key_id": key_id, "want_micros": want,
-                       "min_micros": least, "return_micros": 0}  # fmt: skip
+                item = {"kind": "balance", "key_id": key_id, "want_micros": want,
+                        "min_micros": least, "return_micros": 0}  # fmt: skip
+                yield self._mark_urgent(item, ("balance", key_id, 0), available < bal.price)
 
     def _count_requests(
         self, snap: Snapshot, now: float, elapsed: float, idle_after: float, handed: set
@@ -141,9 +140,10 @@ class LeaseNegotiation:
             want = self._count_want(lease, key.cpm, starved_stops=True)
             if want:
                 self._asked["cpm", key_id, period] = want
-                if lease.available(key.cpm, False) < 1:
-                    self._urgent.add(("cpm", key_id, period))
-                yield {"kind": "cpm", "key_id": key_id, "window": period, "want": want}
+                item = {"kind": "cpm", "key_id": key_id, "window": period, "want": want}
+                yield self._mark_urgent(
+                    item, ("cpm", key_id, period), lease.available(key.cpm, False) < 1
+                )
         if today != self._pruned[1]:
             for ident in [i for i, lease in self.daily.items() if i[1] < today and not lease.holds]:
                 del self.daily[ident]
@@ -172,10 +172,21 @@ class LeaseNegotiation:
             want = self._count_want(lease, limit, starved_stops=False) if recent else 0
             if want:
                 self._asked["daily", user_id, period] = want
-                if lease.available(limit, False) < 1:
-                    self._urgent.add(("daily", user_id, period))
-                yield {"kind": "daily", "user_id": user_id, "day": day_str(period),
-                       "want": want, "return": 0}  # fmt: skip
+                item = {"kind": "daily", "user_id": user_id, "day": day_str(period),
+                        "want": want, "return": 0}  # fmt: skip
+                yield self._mark_urgent(
+                    item, ("daily", user_id, period), lease.available(limit, False) < 1
+                )
+
+    def _mark_urgent(self, item: dict[str, Any], asked: tuple, urgent: bool) -> dict[str, Any]:
+        """An ask made when the lease cannot serve one more call is *urgent*: only such an ask
+        makes the collector reclaim slack from other agents (a routine refill taking back what
+        a waiting agent was just granted would bounce it between them), and only its zero grant
+        means starvation."""
+        if urgent:
+            self._urgent.add(asked)
+            item["urgent"] = True
+        return item
 
     def _count_want(self, lease: CountLease, ceiling: int, starved_stops: bool) -> int:
         if lease.granted - lease.returned >= ceiling or (starved_stops and lease.starved):
@@ -246,7 +257,7 @@ class LeaseNegotiation:
                     if bal is not None:
                         amount = max(bal.held - bal.unacked - bal.holds, 0)
                         bal.held -= amount
-                        bal.answered = bal.starved = False
+                        bal.starved = False  # still answered: never the offline fallback
                     self._handbacks.append(
                         {
                             "kind": kind,
@@ -271,7 +282,7 @@ class LeaseNegotiation:
                         amount = max(unconsumed(lease), 0)
                         lease.returned += amount
                         lease.held -= amount
-                        lease.answered = lease.starved = False
+                        lease.starved = False
                     self._handbacks.append({**item, "want": 0, "return": amount, "settle": True})
         return bool(orders)
 
@@ -281,6 +292,7 @@ class LeaseNegotiation:
         if old is None:
             return
         with self._lock:
+            self._drop_unlimited(old, new)
             for key_id, bal in self.balance.items():
                 if bal.starved and _changed(old.keys.get(key_id), new.keys.get(key_id)):
                     bal.starved = False
@@ -290,6 +302,25 @@ class LeaseNegotiation:
             for (user_id, _), lease in self.daily.items():
                 if lease.starved and _changed(old.users.get(user_id), new.users.get(user_id)):
                     lease.starved = False
+
+    def _drop_unlimited(self, old: Snapshot, new: Snapshot) -> None:
+        """A limit set where there was none: tokens taken while unlimited were never recorded
+        by the collector, so no reclaim can reach them. Drop those leases; the new limit counts
+        from here, with leases the collector records."""
+        # Only keys and users this agent holds leases of: never a walk over every key.
+        keys = {k for k, _ in self.cpm if _now_limited(old.keys.get(k), new.keys.get(k))}
+        users = {u for u, _ in self.daily if _now_limited(old.users.get(u), new.users.get(u))}
+        if not keys and not users:
+            return
+        for ident in [i for i in self.cpm if i[0] in keys]:
+            del self.cpm[ident]
+        for ident in [i for i in self.daily if i[0] in users]:
+            del self.daily[ident]
+        for key_id, bal in self.balance.items():  # the hot path's cached references
+            if key_id in keys:
+                bal.cpm_period, bal.cpm_ref = -1, None
+            if bal.daily_user in users:
+                bal.daily_period, bal.daily_ref = -1, None
 
     def sync_failed(self) -> None:
         with self._lock:
@@ -329,6 +360,15 @@ def unconsumed(lease: CountLease) -> int:
     """Tokens of a count lease neither used nor held by a call in flight (the collector's
     ``held`` caps what we believe)."""
     return min(lease.granted - lease.returned - lease.used, lease.held) - lease.holds
+
+
+def _now_limited(old: Key | User | None, new: Key | User | None) -> bool:
+    """A CPM ceiling (key) or daily limit (user) is set where the old data had none."""
+    if old is None or new is None:
+        return False
+    if isinstance(old, Key) and isinstance(new, Key):
+        return old.cpm is None and new.cpm is not None
+    return old.daily_limit is None and new.daily_limit is not None  # type: ignore[union-attr]
 
 
 def _changed(old: Key | User | None, new: Key | User | None) -> bool:

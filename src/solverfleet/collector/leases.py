@@ -159,7 +159,7 @@ def _balance(
         granted = grant_amount(req.want, pool, req.min_unit)
         if granted < req.min_unit:
             granted = 0  # a sliver below the agent's minimum is not worth holding
-        if not granted:
+        if not granted and req.urgent:
             lack = max(req.min_unit, 1) - max(pool, 0)
             reclaiming = reclaim.order_from_holders(tx, BALANCE, req.key_id, "", agent, lack)
     held = own - returned + granted
@@ -220,7 +220,7 @@ def _cpm(tx: Tx, agent: str, req: LeaseRequest, key: dict | None, usable: bool, 
         )
         pool = int(key["cpm"]) - (total - returned)
         granted = grant_amount(req.want, pool, 1)
-        if not granted:
+        if not granted and req.urgent:
             window = str(req.window)
             reclaiming = reclaim.order_from_holders(tx, CPM, req.key_id, window, agent, 1 - pool)
     held = own - returned + granted
@@ -261,7 +261,7 @@ def _daily(tx: Tx, agent: str, req: LeaseRequest, user: dict | None) -> tuple[di
         )
         pool = int(user["daily_limit"]) - (total - returned)
         granted = grant_amount(req.want, pool, 1)
-        if not granted:
+        if not granted and req.urgent:
             lack = 1 - pool
             reclaiming = reclaim.order_from_holders(tx, DAILY, req.user_id, req.day, agent, lack)
     new_total = max(granted_before, used) - returned + granted
@@ -317,6 +317,8 @@ def sync_leases(db: Database, req: SyncRequest, *, now_ms: int, ttl_ms: int) -> 
         grants = []
         pruned: set[str] = set()
         for lease in req.leases:
+            if lease.settle:
+                reclaim.settled(tx, agent, lease)
             key = keys.get(lease.key_id) if lease.key_id else None
             usable = bool(key and key["active"] and active_users.get(key["user_id"], False))
             if usable and key["expires_at_ms"] is not None:  # type: ignore[index]
@@ -340,7 +342,7 @@ def sync_leases(db: Database, req: SyncRequest, *, now_ms: int, ttl_ms: int) -> 
             "grants": grants,
             "balances": balances,
             "reclaimed": [a for a in void if a != agent],
-            "reclaim": reclaim.take(tx, agent),  # last: only our own orders' rows
+            "reclaim": reclaim.pending(tx, agent),
         }
 
     return db.transaction(work)

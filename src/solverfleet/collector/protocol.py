@@ -72,6 +72,7 @@ class LeaseRequest:
     min_unit: int = 0
     give_back: int = 0
     settle: bool = False  # the answer to a reclaim order: nothing spendable is kept
+    urgent: bool = False  # the agent cannot serve one more call: reclaim from others for it
 
 
 @dataclass
@@ -99,6 +100,7 @@ def lease_request(raw: Any, path: str, *, for_release: bool = False) -> LeaseReq
     raw = obj(raw, path)
     lease = _lease_request(raw, path, for_release)
     lease.settle = flag(raw.get("settle"), f"{path}.settle")
+    lease.urgent = flag(raw.get("urgent"), f"{path}.urgent")
     return lease
 
 

@@ -13,13 +13,16 @@ Two causes write orders (rows of ``lease_reclaim``, one per agent and lease):
   every agent holding a lease of it gives it back, and the pool is re-cut under the new limit.
   The fleet passes a lowered limit by at most what its agents admit before their next sync.
 
-An agent's orders are read and deleted in its own next sync (``take``), in that transaction.
-Writers hold the lease's key or user row lock (leases.py's lock order); ``take`` comes last in
-its transaction and touches only the agent's own orders.
+An agent's orders come in every sync answer until the agent answers each with a ``settle``
+item (then the row is deleted), so an order in a lost answer is sent again. Only an *urgent*
+ask (the agent cannot serve one more call) orders reclaims: a routine refill that did would
+take back what a waiting agent was just granted. Writers hold the lease's key or user row
+lock (leases.py's lock order).
 """
 
 from __future__ import annotations
 
+from solverfleet.collector.protocol import LeaseRequest
 from solverfleet.collector.store import Tx, marks
 
 BALANCE, CPM, DAILY = "balance", "cpm", "daily"
@@ -74,19 +77,13 @@ def _insert(tx: Tx, agents: list[str], kind: str, ident: str, period: str) -> No
         tx.execute(sql, (agent, kind, ident, period))
 
 
-def take(tx: Tx, agent: str) -> list[dict]:
-    """``agent``'s pending orders, as sync answer items; deleted (exactly the rows read: an
-    order written meanwhile waits for the next sync)."""
-    rows = tx.all("SELECT kind, ident, period FROM lease_reclaim WHERE agent_id = ?", (agent,))
-    if not rows:
-        return []
+def pending(tx: Tx, agent: str) -> list[dict]:
+    """``agent``'s orders, as sync answer items. Sent in every sync until the agent answers
+    each with ``settle`` (``settled``): an order in an answer that is lost is sent again."""
     out = []
-    for kind, ident, period in rows:
-        tx.execute(
-            "DELETE FROM lease_reclaim WHERE agent_id = ? AND kind = ? AND ident = ?"
-            " AND period = ?",
-            (agent, kind, ident, period),
-        )
+    for kind, ident, period in tx.all(
+        "SELECT kind, ident, period FROM lease_reclaim WHERE agent_id = ?", (agent,)
+    ):
         if kind == BALANCE:
             out.append({"kind": kind, "key_id": ident})
         elif kind == CPM:
@@ -94,6 +91,20 @@ def take(tx: Tx, agent: str) -> list[dict]:
         else:
             out.append({"kind": kind, "user_id": ident, "day": period})
     return out
+
+
+def settled(tx: Tx, agent: str, lease: LeaseRequest) -> None:
+    """The agent answered the order for ``lease`` (a ``settle`` item): the order is done."""
+    if lease.kind == BALANCE:
+        ident, period = lease.key_id, ""
+    elif lease.kind == CPM:
+        ident, period = lease.key_id, str(lease.window)
+    else:
+        ident, period = lease.user_id, lease.day or ""
+    tx.execute(
+        "DELETE FROM lease_reclaim WHERE agent_id = ? AND kind = ? AND ident = ? AND period = ?",
+        (agent, lease.kind, ident, period),
+    )
 
 
 def forget_agents(tx: Tx, agents: list[str]) -> None:
