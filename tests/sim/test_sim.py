@@ -34,3 +34,26 @@ def test_simulated_fleet(capsys: pytest.CaptureFixture[str]) -> None:
         f"seed {f['seed']}: {f['message']} (replay: SIM_SEED={f['seed']})"
         for f in totals["failures"]
     )
+
+
+# Seeds whose schedules hit the open finding 5 (a silent agent's leases expire while it still
+# has unshipped or in-flight successes; tests/sim/README.md). Every other seed must pass.
+FINDING_5_SEEDS = {34, 39, 41, 60}
+
+
+def test_fixed_seeds_hold_every_invariant() -> None:
+    """Seeds 1-120, strictly (deterministic: a regression fails here, whatever the random
+    exploration above happens to draw)."""
+    logging.disable(logging.WARNING)
+    failures = []
+    try:
+        for seed in range(1, 121):
+            if seed in FINDING_5_SEEDS:
+                continue
+            try:
+                schedule.run(schedule.generate(seed), seed)
+            except schedule.SimFailure as exc:
+                failures.append(f"SIM_SEED={seed}: {exc}")
+    finally:
+        logging.disable(logging.NOTSET)
+    assert not failures, "\n".join(failures)

@@ -201,6 +201,9 @@ class Sim:
         self.cpm_change = {k: 0 for k in KEYS}
         self.daily_change = {u: 0 for u in USERS}
         self.cpm_base: dict[tuple[str, int], int] = {}
+        # Calls of the minute admitted before a ceiling was set where there was none: never
+        # recorded, so the ceiling (and any later one in the minute) counts on top of them.
+        self.cpm_unlimited: dict[tuple[str, int], int] = {}
         self.daily_base: dict[tuple[str, int], int] = {}
         self.cpm_slack: dict[tuple[str, int], int] = {}
         self.daily_slack: dict[tuple[str, int], int] = {}
@@ -355,7 +358,8 @@ class Sim:
         cap = self.cpm[key]
         if cap is not None:
             count = self.admits[key, window]
-            bound = max(cap, self.cpm_base.get((key, window), 0))
+            offset = self.cpm_unlimited.get((key, window), 0)
+            bound = max(cap + offset, self.cpm_base.get((key, window), 0))
             over = count - bound
             self.max_overshoot["cpm"] = max(self.max_overshoot["cpm"], over)
             check(
@@ -491,6 +495,7 @@ class Sim:
         if self.cpm[key] is None and cpm is not None:
             # A key without a ceiling has nothing recorded (ARCHITECTURE "Protocol details"):
             # a ceiling set mid-minute counts from the change, not from the minute's start.
+            self.cpm_unlimited[key, window] = base
             base += cpm
         self.cpm_base[key, window] = max(self.cpm_base.get((key, window), 0), base)
         self.admin("PATCH", f"/admin/v1/keys/{key}", json={"cpm": cpm})
@@ -502,6 +507,11 @@ class Sim:
             return
         day = int(self.clock() // 86400)
         base = self.success_day.get((user, day), 0) + self.in_flight(user=user)
+        if self.daily[user] is None and limit is not None:
+            # Calls in flight (and successes not yet shipped) were admitted without a lease:
+            # nothing recorded them, so the collector cannot count them yet. As for CPM, a
+            # limit set where there was none is held from the change on.
+            base += limit
         self.daily_base[user, day] = max(self.daily_base.get((user, day), 0), base)
         self.daily[user] = limit
         self.h.apply(self.team_config())
