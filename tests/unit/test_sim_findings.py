@@ -3,8 +3,6 @@ Findings 2 and 3, fixed: each failed before its fix."""
 
 from __future__ import annotations
 
-import pytest
-
 from solverfleet.agent.limiter import Hold, Limiter, Refusal
 from tests.unit.test_agent_limiter import NOW, admit, balance_grant, make_snap
 
@@ -14,7 +12,6 @@ WINDOW = int(NOW // 60)
 def cpm_grant(tokens: int, held: int | None = None) -> dict:
     held = tokens if held is None else held
     return {"kind": "cpm", "key_id": "k", "window": WINDOW, "granted": tokens, "held": held}
-
 
 
 def test_a_reclaimed_cpm_lease_is_not_the_offline_fallback() -> None:
@@ -30,7 +27,6 @@ def test_a_reclaimed_cpm_lease_is_not_the_offline_fallback() -> None:
     limiter.lease_requests(snap, NOW + 0.05, 60.0)  # the handback's sync ...
     limiter.sync_failed()  # ... is lost: the fleet loop is offline now
     assert isinstance(admit(limiter, snap, now=NOW + 0.1, offline=True), Refusal)
-
 
 
 def test_a_reclaim_order_survives_a_lost_answer(tmp_path) -> None:
