@@ -20,9 +20,9 @@ AGENTS = 3
 STEPS = 200
 SETTLE_ROUNDS = 3  # fault-free rounds of every agent before a refusal probe
 PROBE_WAITS = 20  # rounds a probed call may wait: lease_wait 1 s at 50 ms per round
-# Until finding 1 (reclaim ping-pong, tests/sim/test_regressions.py) is fixed, a refused probe
-# is counted (``false_refusals``) rather than failing the run; SIM_STRICT_PROBE=1 fails on it.
-STRICT_PROBE = os.environ.get("SIM_STRICT_PROBE", "") not in ("", "0")
+# A probe refused although the fleet could afford the call fails the run (finding 1 is fixed);
+# SIM_STRICT_PROBE=0 only counts it (``false_refusals``).
+STRICT_PROBE = os.environ.get("SIM_STRICT_PROBE", "1") not in ("", "0")
 WORKER_TIMEOUT = 30.0  # s (agent worker_timeout): a longer clock jump finishes every call first
 KEY_IDS = sorted(KEYS)
 USER_IDS = sorted(USERS)
@@ -44,6 +44,8 @@ WEIGHTS = {
     "cpm": 2,
     "daily": 2,
     "active": 1,
+    "expire": 1,
+    "refill": 1,
     "advance": 3,
     "probe": 4,
 }
@@ -82,6 +84,10 @@ def generate(seed: int, steps: int = STEPS) -> list[tuple]:
             ops.append((name, scope, ident, rng.random() < 0.6))
         elif name == "advance":
             ops.append((name, rng.choice(ADVANCES)))
+        elif name == "expire":
+            ops.append((name, rng.choice(KEY_IDS), rng.choice([None, 0, 2, 30, 3600])))
+        elif name == "refill":
+            ops.append((name, rng.choice(KEY_IDS), rng.choice([None, 20_000, 60_000])))
         elif name == "probe":
             ops.append((name, a, rng.choice(KEY_IDS)))
         elif name in ("tick", "collector_restart", "deliver_delayed", "heal"):
@@ -147,6 +153,11 @@ def apply(sim: Sim, op: tuple) -> None:
                 while agent.in_flight:
                     sim.finish(agent, 0, outcomes.random() < 0.8)
         sim.clock.advance(args[0])
+        sim.run_refills()
+    elif name == "expire":
+        sim.set_expiry(args[0], args[1])
+    elif name == "refill":
+        sim.set_refill(args[0], args[1])
     elif name == "probe":
         probe(sim, agents[args[0]], args[1])
     else:

@@ -38,7 +38,7 @@ def test_simulated_fleet(capsys: pytest.CaptureFixture[str]) -> None:
 
 # Seeds whose schedules hit the open finding 5 (a silent agent's leases expire while it still
 # has unshipped or in-flight successes; tests/sim/README.md). Every other seed must pass.
-FINDING_5_SEEDS = {34, 39, 41, 60}
+FINDING_5_SEEDS = {5, 36, 99}
 
 
 def test_fixed_seeds_hold_every_invariant() -> None:

@@ -10,6 +10,7 @@ tests/sim/README.md for the bounds they use.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import random
@@ -27,6 +28,7 @@ from solverfleet.agent.settings import AgentSettings
 from solverfleet.agent.shipper import Shipper
 from solverfleet.agent.spool import Spool
 from solverfleet.agent.sync import FleetLoop
+from solverfleet.collector import refill
 from tests.support.collector import FakeClock, make_app, sqlite_url
 
 PRICE = 2000  # turnstile, micros
@@ -208,6 +210,10 @@ class Sim:
         self.cpm_slack: dict[tuple[str, int], int] = {}
         self.daily_slack: dict[tuple[str, int], int] = {}
         self.off_since: dict[tuple[str, str], dict[str, int]] = {}  # ("key"|"user", id) -> ok_syncs
+        # Key expiry (unix s) and each agent's ok_syncs when it was set; refill amounts (micros).
+        self.expires: dict[str, float | None] = {k: None for k in KEYS}
+        self.expiry_since: dict[str, dict[str, int]] = {}
+        self.refill: dict[str, int | None] = {k: None for k in KEYS}
         self.max_overshoot = {"cpm": 0, "daily": 0}
         self.crash_windows: set[int] = set()
         self.ids = random.Random(1)
@@ -242,6 +248,8 @@ class Sim:
                     "cpm": self.cpm[k],
                     "ip_allowlist": None,
                     "active": self.key_active[k],
+                    "expires_at": _iso(self.expires[k]),
+                    "refill": _refill_config(self.refill[k]),
                 }
                 for k, (owner, opening, _) in KEYS.items()
                 if owner == u
@@ -434,13 +442,24 @@ class Sim:
         return decision
 
     def check_revoked(self, agent: SimAgent, key: str, user: str, decision) -> None:
+        expires, since = self.expires[key], self.expiry_since.get(key) or {}
+        known = agent.ok_syncs - since.get(agent.id, agent.ok_syncs) >= 2
+        if expires is not None and self.clock() >= expires and known:
+            self.stats.revocation_checks += 1
+            check(
+                not decision.allowed,
+                f"{agent.id}: key {key} expired, known for "
+                f"{agent.ok_syncs - since[agent.id]} syncs, call answered "
+                f"{decision.code or 'allowed'}",
+            )
         for scope, ident in (("key", key), ("user", user)):
             since = self.off_since.get((scope, ident))
             if since is None or agent.ok_syncs - since.get(agent.id, 0) < 2:
                 continue
             self.stats.revocation_checks += 1
             check(
-                decision.code in ("key_disabled", "user_disabled"),
+                # key_expired comes before user_disabled in the pre-check's order
+                decision.code in ("key_disabled", "user_disabled", "key_expired"),
                 f"{agent.id}: {scope} {ident} deactivated {agent.ok_syncs - since[agent.id]} "
                 f"syncs ago, call answered {decision.code or 'allowed'}",
             )
@@ -529,6 +548,26 @@ class Sim:
         else:
             self.off_since[scope, ident] = {a.id: a.ok_syncs for a in self.agents}
 
+    def set_expiry(self, key: str, seconds: float | None) -> None:
+        """Expire ``key`` ``seconds`` from now (None: never). Agents refuse it by their own
+        clock once they have the snapshot that says so."""
+        at = None if seconds is None else int(self.clock() + seconds)
+        self.admin("PATCH", f"/admin/v1/keys/{key}", json={"expires_at": _iso(at)})
+        self.expires[key] = at
+        self.expiry_since[key] = {a.id: a.ok_syncs for a in self.agents}
+
+    def set_refill(self, key: str, micros: int | None) -> None:
+        self.admin("PATCH", f"/admin/v1/keys/{key}", json={"refill": _refill_config(micros)})
+        self.refill[key] = micros
+
+    def run_refills(self) -> None:
+        """The collector's refill pass at the simulated time (its thread is off in tests):
+        credits count as funding, like top-ups."""
+        for done in refill.Refiller(self.h.db).run_once(int(self.clock() * 1000)):
+            self.funded[done["key"]] += int(done["credited"])
+            if done["credited"]:
+                self.stats.fault("refill")
+
     def topup(self, key: str, micros: int) -> None:
         self.admin(
             "POST",
@@ -542,6 +581,9 @@ class Sim:
     def room(self, key: str) -> bool:
         """Whether the model says the fleet can afford one more call of ``key`` now."""
         user = KEYS[key][0]
+        expires = self.expires[key]
+        if expires is not None and self.clock() >= expires - 1:
+            return False  # expired (or about to: agents' clocks decide)
         if not (self.key_active[key] and self.user_active[user]):
             return False
         now = self.clock()
@@ -557,3 +599,13 @@ class Sim:
         limit = self.daily[user]
         used = self.success_day.get((user, day), 0) + self.in_flight(user=user)
         return limit is None or used < limit
+
+
+def _iso(unix: float | None) -> str | None:
+    if unix is None:
+        return None
+    return dt.datetime.fromtimestamp(unix, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _refill_config(micros: int | None) -> dict | None:
+    return None if micros is None else {"amount": f"{micros / 1e6:.6f}", "interval": "daily"}
