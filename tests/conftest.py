@@ -8,8 +8,9 @@ import pytest
 # Helpers in tests/support assert too: their failures should show values, as a test's do.
 pytest.register_assert_rewrite("tests.support")
 
-# Fixtures shared across folders: the whole-fleet factory (both stores) and private MariaDB.
-pytest_plugins = ["tests.support.fleet", "tests.support.mariadb"]
+# Fixtures shared across folders: the whole-fleet factory (both stores) and private MariaDB;
+# and the logs of the services a failing test started, in its report.
+pytest_plugins = ["tests.support.fleet", "tests.support.mariadb", "tests.support.servicelogs"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
