@@ -46,8 +46,11 @@ def test_end_to_end_and_restart(collector_db_url: str, tmp_path: Path) -> None:
         # bad input through the real server: JSON errors, not HTML, nothing stored
         bad = proc.agent("POST", "/agent/v1/usage", data=b"{nope", timeout=10)
         assert bad.status_code == 400 and bad.json()["error"] == "bad_json"
-        big = proc.admin("POST", "/admin/v1/apply", data=b"x" * (1024 * 1024 + 1))
+        big = proc.admin("POST", "/admin/v1/keys", data=b"x" * (1024 * 1024 + 1))
         assert big.status_code == 413 and big.json()["error"] == "too_large"
+        assert "SOLVERFLEET_ADMIN_MAX_BODY" in big.json()["message"]
+        big = proc.admin("POST", "/admin/v1/apply", data=b"x" * (64 * 1024 * 1024 + 1))
+        assert big.status_code == 413 and "SOLVERFLEET_APPLY_MAX_BODY" in big.json()["message"]
     finally:
         assert proc.stop() == 0  # SIGTERM: a clean exit
 
