@@ -44,7 +44,10 @@ def pair(mariadb_server: MariaDBServer, tmp_path: Path) -> Iterator[list[Collect
     try:
         assert first.service.alive() and second.service.alive()
         keys = [key_config(k, balance="1.00") for k in KEYS]
-        first.admin("POST", "/admin/v1/apply", json=team_config([user_config("alice", keys)]))
+        applied = first.admin(
+            "POST", "/admin/v1/apply", json=team_config([user_config("alice", keys)])
+        )
+        assert applied.status_code == 200, applied.text
         yield [first, second]
     finally:
         first.stop()
