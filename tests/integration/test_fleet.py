@@ -3,16 +3,24 @@ Faults under load (kill -9, collector and database outages) are in tests/chaos/.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
 from solverfleet.process import wait_until
-from tests.support.fleet import PRICE, balance, key, micros, new_secret, solve, team, user
+from tests.support.fleet import (
+    PRICE,
+    balance,
+    hammer,
+    key,
+    micros,
+    new_secret,
+    solve,
+    team,
+    user,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -168,26 +176,7 @@ def test_overdraft_across_two_agents_stays_within_bound(fleet_factory):
     _apply(stack, team(user("gina", key("gina-web", secret, "0.10"))), secret)
     agents = [stack.agent_url(0), stack.agent_url(1)]
     clients, per_client = 16, 15
-    in_flight = 0
-    peak = 0
-    lock = threading.Lock()
-
-    def hammer(c: int) -> Counter:
-        nonlocal in_flight, peak
-        seen: Counter = Counter()
-        for i in range(per_client):
-            with lock:
-                in_flight += 1
-                peak = max(peak, in_flight)
-            try:
-                seen[solve(agents[(c + i) % 2], secret).status_code] += 1
-            finally:
-                with lock:
-                    in_flight -= 1
-        return seen
-
-    with ThreadPoolExecutor(clients) as pool:
-        totals = sum(pool.map(hammer, range(clients)), Counter())
+    totals, peak = hammer(agents, secret, clients, per_client)
     ok = totals[200]
     wait_until(lambda: _summary(stack)["successes"] == ok, timeout=15, what="usage shipped")
     final = micros(_key(stack, "gina-web")["balance"])

@@ -8,16 +8,13 @@ holds fleet-wide from each agent's next sync.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
 
 from solverfleet.process import wait_until
-from tests.support.fleet import PRICE, key, micros, new_secret, solve, team, user
+from tests.support.fleet import PRICE, hammer, key, micros, new_secret, solve, team, user
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 AGENTS = 3
@@ -136,25 +133,9 @@ def test_concurrent_clients_spend_exactly_the_balance_within_the_bound(fleet_fac
     secret, worth = new_secret("crowd"), 10
     _apply(stack, team(user("fay", key("fay-web", secret, str(Decimal(PRICE) * worth)))))
     stack.wait_for_key(secret)
-    lock, clients, per_client = threading.Lock(), 12, 6
-    in_flight = peak = 0
-
-    def hammer(c: int) -> Counter:
-        nonlocal in_flight, peak
-        seen: Counter = Counter()
-        for i in range(per_client):
-            with lock:
-                in_flight += 1
-                peak = max(peak, in_flight)
-            try:
-                seen[solve(stack.agent_url((c + i) % AGENTS), secret).status_code] += 1
-            finally:
-                with lock:
-                    in_flight -= 1
-        return seen
-
-    with ThreadPoolExecutor(clients) as pool:
-        totals = sum(pool.map(hammer, range(clients)), Counter())
+    clients, per_client = 12, 6
+    urls = [stack.agent_url(i) for i in range(AGENTS)]
+    totals, peak = hammer(urls, secret, clients, per_client)
     print(f"{clients} clients x {AGENTS} agents on a key worth {worth}: {dict(totals)}")
     assert set(totals) <= {200, 402}
     assert totals[200] == worth  # every call's worth spent: none refused while affordable

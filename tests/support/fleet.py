@@ -8,7 +8,10 @@ against both stores.
 from __future__ import annotations
 
 import itertools
+import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
@@ -87,3 +90,30 @@ def fleet_factory(tmp_path: Path, store_url: str) -> Iterator[Callable[..., Loca
     finally:
         for stack in stacks:
             stack.stop()
+
+
+def hammer(
+    agent_urls: list[str], secret: str, clients: int, per_client: int
+) -> tuple[Counter, int]:
+    """``clients`` threads each calling ``/solve`` ``per_client`` times, round-robin over the
+    agents; returns (status counts, peak calls in flight across all of them)."""
+    lock = threading.Lock()
+    in_flight = peak = 0
+
+    def client(c: int) -> Counter:
+        nonlocal in_flight, peak
+        seen: Counter = Counter()
+        for i in range(per_client):
+            with lock:
+                in_flight += 1
+                peak = max(peak, in_flight)
+            try:
+                seen[solve(agent_urls[(c + i) % len(agent_urls)], secret).status_code] += 1
+            finally:
+                with lock:
+                    in_flight -= 1
+        return seen
+
+    with ThreadPoolExecutor(clients) as pool:
+        totals = sum(pool.map(client, range(clients)), Counter())
+    return totals, peak
