@@ -216,6 +216,17 @@ def update_row(tx: Tx, table: str, ident: str, values: dict[str, Any], now_ms: i
 # --- top-ups and flags ------------------------------------------------------------------------
 
 
+def lock_live_key(tx: Tx, key_id: str, columns: str) -> tuple:
+    """``columns`` of a key that is not deleted, its row locked; NotFound otherwise."""
+    row = tx.one(
+        f"SELECT {columns} FROM api_keys WHERE id = ? AND {LIVE}" + tx.dialect.for_update,
+        (key_id,),
+    )
+    if row is None:
+        raise NotFound(f"key {key_id!r} does not exist")
+    return row
+
+
 def topup(
     db: Database,
     key_id: str,
@@ -235,13 +246,7 @@ def topup(
         raise Invalid("amount too large", "invalid_amount")
 
     def work(tx: Tx) -> dict:
-        row = tx.one(
-            f"SELECT balance_micros, account FROM api_keys WHERE id = ? AND {LIVE}"
-            + tx.dialect.for_update,
-            (key_id,),
-        )
-        if row is None:
-            raise NotFound(f"key {key_id!r} does not exist")
+        row = lock_live_key(tx, key_id, "balance_micros, account")
         balance = row[0] + amount_micros
         tx.execute("UPDATE api_keys SET balance_micros = ? WHERE id = ?", (balance, key_id))
         txn = ledger_entry(tx, key_id, amount_micros, balance, reason, now_ms, actor)

@@ -238,13 +238,7 @@ def rotate(
     until_ms = now_ms + grace * 1000 if grace else None
 
     def work(tx: Tx) -> None:
-        row = tx.one(
-            f"SELECT secret_hash, account FROM api_keys WHERE id = ? AND {accounts.LIVE}"
-            + tx.dialect.for_update,
-            (key_id,),
-        )
-        if row is None:
-            raise NotFound(f"key {key_id!r} does not exist")
+        row = accounts.lock_live_key(tx, key_id, "secret_hash, account")
         tx.execute(
             "UPDATE api_keys SET secret_hash = ?, previous_secret_hash = ?,"
             " previous_until_ms = ?, updated_ms = ? WHERE id = ?",
@@ -282,13 +276,7 @@ def delete(db: Database, key_id: str, *, now_ms: int, actor: str | None = None) 
     key's id is never reused (create and team config apply refuse it: 409 ``key_deleted``)."""
 
     def work(tx: Tx) -> dict:
-        row = tx.one(
-            f"SELECT balance_micros, account FROM api_keys WHERE id = ? AND {accounts.LIVE}"
-            + tx.dialect.for_update,
-            (key_id,),
-        )
-        if row is None:
-            raise NotFound(f"key {key_id!r} does not exist")
+        row = accounts.lock_live_key(tx, key_id, "balance_micros, account")
         tx.execute(
             "UPDATE api_keys SET deleted_ms = ?, active = 0, secret_hash = ?,"
             " previous_secret_hash = NULL, previous_until_ms = NULL, config_secret_hash = NULL,"
