@@ -161,6 +161,10 @@ class AdminClient:
     def agents(self) -> list[dict]:
         return self._call("GET", "/admin/v1/agents")["agents"]
 
+    def forget_agent(self, agent_id: str) -> dict:
+        """``DELETE /admin/v1/agents/<id>``: a silent agent's leases return to the pool."""
+        return self._call("DELETE", f"/admin/v1/agents/{_seg(agent_id)}")
+
     # transport
 
     def _call(

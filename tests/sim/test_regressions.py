@@ -1,11 +1,9 @@
 """Shrunk schedules of bugs the simulator found, replayed as short regression tests. Findings
-1-4 are fixed (each failed before its fix); finding 5 is open (xfail)."""
+Each failed before its fix."""
 
 from __future__ import annotations
 
 import logging
-
-import pytest
 
 from tests.sim import schedule
 
@@ -108,18 +106,13 @@ def test_ceiling_set_mid_minute_keeps_unrecorded_tokens() -> None:
     _replay(ops, 23272344)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=schedule.SimFailure,
-    reason="issue 19 finding 5: a dead agent's unshipped usage is re-granted when leases expire",
-)
 def test_expired_lease_of_a_dead_agent_regrants_its_unshipped_usage() -> None:
     """Seed 5022, no network fault. a2 spools 2 successes of u0 and is killed before shipping;
-    it stays down past lease_ttl, so the collector voids its leases, not knowing of the 2
-    successes. u0's daily limit is set to 6 (4 successes so far, model); the pool the collector
-    shares counts 2, agents admit up to 6 more, and a2's spool arrives at its restart: 7
-    successes on a day limited to 6, none in flight at the change. The same hole exists for
-    money: the balance lease remainder returned on expiry includes the unshipped spend."""
+    it stays down past lease_ttl. The collector voided its leases, not knowing of the 2
+    successes: u0's daily limit set to 6 (4 successes so far, model), the pool it shared counted
+    2, agents admitted up to 6 more, and a2's spool arrived at its restart: 7 successes on a day
+    limited to 6, none in flight at the change. Fixed: a silent agent's leases are quarantined,
+    not voided (collector/voiding.py)."""
     ops = [
         ("tick",),
         ("call", 2, "k0", 1),
@@ -142,17 +135,12 @@ def test_expired_lease_of_a_dead_agent_regrants_its_unshipped_usage() -> None:
     _replay(ops, 5022)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=schedule.SimFailure,
-    reason="issue 19 finding 5 (money): the expired lease's remainder includes unshipped spend",
-)
 def test_expired_lease_of_a_dead_agent_overdraws_the_key() -> None:
     """Finding 5 for money (a constructed schedule, no network fault). k1 has 0.03 (15 calls),
     u0 no daily limit. a2 spends 2 calls and is killed before shipping; past lease_ttl the
-    collector voids its lease and returns the remainder, which still includes those 2 calls;
-    a0 and a1 then spend the whole balance. The key ends below zero (-1 price) with no call in
-    flight: promise 3 allows only -(calls in flight * price)."""
+    collector voided its lease and returned the remainder, which still included those 2 calls;
+    a0 and a1 then spent the whole balance. The key ended below zero (-1 price) with no call
+    in flight: promise 3 allows only -(calls in flight * price). Fixed by the quarantine."""
     ops: list[tuple] = [
         ("daily", "u0", None),
         ("tick",),

@@ -12,11 +12,6 @@ import pytest
 from tests.sim import schedule
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open findings of issue 19 (tests/sim/test_regressions.py, tests/sim/README.md): "
-    "the bounded run finds them within seconds; XPASS once they are fixed",
-)
 def test_simulated_fleet(capsys: pytest.CaptureFixture[str]) -> None:
     seed = os.environ.get("SIM_SEED")
     seconds = float(os.environ.get("SIM_SECONDS", "0" if seed else "60"))
@@ -36,11 +31,6 @@ def test_simulated_fleet(capsys: pytest.CaptureFixture[str]) -> None:
     )
 
 
-# Seeds whose schedules hit the open finding 5 (a silent agent's leases expire while it still
-# has unshipped or in-flight successes; tests/sim/README.md). Every other seed must pass.
-FINDING_5_SEEDS = {5, 36, 99}
-
-
 def test_fixed_seeds_hold_every_invariant() -> None:
     """Seeds 1-120, strictly (deterministic: a regression fails here, whatever the random
     exploration above happens to draw)."""
@@ -48,8 +38,6 @@ def test_fixed_seeds_hold_every_invariant() -> None:
     failures = []
     try:
         for seed in range(1, 121):
-            if seed in FINDING_5_SEEDS:
-                continue
             try:
                 schedule.run(schedule.generate(seed), seed)
             except schedule.SimFailure as exc:

@@ -95,6 +95,7 @@ MATRIX: dict[tuple[str, str], Route] = {
     ("GET", "/admin/v1/usage"): Route(USER, "/admin/v1/usage"),
     ("GET", "/admin/v1/summary"): Route(ADMIN, "/admin/v1/summary"),
     ("GET", "/admin/v1/agents"): Route(ADMIN, "/admin/v1/agents"),
+    ("DELETE", "/admin/v1/agents/<agent_id>"): Route(ADMIN, "/admin/v1/agents/nobody", ok=404),
     ("POST", "/admin/v1/tokens"): Route(ADMIN, "/admin/v1/tokens", {"role": "service"}, 201),
     ("GET", "/admin/v1/tokens"): Route(ADMIN, "/admin/v1/tokens"),
     ("POST", "/admin/v1/tokens/<int:token_id>/revoke"): Route(

@@ -121,19 +121,64 @@ def test_reset_voids_the_agents_leases(collector_app: AppHarness) -> None:
     assert leased(h) == 500_000
 
 
-def test_stale_agent_leases_are_reclaimed_after_ttl(collector_app: AppHarness) -> None:
+def test_silent_agent_leases_are_quarantined_not_regranted(collector_app: AppHarness) -> None:
+    """A silent agent may hold successes the collector has not seen (finding 5 of the fleet
+    simulator): its remainder stays out of the pool, and nobody waits for it."""
     h = collector_app
     h.apply(team_config([user_config("alice", [key_config("alice-web", balance="0.01")])]))
     h.sync("a1", [bal(want=10_000)])  # holds 5000
     h.clock.advance(119)
     assert h.sync("a2", [bal(want=10_000)])["grants"][0]["granted_micros"] == 2500
-    assert leased(h) == 7500  # a1 was silent 119 s < ttl: still holds
-    h.clock.advance(2)  # a1 silent for 121 s; a2 only 2 s
-    reply = h.sync("a3", [bal(want=10_000)])
-    assert reply["grants"][0]["granted_micros"] == 3750  # pool is 10000 - 2500
-    assert leased(h) == 2500 + 3750
-    # a1 comes back: the collector says it holds nothing now
-    assert h.sync("a1", [bal()])["grants"][0]["held_micros"] == 0
+    h.clock.advance(2)  # a1 silent for 121 s > ttl; a2 only 2 s
+    reply = h.sync("a3", [{**bal(want=10_000), "urgent": True}])
+    assert reply["grants"][0]["granted_micros"] == 1250  # the pool is 10000 - 5000 - 2500
+    assert leased(h) == 5000 + 2500 + 1250
+    states = {a["agent_id"]: a["leases"] for a in h.admin("GET", "/admin/v1/agents").json["agents"]}
+    assert states == {"a1": "quarantined", "a2": "held", "a3": "held"}
+    # An urgent ask only a1's slack could cover is refused at once: a quarantined lease is not
+    # waited for. (Pool 10000 - 5000 - 1250 = 3750 once a2 hands its lease back.)
+    h.sync("a2", [bal(ret=2500)])
+    urgent = {**bal(want=10_000, min_micros=6000), "urgent": True}
+    grant = h.sync("a3", [urgent])["grants"][0]
+    assert (grant["granted_micros"], "reclaiming" in grant) == (0, False)
+    # a1 comes back: its lease is its own again, and a reclaim may ask it for slack
+    assert h.sync("a1", [bal()])["grants"][0]["held_micros"] == 5000
+    states = {a["agent_id"]: a["leases"] for a in h.admin("GET", "/admin/v1/agents").json["agents"]}
+    assert states["a1"] == "held"
+    grant = h.sync("a3", [urgent])["grants"][0]
+    assert (grant["granted_micros"], grant.get("reclaiming")) == (0, True)
+
+
+def test_a_restart_ends_the_quarantine_by_voiding(collector_app: AppHarness) -> None:
+    h = collector_app
+    h.apply(team_config([user_config("alice", [key_config("alice-web", balance="0.01")])]))
+    h.sync("a1", [bal(want=10_000), daily(want=4)])
+    h.clock.advance(121)
+    h.sync("a2", [])
+    assert leased(h) == 5000
+    assert h.sync("a1", [bal()], reset=True)["grants"][0]["held_micros"] == 0
+    assert leased(h) == 0
+
+
+def test_forget_voids_a_silent_agent_and_refuses_a_live_one(collector_app: AppHarness) -> None:
+    h = collector_app
+    h.apply(team_config([user_config("alice", [key_config("alice-web", balance="0.01")])]))
+    h.sync("a1", [bal(want=10_000)])
+    alive = h.admin("DELETE", "/admin/v1/agents/a1")
+    assert (alive.status_code, alive.json["error"]) == (409, "agent_alive")
+    assert leased(h) == 5000
+    assert h.admin("DELETE", "/admin/v1/agents/nobody").status_code == 404
+    h.clock.advance(121)
+    gone = h.admin("DELETE", "/admin/v1/agents/a1")
+    assert gone.status_code == 200, gone.json
+    assert gone.json == {"agent_id": "a1", "returned_micros": 5000, "keys": 1}
+    assert leased(h) == 0
+    assert h.admin("GET", "/admin/v1/agents").json["agents"] == []
+    entry = h.admin("GET", "/admin/v1/audit?action=agent.forget").json["entries"][0]
+    assert (entry["target_id"], entry["after"]["returned_micros"]) == ("a1", 5000)
+    # usage it spent before and still ships is charged (voids are not returns)
+    h.usage([event("alice-web", agent_id="a1")], agent_id="a1")
+    assert h.summary()["keys"]["alice-web"]["balance_micros"] == 10_000 - 2000
 
 
 def test_return_in_sync(collector_app: AppHarness) -> None:
@@ -285,5 +330,6 @@ def test_agents_are_listed(collector_app: AppHarness) -> None:
             "last_seen": h.clock(),
             "in_flight": 3,
             "spool_backlog": 7,
+            "leases": "none",
         }
     ]

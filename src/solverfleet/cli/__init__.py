@@ -11,6 +11,7 @@ import click
 
 from solverfleet import __version__
 from solverfleet.cli.admin import keys_group, users_group
+from solverfleet.cli.agents import agents_group
 from solverfleet.cli.apply import apply_command
 from solverfleet.cli.audit import audit_command
 from solverfleet.cli.local import local_command
@@ -28,6 +29,7 @@ def main() -> None:
 
 
 main.add_command(local_command)
+main.add_command(agents_group)
 main.add_command(apply_command)
 main.add_command(audit_command)
 main.add_command(keys_group)

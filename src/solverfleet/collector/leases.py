@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from solverfleet.collector import accounts, reclaim
+from solverfleet.collector import accounts, audit, reclaim, voiding
 from solverfleet.collector.prices import Accepted
 from solverfleet.collector.protocol import LeaseRequest, ReleaseRequest, SyncRequest
 from solverfleet.collector.reclaim import BALANCE, CPM, DAILY
@@ -30,69 +30,6 @@ def grant_amount(want: int, pool: int, min_unit: int) -> int:
     if want <= 0 or pool <= 0:
         return 0
     return min(want, max(pool // 2, min(pool, min_unit)))
-
-
-# --- voiding (reset, reclaim) -----------------------------------------------------------------
-
-
-def _void_targets(tx: Tx, agents: list[str]) -> tuple[list[str], list[str]]:
-    """Keys and users whose rows must be locked before ``agents``' leases are voided."""
-    if not agents:
-        return [], []
-    in_agents = marks(len(agents))
-    keys = tx.all(
-        "SELECT DISTINCT key_id FROM lease_balance"
-        f" WHERE agent_id IN ({in_agents}) AND held_micros > 0",
-        agents,
-    )
-    users = tx.all(
-        "SELECT DISTINCT user_id FROM lease_daily"
-        f" WHERE agent_id IN ({in_agents}) AND granted > used",
-        agents,
-    )
-    return [r[0] for r in keys], [r[0] for r in users]
-
-
-def _void(tx: Tx, agents: list[str]) -> None:
-    """Return every balance and daily lease of ``agents`` to the pool (rows must be locked).
-
-    Daily tokens already used stay counted. CPM grants are left alone: the old process may
-    have spent them in this minute, and they expire with the minute anyway.
-    """
-    if not agents:
-        return
-    in_agents = marks(len(agents))
-    tx.execute(
-        "UPDATE lease_balance SET held_micros = 0"
-        f" WHERE agent_id IN ({in_agents}) AND held_micros <> 0",
-        agents,
-    )
-    tx.execute(
-        f"UPDATE lease_daily SET granted = used WHERE agent_id IN ({in_agents}) AND granted > used",
-        agents,
-    )
-    tx.execute(f"UPDATE agents SET holds = 0 WHERE agent_id IN ({in_agents})", agents)
-
-
-def _stale_agents(tx: Tx, me: str | None, cutoff_ms: int) -> list[str]:
-    """Agents silent since ``cutoff_ms`` that may hold leases, locked and re-checked."""
-    candidates = [
-        r[0]
-        for r in tx.all(
-            "SELECT agent_id FROM agents WHERE holds = 1 AND last_seen_ms < ?", (cutoff_ms,)
-        )
-        if r[0] != me
-    ]
-    if not candidates:
-        return []
-    candidates.sort()
-    # Locking re-read: an agent that synced meanwhile is no longer stale and keeps its leases.
-    rows = tx.all(
-        f"SELECT agent_id FROM agents WHERE agent_id IN ({marks(len(candidates))})"
-        f" AND holds = 1 AND last_seen_ms < ? ORDER BY agent_id{tx.dialect.for_update}",
-        (*candidates, cutoff_ms),
-    )
-    return [r[0] for r in rows]
 
 
 # --- locking ----------------------------------------------------------------------------------
@@ -301,17 +238,20 @@ def sync_leases(db: Database, req: SyncRequest, *, now_ms: int, ttl_ms: int) -> 
 
     def work(tx: Tx) -> dict:
         _touch_agent(tx, req, now_ms)  # first: locks our own row (see lock order above)
-        void = _stale_agents(tx, agent, now_ms - ttl_ms)
-        if req.reset:
-            void.append(agent)
-        void_keys, void_users = _void_targets(tx, void)
+        silent = voiding.silent(tx, agent, now_ms - ttl_ms)
+        back = not req.reset and voiding.holds(tx, agent) == voiding.QUARANTINED
+        mine = [agent] if req.reset or back else []
+        void_keys, void_users = voiding.targets(tx, [*silent, *mine])
         want_keys = [r.key_id for r in req.leases if r.kind in ("balance", "cpm")]
         keys = _lock_keys(tx, [*void_keys, *want_keys])
         users = _lock_users(
             tx, [*void_users, *(r.user_id for r in req.leases if r.kind == "daily")]
         )
-        _void(tx, void)
-        reclaim.forget_agents(tx, void)
+        voiding.quarantine(tx, silent)
+        if req.reset:
+            voiding.void(tx, [agent])
+        elif back:
+            voiding.lift(tx, agent)
         active_users = _users_active(tx, (k["user_id"] for k in keys.values()))
 
         grants = []
@@ -341,7 +281,7 @@ def sync_leases(db: Database, req: SyncRequest, *, now_ms: int, ttl_ms: int) -> 
         return {
             "grants": grants,
             "balances": balances,
-            "reclaimed": [a for a in void if a != agent],
+            "quarantined": silent,
             "reclaim": reclaim.pending(tx, agent),
         }
 
@@ -383,6 +323,49 @@ def sync(db: Database, req: SyncRequest, *, now_ms: int, ttl_ms: int) -> dict:
         "reclaim": result["reclaim"],
         "server_time": now_ms / 1000,
     }
+
+
+class AgentAlive(Exception):
+    """``forget`` of an agent that synced within ``lease_ttl``."""
+
+
+def forget(
+    db: Database, agent_id: str, *, now_ms: int, ttl_ms: int, actor: str | None = None
+) -> dict | None:
+    """An operator says ``agent_id`` is gone for good, spool and all: void its leases (their
+    remainder returns to the pool) and drop its row. None when there is no such agent.
+
+    Refused (``AgentAlive``) while the agent synced within ``lease_ttl``: a live agent would
+    keep spending what it believes it holds. Usage it spent and still ships is charged.
+    """
+
+    def work(tx: Tx) -> dict | None:
+        row = tx.one(
+            "SELECT last_seen_ms, holds FROM agents WHERE agent_id = ?" + tx.dialect.for_update,
+            (agent_id,),
+        )
+        if row is None:
+            return None
+        if int(row[0]) >= now_ms - ttl_ms:
+            raise AgentAlive(agent_id)
+        void_keys, void_users = voiding.targets(tx, [agent_id])
+        _lock_keys(tx, void_keys)
+        _lock_users(tx, void_users)
+        held = int(
+            tx.scalar(
+                "SELECT SUM(held_micros) FROM lease_balance WHERE agent_id = ?",
+                (agent_id,),
+                default=0,
+            )
+            or 0
+        )
+        voiding.void(tx, [agent_id])
+        tx.execute("DELETE FROM agents WHERE agent_id = ?", (agent_id,))
+        after = {"returned_micros": held, "keys": len(void_keys)}
+        audit.record(tx, actor, "agent.forget", "agent", agent_id, None, None, after, now_ms=now_ms)
+        return {"agent_id": agent_id, **after}
+
+    return db.transaction(work)
 
 
 def release(db: Database, req: ReleaseRequest, *, now_ms: int) -> list[dict]:

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from flask import Blueprint, g, jsonify, request
 
-from solverfleet.collector import accounts, audit, auth, keys, teamapply, tokens
+from solverfleet.collector import accounts, audit, auth, keys, leases, teamapply, tokens
 from solverfleet.collector.context import current
 from solverfleet.collector.errors import bad_request, read_object
 from solverfleet.collector.idempotency import guard, idempotent
+from solverfleet.collector.problems import Conflict, NotFound
 from solverfleet.collector.reporting import reports
 from solverfleet.collector.reporting.timerange import parse_range
 from solverfleet.money import MoneyError, to_micros
@@ -221,6 +222,25 @@ def summary():
 @bp.get("/agents")
 def agents():
     return jsonify({"agents": reports.agents(current().db)})
+
+
+@bp.delete("/agents/<agent_id>")
+def forget_agent(agent_id: str):
+    """The agent's host is gone for good: return what its leases held to the pool."""
+    _no_body()
+    c = current()
+    actor = auth.principal().actor
+    try:
+        done = leases.forget(c.db, agent_id, now_ms=c.now_ms(), ttl_ms=c.ttl_ms, actor=actor)
+    except leases.AgentAlive:
+        raise Conflict(
+            f"agent {agent_id} synced within lease_ttl ({c.settings.lease_ttl:g} s): stop it"
+            " first; a live agent keeps spending what it holds",
+            "agent_alive",
+        ) from None
+    if done is None:
+        raise NotFound(f"no agent {agent_id}")
+    return jsonify(done)
 
 
 # --- tokens -----------------------------------------------------------------------------------

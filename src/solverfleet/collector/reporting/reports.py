@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
+from solverfleet.collector import voiding
 from solverfleet.collector.ingest import FIELDS
 from solverfleet.collector.reporting.timerange import DAY_MS, HOUR_MS, TimeRange, day_start, iso
 from solverfleet.collector.reporting.usageindex import USAGE_REPORT_INDEX, source
@@ -83,11 +84,14 @@ def summary(db: Database) -> dict:
     return db.read(read)
 
 
+LEASE_STATES = {0: "none", voiding.HOLDS: "held", voiding.QUARANTINED: "quarantined"}
+
+
 def agents(db: Database) -> list[dict]:
     rows = db.read(
         lambda tx: tx.dicts(
-            "SELECT agent_id, instance, release_ver, last_seen_ms, in_flight, spool_backlog"
-            " FROM agents ORDER BY agent_id"
+            "SELECT agent_id, instance, release_ver, last_seen_ms, in_flight, spool_backlog,"
+            " holds FROM agents ORDER BY agent_id"
         )
     )
     return [
@@ -98,6 +102,8 @@ def agents(db: Database) -> list[dict]:
             "last_seen": int(r["last_seen_ms"]) / 1000,
             "in_flight": r["in_flight"],
             "spool_backlog": r["spool_backlog"],
+            # quarantined: silent past lease_ttl; its leases wait for it (collector/voiding.py)
+            "leases": LEASE_STATES.get(int(r["holds"]), "held"),
         }
         for r in rows
     ]
