@@ -3,8 +3,8 @@
 set -euo pipefail
 # Services the suite runs for real, chromium for the dashboard's browser test (driven by
 # Playwright, which then downloads no browser of its own), nftables for the lab's network-cut
-# chaos test (tests/lab/test_chaos_netcut.py), prometheus for its promtool (tests/unit/
-# test_monitoring.py checks and unit-tests monitoring/), plus what the namespace lab needs
+# chaos test (tests/lab/test_chaos_netcut.py), prometheus for its promtool
+# (tests/integration/test_monitoring_rules.py checks and unit-tests monitoring/), plus what the namespace lab needs
 # (scripts/requirements-apt.txt). Extra packages may be named on the command line (make bench adds wrk).
 wanted=(mariadb-server haproxy supervisor chromium nftables prometheus "$@")
 while read -r pkg; do
