@@ -3,9 +3,10 @@
 set -euo pipefail
 # Services the suite runs for real, chromium for the dashboard's browser test (driven by
 # Playwright, which then downloads no browser of its own), nftables for the lab's network-cut
-# chaos test (tests/lab/test_chaos_netcut.py), plus what the namespace lab needs
+# chaos test (tests/lab/test_chaos_netcut.py), prometheus for its promtool
+# (tests/integration/test_monitoring_rules.py checks and unit-tests monitoring/), plus what the namespace lab needs
 # (scripts/requirements-apt.txt). Extra packages may be named on the command line (make bench adds wrk).
-wanted=(mariadb-server haproxy supervisor chromium nftables "$@")
+wanted=(mariadb-server haproxy supervisor chromium nftables prometheus "$@")
 while read -r pkg; do
   [ -n "$pkg" ] && [ "${pkg:0:1}" != "#" ] && wanted+=("$pkg")
 done < "$(dirname "$0")/requirements-apt.txt"
@@ -22,3 +23,8 @@ echo "install-system-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q >/dev/null
 apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+# Only promtool is wanted: do not leave the Prometheus server the package starts running.
+if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null \
+  && [ -d /run/systemd/system ]; then
+  systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi

@@ -18,12 +18,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from standardwebhooks import Webhook
 
 from solverfleet import teamconfig
 from solverfleet.process import wait_until
 from tests.support.collector import CollectorProcess
 
-SECRET = "whsec_integration-0123456789"
+SECRET = "whsec_aW50ZWdyYXRpb24tMDEyMzQ1Njc4OQ=="  # Standard Webhooks: base64
 PRICE = "0.02"
 BACKOFF = 0.3  # s: the first retry waits this, the second twice this
 
@@ -83,7 +84,9 @@ class WebhookReceiver:
 
 
 def verified(delivery: Delivery, secret: str) -> bool:
-    """The receiver's side, as docs/ARCHITECTURE.md tells it."""
+    """The receiver's side: Standard Webhooks' reference library (it raises on a bad
+    signature or a timestamp 5 min off), then the first release's recipe from the docs."""
+    Webhook(secret).verify(delivery.raw, delivery.headers)
     timestamp = delivery.headers["X-Solverfleet-Timestamp"]
     if abs(time.time() - int(timestamp)) > 300:
         return False
@@ -198,6 +201,7 @@ def test_webhooks_signed_retried_and_sent_once_across_collectors(collectors, rec
     flaky = receiver.received("/flaky")
     assert [d.body["attempt"] for d in flaky] == [1, 2, 3]
     assert len({d.headers["X-Solverfleet-Delivery"] for d in flaky}) == 1
+    assert len({d.headers["webhook-id"] for d in flaky}) == 1  # receivers dedupe on it
     assert flaky[1].received - flaky[0].received >= BACKOFF * 0.95
     assert flaky[2].received - flaky[1].received >= 2 * BACKOFF * 0.95
     ok = receiver.received("/ok")

@@ -12,12 +12,14 @@ Fixture — import it into the test module that uses it (with ``tests.support.co
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import threading
 from dataclasses import replace
 
 import pytest
+from standardwebhooks import Webhook
 
 from solverfleet.collector.notify import sender as notify_sender
 from solverfleet.collector.settings import CollectorSettings
@@ -25,7 +27,7 @@ from tests.support.collector import AppHarness, event, key_config, team_config, 
 from tests.support.openapi import Spec
 
 HOOK = "https://hooks.example.test/solverfleet/T0KEN-in-path?sig=query-token"
-SECRET = "whsec_0123456789abcdef-signing"
+SECRET = "whsec_MDEyMzQ1Njc4OWFiY2RlZi1zaWduaW5n"  # base64 of 0123456789abcdef-signing
 COST = 20_000  # 0.02 per success
 
 
@@ -36,6 +38,15 @@ def receiver_verifies(secret: str, headers: dict, raw: bytes, now: int) -> bool:
         return False
     mac = hmac.new(secret.encode(), timestamp.encode() + b"." + raw, hashlib.sha256)
     return hmac.compare_digest("sha256=" + mac.hexdigest(), headers["X-Solverfleet-Signature"])
+
+
+def standard_verifies(secret: str | bytes, headers: dict, raw: bytes) -> bool:
+    """Standard Webhooks, checked with its reference library (``standardwebhooks``). Its
+    ``verify`` also checks the timestamp against the wall clock, which the unit tests' clocks
+    are not: sign with the library at the header's timestamp and compare instead."""
+    at = dt.datetime.fromtimestamp(int(headers["webhook-timestamp"]), dt.UTC)
+    expected = Webhook(secret).sign(headers["webhook-id"], at, raw.decode())
+    return expected in headers["webhook-signature"].split(" ")
 
 
 @pytest.fixture(name="h")

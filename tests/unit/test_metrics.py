@@ -115,6 +115,32 @@ def test_agent_state_gauges_are_read_when_scraped(agent_env):
     assert value(samples, "solverfleet_agent_ready") == 0
 
 
+def test_a_lease_that_never_comes_counts_a_lease_wait_timeout(
+    tmp_path,
+    fake_collector,  # noqa: F811
+    fake_worker,  # noqa: F811
+):
+    secrets = standard_setup(fake_collector)
+    settings = agent_settings(
+        tmp_path, fake_collector.url, fake_worker.url, sync_interval=3600, lease_wait=0.2
+    )
+    app = create_agent(settings)
+    agent = agent_of(app)
+    client = app.test_client()
+    try:
+        wait_until(lambda: client.get("/readyz").status_code == 200, timeout=10, what="ready")
+        agent.loop.trigger = lambda: None  # the sync the call asks for never happens
+        before = scrape(app)
+        ok = {"Authorization": f"Bearer {secrets['alice-web']}"}
+        assert client.post("/solve", json=BODY, headers=ok).status_code == 402
+        after = scrape(app)
+    finally:
+        agent.shutdown(drain_grace=0, ship_timeout=1)
+        agent.close()
+    name, limit = "solverfleet_agent_lease_wait_timeouts_total", "insufficient_balance"
+    assert value(after, name, limit=limit) - value(before, name, limit=limit) == 1
+
+
 def test_spool_backlog_is_the_spools_pending_count(tmp_path):
     app = _bare_agent(tmp_path, "a")
     agent = agent_of(app)
@@ -199,6 +225,42 @@ def test_report_lag_follows_the_newest_stored_event(collector_app):
     assert value(scrape(h.app), "solverfleet_collector_report_lag_seconds") == 42
     h.usage([event()])
     assert value(scrape(h.app), "solverfleet_collector_report_lag_seconds") == 0
+
+
+def test_ingest_lag_is_the_oldest_new_events_age(collector_app):
+    h = collector_app
+    h.apply(_team())
+    name = "solverfleet_collector_ingest_lag_seconds"
+    before = scrape(h.app)
+    h.clock.advance(90)  # events recorded at T0 reach the store 90 s later
+    events = [event(), event(ts=h.clock() - 5)]
+    assert h.usage(events)["accepted"] == 2
+    assert h.usage(events)["accepted"] == 0  # a re-ship stores nothing: no lag observed
+    after = scrape(h.app)
+    assert value(after, f"{name}_count") - value(before, f"{name}_count") == 1
+    assert value(after, f"{name}_sum") - value(before, f"{name}_sum") == pytest.approx(90)
+    assert value(after, f"{name}_bucket", le="60.0") == value(before, f"{name}_bucket", le="60.0")
+
+
+def test_low_balance_keys_by_account_and_level(collector_app):
+    from tests.support.collector import key_config, team_config, user_config
+
+    h = collector_app
+    keys = [
+        key_config("k-empty", "0.00"),
+        key_config("k-low", "0.04"),
+        key_config("k-at", "0.05"),
+        key_config("k-fine", "5.00"),
+        key_config("k-off", "0.00", active=False),
+    ]
+    alert = {"enabled": True, "threshold": "0.05", "webhooks": []}
+    h.apply(team_config([user_config("alice", keys)], low_balance_alert=alert))
+    name = "solverfleet_collector_low_balance_keys"
+    samples = scrape(h.app)
+    assert value(samples, name, account="acme", level="zero") == 1
+    assert value(samples, name, account="acme", level="threshold") == 2
+    h.apply(team_config([user_config("alice", keys, active=False)], low_balance_alert=alert))
+    assert not [k for k in scrape(h.app) if k[0] == name]  # a deactivated user's keys: none
 
 
 def test_store_down_shows_as_store_up_zero(tmp_path):

@@ -199,15 +199,17 @@ def test_apply_stores_webhooks_and_reports_changes_without_secrets(h):
     assert {"kind": "account", "id": "acme"} in created["created"]
     again = setup(h, alert())
     assert {"kind": "account", "id": "acme"} in again["unchanged"]
-    rotated = setup(h, alert(hooks=((HOOK, SECRET + "-v2"),)))
+    rotated = setup(h, alert(hooks=((HOOK, SECRET + "djI="),)))
     assert {"kind": "account", "id": "acme", "fields": ["webhooks"]} in rotated["changed"]
-    both = setup(h, alert("1.00", hooks=((HOOK, SECRET + "-v2"), ("http://127.0.0.1:9/x", SECRET))))
+    both = setup(
+        h, alert("1.00", hooks=((HOOK, SECRET + "djI="), ("http://127.0.0.1:9/x", SECRET)))
+    )
     change = next(c for c in both["changed"] if c["kind"] == "account")
     assert change["fields"] == ["low_balance_alert", "webhooks"]
     stored = h.db.read(
         lambda tx: tx.all("SELECT url, secret FROM notification_targets ORDER BY id")
     )
-    assert stored == [(HOOK, SECRET + "-v2"), ("http://127.0.0.1:9/x", SECRET)]
+    assert stored == [(HOOK, SECRET + "djI="), ("http://127.0.0.1:9/x", SECRET)]
     removed = setup(h, None)
     change = next(c for c in removed["changed"] if c["kind"] == "account")
     assert change["fields"] == ["low_balance_alert", "webhooks"]

@@ -4,14 +4,18 @@ admin API and the CLI are in test_notifications.py; delivery rounds in test_noti
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import time
 
 import pytest
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from solverfleet import teamconfig
 from solverfleet.collector.notify import rules
-from tests.support.notify import HOOK, SECRET, receiver_verifies
+from tests.support.notify import HOOK, SECRET, receiver_verifies, standard_verifies
 
 # --- rules ------------------------------------------------------------------------------------
 
@@ -91,6 +95,35 @@ def test_signature_covers_timestamp_and_body():
     assert not receiver_verifies(SECRET, headers, raw, 1_765_555_555 + 301)  # too old
 
 
+def test_standard_webhooks_headers_verify_with_the_reference_library():
+    raw = rules.body({"kind": "zero", "balance": "0.00"})
+    at = int(time.time())
+    headers = rules.headers(SECRET, at, raw, 7)
+    assert (headers["webhook-id"], headers["webhook-timestamp"]) == ("7", str(at))
+    assert headers["webhook-signature"].startswith("v1,")
+    assert Webhook(SECRET).verify(raw, headers) == {"kind": "zero", "balance": "0.00"}
+    for bad in (
+        (raw + b" ", headers),
+        (raw, {**headers, "webhook-id": "8"}),  # the id is signed: no replay under another
+        (raw, {**headers, "webhook-timestamp": str(at + 1)}),
+    ):
+        with pytest.raises(WebhookVerificationError):
+            Webhook(SECRET).verify(*bad)
+    with pytest.raises(WebhookVerificationError):
+        Webhook("whsec_" + base64.b64encode(b"another-key-entirely").decode()).verify(raw, headers)
+
+
+def test_a_secret_without_whsec_signs_with_its_own_bytes():
+    # Secrets of the first release are not base64: the key is the text itself, and a
+    # receiver passes those bytes to its Standard Webhooks library.
+    legacy = "a-first-release-secret-0123"
+    raw = rules.body({"kind": "threshold"})
+    headers = rules.headers(legacy, 1_765_555_555, raw, 3)
+    assert standard_verifies(legacy.encode(), headers, raw)
+    assert not standard_verifies(SECRET, headers, raw)
+    assert receiver_verifies(legacy, headers, raw, 1_765_555_555)
+
+
 # --- team config --------------------------------------------------------------------------------
 
 
@@ -142,9 +175,11 @@ def config_errors(alert, env=None) -> list[str]:
         ([{"url": "https://a.test/#frag", "secret": SECRET}], "must not have a #fragment"),
         ([{"url": HOOK, "secret": "short"}], "webhooks[0].secret: a webhook secret must have 16"),
         ([{"url": HOOK, "secret": SECRET + " x"}], "printable ASCII without spaces"),
+        ([{"url": HOOK, "secret": "whsec_not-base64-at-all!"}], "whsec_ secret must be base64"),
+        ([{"url": HOOK, "secret": "whsec_c2hvcnQta2V5"}], "at least 16 bytes"),
         ([{"url": HOOK, "secret": SECRET, "method": "PUT"}], "webhooks[0].method: unknown field"),
         (
-            [{"url": HOOK, "secret": SECRET}, {"url": HOOK, "secret": SECRET + "2"}],
+            [{"url": HOOK, "secret": SECRET}, {"url": HOOK, "secret": SECRET + "Mg=="}],
             "webhooks[1].url: duplicate webhook URL (also low_balance_alert.webhooks[0])",
         ),
         ([{"url": f"https://h{i}.test/", "secret": SECRET} for i in range(11)], "at most 10"),

@@ -27,6 +27,7 @@ from tests.support.notify import (
     settings,
     setup,
     spend,
+    standard_verifies,
 )
 
 pytest_plugins = ["tests.support.collector", "tests.support.mariadb"]
@@ -70,6 +71,8 @@ def test_retries_with_backoff_then_delivers_signed(h):
         assert url == HOOK
         assert headers["X-Solverfleet-Timestamp"] == str(int(at))
         assert receiver_verifies(SECRET, headers, raw, int(at))
+        assert standard_verifies(SECRET, headers, raw)
+        assert headers["webhook-id"] == str(d["id"])
         assert headers["X-Solverfleet-Delivery"] == str(d["id"])
         bodies.append(json.loads(raw))
     assert [b["attempt"] for b in bodies] == [1, 2, 3]
@@ -144,7 +147,7 @@ def test_a_removed_target_cancels_its_deliveries(h):
 
 def test_each_target_is_delivered_on_its_own(h):
     other = "http://127.0.0.1:9/hook"
-    setup(h, alert("0.05", hooks=((HOOK, SECRET), (other, SECRET + "-other"))))
+    setup(h, alert("0.05", hooks=((HOOK, SECRET), (other, "first-release-secret-other"))))
     spend(h, n=3)
     receiver = Receiver(200, 500)  # first target fine, second fails once
     rounds = notifier(h, receiver)
@@ -155,7 +158,7 @@ def test_each_target_is_delivered_on_its_own(h):
     (n,) = listed(h)["notifications"]
     assert n["status"] == "delivered" and n["attempts"] == 3
     assert receiver_verifies(
-        SECRET + "-other", receiver.calls[2][2], receiver.calls[2][1], int(T0 + 10)
+        "first-release-secret-other", receiver.calls[2][2], receiver.calls[2][1], int(T0 + 10)
     )
 
 

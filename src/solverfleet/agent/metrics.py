@@ -49,7 +49,16 @@ IP_BANS = Counter(
     "Client addresses banned for presenting too many unknown keys (bans.py).",
     registry=None,
 )
-SHARED = (SOLVES, SOLVE_SECONDS, SPOOL_ERRORS, HTTP_REQUESTS, IP_BANS)
+# A call refused after waiting lease_wait for a lease a sync might still have brought (limit:
+# insufficient_balance, cpm_exceeded, daily_limit_reached): the collector was slow or granted
+# too little, not the key out of credit. Refusals that need no wait are not counted here.
+LEASE_WAIT_TIMEOUTS = Counter(
+    "solverfleet_agent_lease_wait_timeouts",
+    "Calls refused because the lease they waited for did not arrive in time, by limit.",
+    ["limit"],
+    registry=None,
+)
+SHARED = (SOLVES, SOLVE_SECONDS, SPOOL_ERRORS, HTTP_REQUESTS, IP_BANS, LEASE_WAIT_TIMEOUTS)
 _REPORTS = frozenset(("report_good", "report_bad"))
 # (type, status) -> (counter child, histogram child or None): labels() costs a lock and a
 # tuple build per call; this cache is a dict hit. Bounded by configured types x statuses.

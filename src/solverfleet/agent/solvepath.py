@@ -56,6 +56,7 @@ def admit_waiting(
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             decision.wait = False
+            metrics.LEASE_WAIT_TIMEOUTS.labels(decision.code).inc()
             return decision
         round_no = agent.loop.next_round()
         agent.loop.trigger()

@@ -406,7 +406,12 @@ class IngestWriter:
             metrics.ingest_failed(len(rows))
             raise job.error
         assert job.result is not None
-        metrics.ingested(job.result.accepted, job.result.duplicates, time.perf_counter() - started)
+        lag = None
+        if job.result.accepted:  # duplicates were timed when first stored
+            lag = (self.now_ms() - min(row[TS] for row in rows)) / 1000
+        metrics.ingested(
+            job.result.accepted, job.result.duplicates, time.perf_counter() - started, lag
+        )
         if job.result.refused:
             metrics.usage_refused(r["reason"] for r in job.result.refused)
         return job.result

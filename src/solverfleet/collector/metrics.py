@@ -51,6 +51,14 @@ INGEST_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
     registry=None,
 )
+# Per committed batch: the collector's clock minus the oldest new event's ts_ms (when the agent
+# recorded it), i.e. how late usage reaches the store. Agents' clocks skew it by their offset.
+INGEST_LAG_SECONDS = Histogram(
+    "solverfleet_collector_ingest_lag_seconds",
+    "Age of the oldest event of each stored usage batch when it was stored.",
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 21600, 86400),
+    registry=None,
+)
 # kind: what the notification is about (notify/rules.py: zero, threshold); result: the delivery
 # attempt's outcome as notify_sender records it.
 NOTIFICATIONS_SENT = Counter(
@@ -83,6 +91,7 @@ SHARED = (
     USAGE_REFUSED,
     INGEST_BATCH_EVENTS,
     INGEST_SECONDS,
+    INGEST_LAG_SECONDS,
     NOTIFICATIONS_SENT,
     LEASES_GRANTED,
     LEASE_MICROS_GRANTED,
@@ -93,8 +102,10 @@ SHARED = (
 _STORED, _DUPLICATE, _FAILED = (USAGE_EVENTS.labels(r) for r in ("stored", "duplicate", "failed"))
 
 
-def ingested(accepted: int, duplicates: int, seconds: float) -> None:
-    """One usage batch committed."""
+def ingested(accepted: int, duplicates: int, seconds: float, lag: float | None = None) -> None:
+    """One usage batch committed; ``lag``: its oldest event's age (None: nothing new)."""
+    if lag is not None:
+        INGEST_LAG_SECONDS.observe(max(0.0, lag))
     _STORED.inc(accepted)
     _DUPLICATE.inc(duplicates)
     INGEST_BATCH_EVENTS.observe(accepted + duplicates)
@@ -129,6 +140,10 @@ class StoreCollector(_PromCollector):
     ``solverfleet_collector_report_lag_seconds``: now minus the ``received`` time of the newest
     stored usage event, i.e. how stale reports built from the store are. It grows while agents
     ship nothing (idle fleet or broken shipping); alert on it together with traffic.
+
+    ``solverfleet_collector_low_balance_keys{account, level}``: usable keys (key and user
+    active) at or below zero (``level="zero"``) or above zero and at or below the account's
+    enabled alert threshold (``level="threshold"``); one aggregate query per scrape.
     """
 
     def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
@@ -143,8 +158,14 @@ class StoreCollector(_PromCollector):
             "solverfleet_collector_report_lag_seconds",
             "Seconds since the newest stored usage event was received (absent before any).",
         )
+        low = GaugeMetricFamily(
+            "solverfleet_collector_low_balance_keys",
+            "Active keys at or below zero or their account's alert threshold, by account.",
+            labels=["account", "level"],
+        )
         try:
             newest = self._db.read(_newest_received_ms)
+            counts = self._db.read(_low_balance_counts)
         except Exception:  # any database failure: the rest of the scrape must still answer
             up.add_metric([], 0)
             yield up
@@ -154,12 +175,30 @@ class StoreCollector(_PromCollector):
         if newest is not None:
             lag.add_metric([], max(0.0, self._clock() - newest / 1000))
             yield lag
+        for account, zero, threshold in counts:
+            low.add_metric([account, "zero"], zero)
+            low.add_metric([account, "threshold"], threshold)
+        yield low
 
 
 def _newest_received_ms(tx) -> int | None:
     # The primary key, not MAX(received_ms): one index probe even with millions of rows.
     row = tx.one("SELECT received_ms FROM usage_events ORDER BY id DESC LIMIT 1")
     return None if row is None else int(row[0])
+
+
+def _low_balance_counts(tx) -> list[tuple[str, int, int]]:
+    # Accounts with no low key are left out (an absent series, not a 0 per account).
+    rows = tx.all(
+        "SELECT k.account,"
+        " SUM(CASE WHEN k.balance_micros <= 0 THEN 1 ELSE 0 END),"
+        " SUM(CASE WHEN k.balance_micros > 0 AND a.low_balance_enabled <> 0"
+        " AND k.balance_micros <= a.low_balance_threshold_micros THEN 1 ELSE 0 END)"
+        " FROM api_keys k JOIN users u ON u.id = k.user_id"
+        " LEFT JOIN accounts a ON a.id = k.account"
+        " WHERE k.active <> 0 AND u.active <> 0 GROUP BY k.account ORDER BY k.account"
+    )
+    return [(r[0], int(r[1] or 0), int(r[2] or 0)) for r in rows if r[1] or r[2]]
 
 
 def registry_for(db: Database, clock: Callable[[], float] = time.time) -> CollectorRegistry:

@@ -7,6 +7,8 @@ at this edge. Secrets and webhook URLs are never echoed in a message.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import ipaddress
 import re
@@ -211,7 +213,17 @@ class Fields(Problems):
         """The key that signs a webhook's deliveries."""
         if value is None:
             raise self.fail(path, "required: the key that signs deliveries (HMAC-SHA256)")
-        return self.secret_text(value, path, MIN_WEBHOOK_SECRET_LENGTH, "a webhook secret")
+        secret = self.secret_text(value, path, MIN_WEBHOOK_SECRET_LENGTH, "a webhook secret")
+        if secret.startswith("whsec_"):  # Standard Webhooks: the key is the base64 after it
+            try:
+                key = base64.b64decode(secret[6:], validate=True)
+            except (binascii.Error, ValueError):
+                key = b""
+            if len(key) < 16:
+                raise self.fail(
+                    path, f"a whsec_ secret must be base64 of at least 16 bytes{self.source(path)}"
+                )
+        return secret
 
     def secret_text(self, value: Any, path: str, min_length: int, what: str) -> str:
         # Never echo a secret, even a malformed one; name its ENV: source instead.

@@ -8,6 +8,7 @@ it, not a spend), so crossings are detected where ingest charges, in the same tr
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -19,6 +20,13 @@ _SEVERITY = {THRESHOLD: 1, ZERO: 2}
 
 WINDOW_MS = 5 * 60 * 1000  # at most one notification per account in any 5 minutes
 
+# Standard Webhooks (https://www.standardwebhooks.com): id, timestamp and signature.
+ID_HEADER = "webhook-id"
+STD_TIMESTAMP_HEADER = "webhook-timestamp"
+STD_SIGNATURE_HEADER = "webhook-signature"
+SECRET_PREFIX = "whsec_"
+# The headers of the first release, still sent so receivers built on them keep working
+# (docs/ARCHITECTURE.md, "Notifications"); new receivers verify the standard ones.
 SIGNATURE_HEADER = "X-Solverfleet-Signature"
 TIMESTAMP_HEADER = "X-Solverfleet-Timestamp"
 DELIVERY_HEADER = "X-Solverfleet-Delivery"
@@ -80,8 +88,24 @@ def body(notification: dict[str, Any]) -> bytes:
     return json.dumps(notification, separators=(",", ":"), sort_keys=True).encode("utf-8")
 
 
+def signing_key(secret: str) -> bytes:
+    """The HMAC key of a webhook secret: a ``whsec_<base64>`` secret (Standard Webhooks) is its
+    decoded bytes; any other secret is its own UTF-8 bytes (secrets of the first release)."""
+    if secret.startswith(SECRET_PREFIX):
+        return base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
+    return secret.encode("utf-8")
+
+
+def std_signature(secret: str, msg_id: str, timestamp: int, payload: bytes) -> str:
+    """``v1,`` + base64 HMAC-SHA256 over ``"<id>.<timestamp>.<body>"`` (Standard Webhooks)."""
+    signed = f"{msg_id}.{timestamp}.".encode() + payload
+    mac = hmac.new(signing_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode("ascii")
+
+
 def signature(secret: str, timestamp: int, payload: bytes) -> str:
-    """``sha256=`` + hex HMAC-SHA256 over ``"<timestamp>.<body>"`` with the target's secret.
+    """The first release's signature: ``sha256=`` + hex HMAC-SHA256 over
+    ``"<timestamp>.<body>"`` with the secret's UTF-8 bytes.
 
     The timestamp is inside the signed bytes, so a captured delivery cannot be replayed later
     under a fresh timestamp; receivers refuse timestamps far from their clock.
@@ -91,11 +115,16 @@ def signature(secret: str, timestamp: int, payload: bytes) -> str:
 
 
 def headers(secret: str, timestamp: int, payload: bytes, delivery_id: int) -> dict[str, str]:
+    # The delivery id is the same on every attempt, so a receiver dedupes on webhook-id.
+    msg_id = str(delivery_id)
     return {
         "Content-Type": "application/json",
         "User-Agent": "solverfleet-collector",
+        ID_HEADER: msg_id,
+        STD_TIMESTAMP_HEADER: str(timestamp),
+        STD_SIGNATURE_HEADER: std_signature(secret, msg_id, timestamp, payload),
         EVENT_HEADER: EVENT,
-        DELIVERY_HEADER: str(delivery_id),
+        DELIVERY_HEADER: msg_id,
         TIMESTAMP_HEADER: str(timestamp),
         SIGNATURE_HEADER: signature(secret, timestamp, payload),
     }

@@ -6,7 +6,7 @@ conditional UPDATE in a transaction — ``attempts + 1``, a fresh ``claim_token`
 ``next_attempt_ms`` moved past the send timeout — that only one sender can win, so collectors
 sharing a database never send the same attempt twice. A sender that dies mid-send leaves its
 claim to expire, and the attempt is made again: delivery is at least once, and receivers
-dedupe on ``X-Solverfleet-Delivery`` (the clocks of collectors sharing a database must agree
+dedupe on ``webhook-id`` (the clocks of collectors sharing a database must agree
 within ``CLAIM_MARGIN``). Failures wait ``notify_backoff_base * 2**n`` (capped) up to
 ``notify_max_attempts``; then the delivery is ``failed``.
 """
