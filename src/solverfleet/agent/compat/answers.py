@@ -1,4 +1,4 @@
-"""Every text the 2captcha protocol answers with, in one place (docs/PROTOCOL_2CAPTCHA.md).
+"""Every text the 2captcha protocol answers with, in one place (docs/PROTOCOLS.md).
 
 The protocol's words are its contract: client libraries compare them literally, so they are
 spelled once here and nowhere else. ``refusal_text`` maps a native refusal code to the nearest
