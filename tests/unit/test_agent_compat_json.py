@@ -9,9 +9,11 @@ from __future__ import annotations
 import base64
 import re
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
+from solverfleet.agent.compat import tasks_json
 from solverfleet.agent.compat.tasks import id_pattern
 from solverfleet.process import wait_until
 from tests.support.fake_collector import (  # noqa: F401
@@ -20,6 +22,7 @@ from tests.support.fake_collector import (  # noqa: F401
     fake_worker,
     standard_setup,
 )
+from tests.support.openapi import Spec
 from tests.unit.test_agent_compat import IMAGE, PAGE, env, ready, stubbed  # noqa: F401
 
 TURNSTILE = {"type": "TurnstileTaskProxyless", "websiteURL": PAGE, "websiteKey": "0x4AAAAAAA"}
@@ -239,3 +242,27 @@ def test_draining_is_no_slot(ready):  # noqa: F811
     ready.client.post("/admin/drain")
     assert error("ERROR_NO_SLOT_AVAILABLE")(call(ready, "/createTask", task=TURNSTILE))
     assert result(ready, task_id)["status"] == "ready"  # results are still delivered
+
+
+# ---- the words are written down ----------------------------------------------------------------
+
+
+def _doc_section(title):
+    text = (Path(__file__).parents[2] / "docs" / "PROTOCOLS.md").read_text()
+    return text.split(title, 1)[1].split("\n## ", 1)[0]
+
+
+def test_every_task_type_and_error_is_documented():
+    doc = _doc_section("## 2. The JSON task protocol")
+    types_table = doc.split("### Task types", 1)[1].split("###", 1)[0]
+    first_column = [row.split("|")[1] for row in types_table.splitlines() if row.startswith("| `")]
+    documented_types = set(re.findall(r"`(\w+)`", "".join(first_column)))
+    assert documented_types == set(tasks_json.TASK_TYPES)
+    spec = Spec.of("solverfleet.agent").doc["components"]["schemas"]
+    assert set(spec["CreateTaskRequest"]["properties"]["task"]["properties"]["type"]["enum"]) == (
+        set(tasks_json.TASK_TYPES))  # fmt: skip
+    errors_table = doc.split("### Errors", 1)[1].split("\n\n", 2)[1]
+    documented_errors = set(re.findall(r"^\| `(ERROR_[A-Z_]+)` \|", errors_table, re.M))
+    assert documented_errors == set(tasks_json.DESCRIPTIONS)
+    assert all(code in spec["TaskError"]["properties"]["errorCode"]["description"]
+               for code in documented_errors)  # fmt: skip

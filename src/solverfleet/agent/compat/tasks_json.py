@@ -5,22 +5,8 @@ object is translated into the ``in.php`` fields it means and parsed by methods.p
 both surfaces validate alike and hand the worker the same params. Pure and total: nothing here
 raises on bad input; every refusal is one of the error codes below.
 
-=================================  ===========  ===========================================
-``task.type`` (also ``...Proxyless``) slug      fields (-> in.php field)
-=================================  ===========  ===========================================
-RecaptchaV2Task, NoCaptchaTask     recaptcha-v2 websiteURL, websiteKey, isInvisible,
-                                                recaptchaDataSValue, pageAction
-RecaptchaV3TaskProxyless           recaptcha-v3 websiteURL, websiteKey, minScore, pageAction,
-                                                isEnterprise
-HCaptchaTask                       hcaptcha     websiteURL, websiteKey, isInvisible, data
-TurnstileTask                      turnstile    websiteURL, websiteKey, action, data, pagedata
-FunCaptchaTask                     funcaptcha   websiteURL, websitePublicKey,
-                                                funcaptchaApiJSSubdomain, data
-GeeTestTask                        geetest      websiteURL, gt, challenge,
-                                                geetestApiServerSubdomain
-ImageToTextTask                    image-to-text body, phrase, case, numeric, math,
-                                                minLength, maxLength, comment
-=================================  ===========  ===========================================
+``_TYPES`` below is the table of task types (kept in step with docs/PROTOCOLS.md): each
+``task.type`` names an in.php method and how its fields are called there.
 """
 
 from __future__ import annotations
