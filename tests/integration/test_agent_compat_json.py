@@ -4,7 +4,8 @@ Two real agents under gunicorn, a real collector and worker. The library is poin
 agent with its documented ``host`` and ``use_ssl`` arguments (nothing else is changed); each
 client creates tasks on, and polls, one agent, as a client behind the balancer's task-id
 routing does. Money is checked exactly: at the collector, and through the library's
-``getBalance`` on every agent.
+``getBalance`` on every agent. A second test runs the library over HTTPS against an agent
+with a certificate from a test CA (tests/integration/test_tls.py's fleet).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
+import requests
 from python_anticaptcha import (
     AnticaptchaClient,
     AnticaptchaException,
@@ -23,6 +25,7 @@ from python_anticaptcha import (
 )
 
 from solverfleet.process import wait_until
+from tests.integration.test_tls import Fleet, fleet  # noqa: F401 - the HTTPS fleet fixture
 from tests.support.fleet import key, micros, new_secret, team, user
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -32,7 +35,8 @@ IMAGE = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 2  # 520 bytes: over the 100-
 
 
 def _client(url: str, secret: str) -> AnticaptchaClient:
-    return AnticaptchaClient(secret, host=url.removeprefix("http://"), use_ssl=False)
+    scheme, host = url.split("://")
+    return AnticaptchaClient(secret, host=host, use_ssl=scheme == "https")
 
 
 def _tasks():
@@ -98,3 +102,23 @@ def test_public_client_solves_and_pays_exactly(fleet_factory):
     with pytest.raises(AnticaptchaException) as refused:
         clients[1].getTaskResult(jobs[0][1].task_id)
     assert refused.value.error_code == "ERROR_NO_SUCH_CAPCHA_ID"
+
+
+def test_public_client_over_https_with_the_fleet_ca(fleet: Fleet, monkeypatch):  # noqa: F811
+    """The library's own HTTPS (use_ssl, the default) trusts the fleet's CA through requests'
+    standard REQUESTS_CA_BUNDLE; an untrusted CA is refused."""
+    secret = new_secret("tasks-tls")
+    with fleet.admin() as admin:
+        admin.apply(team(user("alice", key("alice-web", secret, "1.00")), prices=PRICES))
+    agent_url, _ = fleet.start_agent("solver1", fleet.ca.ca_file)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(fleet.ca.ca_file))
+    client = _client(agent_url, secret)
+    job = client.createTask(_tasks()[0][1])
+    job.join(maximum_time=30, backoff=True)
+    assert job.get_solution_response().startswith("demo-")
+    want = Decimal("1.00") - Decimal(PRICES["recaptcha-v2"])
+    wait_until(lambda: Decimal(str(client.getBalance())) == want, timeout=10,
+               what="the price off the balance")  # fmt: skip
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(fleet.other_ca.ca_file))
+    with pytest.raises(requests.exceptions.SSLError):
+        _client(agent_url, secret).getBalance()
