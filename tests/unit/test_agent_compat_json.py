@@ -266,3 +266,15 @@ def test_every_task_type_and_error_is_documented():
     assert documented_errors == set(tasks_json.DESCRIPTIONS)
     assert all(code in spec["TaskError"]["properties"]["errorCode"]["description"]
                for code in documented_errors)  # fmt: skip
+
+
+def test_a_banned_address_is_blocked_even_with_a_valid_key(env):  # noqa: F811
+    env.start(trusted_proxies=("127.0.0.0/8",))
+    ip = {"X-Forwarded-For": "203.0.113.9"}
+    for n in range(5):
+        resp = env.client.post("/getBalance", json={"clientKey": f"bad{n}"}, headers=ip)
+        assert error("ERROR_KEY_DOES_NOT_EXIST")(resp.get_json())
+    body = {"clientKey": env.secrets["alice-web"], "task": TURNSTILE}
+    resp = env.client.post("/createTask", json=body, headers=ip)
+    assert resp.status_code == 200 and error("ERROR_IP_BLOCKED")(resp.get_json())
+    assert env.agent.tasks._tasks == {}

@@ -182,6 +182,7 @@ def _report() -> Response:
     task_id = _task_id(body)
     if task_id is None:
         return fail(answers.WRONG_ID_FORMAT)
+    compat_solve.sweep(agent)
     task = compat_solve.find(agent.tasks, auth[0], task_id)
     if task is None:
         return fail(answers.WRONG_ID)
