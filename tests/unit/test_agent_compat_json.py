@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from solverfleet.agent.compat import tasks_json
+from solverfleet.agent.compat import answers, tasks_json
 from solverfleet.agent.compat.tasks import id_pattern
 from solverfleet.process import wait_until
 from tests.support.fake_collector import (  # noqa: F401
@@ -278,3 +278,11 @@ def test_a_banned_address_is_blocked_even_with_a_valid_key(env):  # noqa: F811
     resp = env.client.post("/createTask", json=body, headers=ip)
     assert resp.status_code == 200 and error("ERROR_IP_BLOCKED")(resp.get_json())
     assert env.agent.tasks._tasks == {}
+
+
+def test_every_shared_refusal_has_a_documented_code():
+    texts = answers.PARSE_ERRORS | set(answers.REFUSALS.values()) | {
+        answers.WRONG_USER_KEY, answers.NO_SLOT, answers.UNSOLVABLE, answers.WRONG_ID,
+        answers.WRONG_ID_FORMAT, answers.DUPLICATE_REPORT, answers.REPORT_NOT_RECORDED}  # fmt: skip
+    for text in texts:
+        assert tasks_json.error_code(text) in tasks_json.DESCRIPTIONS, text
