@@ -2,7 +2,7 @@
 
 The client polls like the client libraries do. ``res.php`` goes to the agent that owns the
 task id, chosen with the same per-node regular expression the HAProxy rule uses
-(docs/PROTOCOL_2CAPTCHA.md), so this is the routing the load balancer does.
+(docs/PROTOCOLS.md), so this is the routing the load balancer does.
 """
 
 from __future__ import annotations

@@ -94,6 +94,13 @@ def test_json_logs_and_metrics_never_show_a_secret(fleet_factory):
         == "ERROR_ZERO_BALANCE"
     )
 
+    # JSON task protocol: the key travels in the body, also in one that is no JSON.
+    for body in ({"clientKey": rich}, {"clientKey": unknown, "task": {"type": "x"}}):
+        answer = requests.post(f"{agent}/getBalance", json=body, timeout=5).json()
+        assert answer["errorId"] == (0 if body["clientKey"] == rich else 1), answer
+    broken = requests.post(f"{agent}/createTask", data=f'{{"clientKey": "{rich}"', timeout=5)
+    assert broken.json()["errorCode"] == "ERROR_BAD_PARAMETERS"
+
     # Collector: wrong credentials, then the admin's own view.
     wrong = requests.get(f"{collector}/admin/v1/keys", headers=auth(unknown), timeout=5)
     assert wrong.status_code == 401

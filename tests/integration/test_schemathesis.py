@@ -32,6 +32,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from solverfleet.agent.compat import routes_json
 from tests.support.collector import key_config, make_app, sqlite_url, team_config, user_config
 from tests.support.fake_collector import (  # noqa: F401
     agent_app,
@@ -53,6 +54,9 @@ CHECKS = [
 ]
 # Drains the agent for good (every later call is a documented 503): covered in test_openapi.
 SKIPPED = {("POST", "/admin/drain")}
+JSON_TASK_PATHS = routes_json.PATHS
+JSON_TASK = {"type": "TurnstileTaskProxyless", "websiteURL": "https://shop.example/",
+             "websiteKey": "0x4AAAAAAA"}  # fmt: skip
 
 
 def _run(schema, credentials, deepen) -> Counter:
@@ -135,6 +139,11 @@ def test_agent_survives_generated_requests(agent_app):  # noqa: F811
             target = case.query if case.operation.method.upper() == "GET" else case.body
             if isinstance(target, dict):
                 target["key"] = good
+        # So does the JSON task protocol, in its body; a valid task reaches admission.
+        if case.operation.path in JSON_TASK_PATHS and isinstance(case.body, dict):
+            case.body["clientKey"] = good
+            if case.operation.path == "/createTask":
+                case.body["task"] = dict(JSON_TASK)
 
     deep = {("POST", "/solve", 200), ("GET", "/balance", 200), ("GET", "/admin/status", 200)}
     total = _report(_run(schema, credentials, deepen), deep)

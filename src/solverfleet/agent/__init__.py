@@ -31,9 +31,9 @@ def create_app(settings: AgentSettings | None = None, *, start_background: bool 
     app.extensions["solverfleet.agent"] = agent
     app.register_blueprint(routes.bp)
     registry = routes_obs.register(app, agent)  # /metrics, /openapi.json, request ids
-    compat.register(app, agent, registry)  # in.php / res.php
+    compat.register(app, agent, registry)  # in.php / res.php, createTask / getTaskResult
     # A surface with its own protocol answers its paths' errors first; JSON errors otherwise.
-    routes.register_errors(app, surfaces=(compat.protocol_error,))
+    routes.register_errors(app, surfaces=compat.protocol_errors)
     if start_background:
         agent.start()
     return app

@@ -43,7 +43,7 @@ class AgentSettings:
     lease_calls: int = 20  # a balance lease covers at least this many calls
     lease_seconds: float = 5.0  # ... or this many seconds of observed spend
     lease_idle: float = 60.0  # s without demand before a lease is given back
-    # The 2captcha-style surface (in.php/res.php, see docs/PROTOCOL_2CAPTCHA.md).
+    # The 2captcha-style surface (in.php/res.php, see docs/PROTOCOLS.md).
     node_id: int = 0  # 1..999, leading digits of task ids (LB routes res.php by it); 0 = derive
     compat_result_ttl: float = 600.0  # s a finished task's result stays fetchable
     compat_max_tasks: int = 10_000  # pending + finished tasks kept in memory; over it: no slot

@@ -1,8 +1,10 @@
-"""The 2captcha-style surface: ``/in.php`` and ``/res.php`` (docs/PROTOCOL_2CAPTCHA.md).
+"""The client protocols of existing captcha services (docs/PROTOCOLS.md): the classic
+``/in.php`` / ``/res.php`` and the JSON task protocol (``/createTask``, ``/getTaskResult``, ...).
 
-routes.py speaks HTTP, methods.py turns parameters into a solve body, solve.py runs a task's
-life on the native solve machinery, tasks.py keeps tasks in memory, answers.py spells every
-protocol text. ``register`` attaches all of it to an app and its agent.
+routes.py speaks the classic HTTP, routes_json.py the JSON one (tasks_json.py: its task types
+and words); methods.py turns parameters into a solve body, solve.py runs a task's life on the
+native solve machinery, tasks.py keeps tasks in memory (one store for both protocols),
+answers.py spells every classic protocol text. ``register`` attaches all of it to an app.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from solverfleet.agent.compat import routes, solve
+from solverfleet.agent.compat import routes, routes_json, solve
 from solverfleet.agent.compat.tasks import TaskStore
 from solverfleet.agent.gauges import gauge
 
@@ -23,7 +25,8 @@ if TYPE_CHECKING:
 
     from solverfleet.agent.lifecycle import Agent
 
-protocol_error = routes.protocol_error  # the surface's own error answers (HTTP 200 texts)
+# Each protocol answers its own paths' framework errors (HTTP 200, in its own words).
+protocol_errors = (routes.protocol_error, routes_json.protocol_error)
 
 
 class TasksCollector(Collector):
@@ -32,7 +35,9 @@ class TasksCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield gauge(
-            "solverfleet_agent_compat_tasks", "in.php tasks held in memory.", len(self._tasks)
+            "solverfleet_agent_compat_tasks",
+            "in.php and createTask tasks held in memory.",
+            len(self._tasks),
         )
 
 
@@ -43,4 +48,5 @@ def register(app: Flask, agent: Agent, registry: CollectorRegistry) -> None:
     agent.tasks = TaskStore(settings.node_id, settings.compat_result_ttl, settings.compat_max_tasks)
     registry.register(TasksCollector(agent.tasks))
     app.register_blueprint(routes.bp)
+    app.register_blueprint(routes_json.bp)
     agent.stop_hooks.append(lambda: solve.abandon_all(agent))

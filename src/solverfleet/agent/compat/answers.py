@@ -1,4 +1,4 @@
-"""Every text the 2captcha protocol answers with, in one place (docs/PROTOCOL_2CAPTCHA.md).
+"""Every text the 2captcha protocol answers with, in one place (docs/PROTOCOLS.md).
 
 The protocol's words are its contract: client libraries compare them literally, so they are
 spelled once here and nowhere else. ``refusal_text`` maps a native refusal code to the nearest
@@ -26,6 +26,8 @@ WRONG_ID_FORMAT = "ERROR_WRONG_ID_FORMAT"
 EMPTY_ACTION = "ERROR_EMPTY_ACTION"
 IP_NOT_ALLOWED = "ERROR_IP_NOT_ALLOWED"
 IP_BANNED = "IP_BANNED"  # 2captcha's own text for it: no ERROR_ prefix
+KEY_DOES_NOT_EXIST = "ERROR_KEY_DOES_NOT_EXIST"
+ZERO_BALANCE = "ERROR_ZERO_BALANCE"
 
 # tasks (solve.py)
 NOT_READY = "CAPCHA_NOT_READY"
@@ -39,16 +41,16 @@ DUPLICATE_REPORT = "ERROR_DUPLICATE_REPORT"
 # Native refusal code -> the protocol's nearest answer.
 REFUSALS = {
     "ip_banned": IP_BANNED,
-    "invalid_key": "ERROR_KEY_DOES_NOT_EXIST",
-    "key_disabled": "ERROR_KEY_DOES_NOT_EXIST",
-    "key_expired": "ERROR_KEY_DOES_NOT_EXIST",
-    "user_disabled": "ERROR_KEY_DOES_NOT_EXIST",
+    "invalid_key": KEY_DOES_NOT_EXIST,
+    "key_disabled": KEY_DOES_NOT_EXIST,
+    "key_expired": KEY_DOES_NOT_EXIST,
+    "user_disabled": KEY_DOES_NOT_EXIST,
     "unknown_type": BAD_PARAMETERS,
     "type_not_allowed": BAD_PARAMETERS,
     "ip_not_allowed": IP_NOT_ALLOWED,
     "cpm_exceeded": NO_SLOT,
     "daily_limit_reached": NO_SLOT,
-    "insufficient_balance": "ERROR_ZERO_BALANCE",
+    "insufficient_balance": ZERO_BALANCE,
     # not_ready (no key data yet) and anything else: NO_SLOT, try again (another agent)
 }
 

@@ -1,7 +1,7 @@
 """``in.php`` parameters -> our solve body (captcha type slug, target URL, worker params).
 
 Pure and total: ``parse_task`` never raises; it returns a ``TaskSpec`` or one of the
-protocol's error texts. The table (kept in step with docs/PROTOCOL_2CAPTCHA.md):
+protocol's error texts. The table (kept in step with docs/PROTOCOLS.md):
 
 =============  ===========  ==============  =========================================
 method         condition    type slug       required (-> worker param)

@@ -1,4 +1,4 @@
-"""The 2captcha-style surface: ``/in.php`` and ``/res.php`` (docs/PROTOCOL_2CAPTCHA.md).
+"""The 2captcha-style surface: ``/in.php`` and ``/res.php`` (docs/PROTOCOLS.md).
 
 Existing client libraries speak it unchanged. Every answer is HTTP 200: ``OK|...``,
 ``CAPCHA_NOT_READY``, a bare balance or an ``ERROR_*`` text, or with ``json=1`` the same as

@@ -3,7 +3,7 @@
 Task ids are numeric (client libraries parse them as integers) and start with this agent's
 ``node_id``, followed by exactly ``SUFFIX_DIGITS`` random digits: the id's length tells where
 the node id ends, so the load balancer can route ``res.php?id=`` to the owning agent with one
-regular expression per server (docs/PROTOCOL_2CAPTCHA.md). Random digits, not a counter: an
+regular expression per server (docs/PROTOCOLS.md). Random digits, not a counter: an
 id of a previous process is not handed out again, and ids are not guessable.
 
 A finished task stays fetchable for ``ttl`` seconds (from when it finished), then expires.
