@@ -37,7 +37,10 @@ WEIGHTS = {
     "partition": 2,
     "heal": 3,
     "crash": 2,
+    "stop": 1,
     "restart": 3,
+    "outage": 1,
+    "recover": 2,
     "deliver_delayed": 2,
     "collector_restart": 1,
     "topup": 2,
@@ -56,6 +59,7 @@ FAULT_SETS = [
     {"drop_answer": 0.3},
     {"duplicate": 0.5, "delay": 0.2},
     {"drop_request": 0.15, "drop_answer": 0.15, "duplicate": 0.2, "delay": 0.1},
+    {"delay": 1.0},  # a stalled path: every request arrives late (deliver_delayed), reordered
 ]
 
 
@@ -90,9 +94,9 @@ def generate(seed: int, steps: int = STEPS) -> list[tuple]:
             ops.append((name, rng.choice(KEY_IDS), rng.choice([None, 20_000, 60_000])))
         elif name == "probe":
             ops.append((name, a, rng.choice(KEY_IDS)))
-        elif name in ("tick", "collector_restart", "deliver_delayed", "heal"):
+        elif name in ("tick", "collector_restart", "deliver_delayed", "heal", "outage", "recover"):
             ops.append((name,) if name != "heal" else (name, a))
-        else:  # sync, partition, crash, restart
+        else:  # sync, partition, crash, stop, restart
             ops.append((name, a))
     return ops
 
@@ -128,13 +132,23 @@ def apply(sim: Sim, op: tuple) -> None:
             agents[args[0]].crash()
             sim.crash_windows.add(int(sim.clock() // 60))
             sim.stats.fault("agent_crash")
+    elif name == "stop":
+        agent = agents[args[0]]
+        if agent.up:
+            outcomes = random.Random(sim.clock())
+            while agent.in_flight:  # drain: the calls in flight finish first
+                sim.finish(agent, 0, outcomes.random() < 0.8)
+            agent.stop()
+    elif name == "outage":
+        sim.outage = True
+        sim.stats.fault("outage")
+    elif name == "recover":
+        sim.outage = False
     elif name == "restart":
         if not agents[args[0]].up:
             agents[args[0]].start()
     elif name == "deliver_delayed":
-        pending, sim.delayed = sim.delayed, []
-        for path, body in pending:
-            sim.deliver(path, body)
+        sim.deliver_delayed()
     elif name == "collector_restart":
         sim.restart_collector()
         sim.stats.fault("collector_restart")
@@ -172,7 +186,7 @@ def probe(sim: Sim, agent, key: str) -> None:
     """Promise 10 once the reclaim window passed: with no faults, after SETTLE_ROUNDS rounds of
     every agent, a call the model says the fleet can afford is admitted (waiting at most
     PROBE_WAITS rounds, each a round of every agent: the others hand back what they hold)."""
-    if not agent.up or any(a.net.partitioned or a.net.faults for a in sim.agents):
+    if sim.outage or not agent.up or any(a.net.partitioned or a.net.faults for a in sim.agents):
         return
     if any(not a.up for a in sim.agents):
         return
@@ -206,14 +220,13 @@ def probe(sim: Sim, agent, key: str) -> None:
 def drain(sim: Sim, rng: random.Random) -> None:
     """Quiescence: heal the network, restart crashed agents, finish every call, deliver what
     was delayed, ship everything and sync until nothing moves."""
+    sim.outage = False
     for agent in sim.agents:
         agent.net.partitioned = False
         agent.net.faults = {}
         if not agent.up:
             agent.start()
-    pending, sim.delayed = sim.delayed, []
-    for path, body in pending:
-        sim.deliver(path, body)
+    sim.deliver_delayed()
     for agent in sim.agents:
         while agent.in_flight:
             sim.finish(agent, 0, rng.random() < 0.8)

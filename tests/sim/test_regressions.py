@@ -155,3 +155,72 @@ def test_expired_lease_of_a_dead_agent_overdraws_the_key() -> None:
     for i in range(16):
         ops += [("call", i % 2, "k1", 3), ("finish", i % 2, 0, True)]
     _replay(ops, 1)
+
+
+def test_a_late_reset_voids_what_the_agent_was_granted_since() -> None:
+    """Finding 6 (constructed after the simulator learned to delay sync requests). a0 restarts;
+    its first reset sync is held up in the network (the agent times out), the retry resets and
+    a0 is granted a lease of k1 and spends from it. Then the late reset arrives and voids that
+    lease; a1 and a2 are granted the whole balance and spend it, while a0 still spends what it
+    believes it holds: k1 ends below zero with no call in flight. Fixed: a process resets once
+    (a reset from the instance already recorded is a retry or a late copy)."""
+    ops: list[tuple] = [
+        ("daily", "u0", None),
+        ("tick",),
+        ("crash", 0),
+        ("restart", 0),
+        ("faults", 0, 5, 1),
+        ("sync", 0),
+        ("heal", 0),
+        ("sync", 0),
+        ("sync", 0),
+        ("call", 0, "k1", 5),
+        ("finish", 0, 0, True),
+        ("deliver_delayed",),
+    ]
+    for _ in range(8):
+        ops += [("call", 1, "k1", 3), ("finish", 1, 0, True)]
+        ops += [("call", 2, "k1", 3), ("finish", 2, 0, True)]
+    for _ in range(8):
+        ops += [("call", 0, "k1", 0), ("finish", 0, 0, True)]
+    _replay(ops, 6)
+
+
+def test_a_duplicated_sync_returns_daily_tokens_twice() -> None:
+    """Finding 7, seed 2058808999 (shrunk from 200 ops to 28), once sync requests could be
+    duplicated (fault set 4: a proxy's retry; the agent hears one answer). a2 hands back daily
+    tokens of u0 it has not spent; the request is applied twice, so the collector takes back
+    twice the return from a lease whose unshipped successes it cannot see, and shares the
+    tokens again: 11 successes on a day limited to 10. Fixed: requests carry a per-process
+    ``seq``; a repeat changes nothing (collector/requestorder.py)."""
+    ops: list[tuple] = [
+        ("tick",),
+        ("call", 0, "k0", 2),
+        ("call", 2, "k0", 4),
+        ("probe", 2, "k0"),
+        ("advance", 30),
+        ("tick",),
+        ("call", 2, "k0", 2),
+        ("sync", 0),
+        ("call", 2, "k1", 4),
+        ("call", 0, "k1", 4),
+        ("cpm", "k1", 6),
+        ("call", 0, "k0", 1),
+        ("call", 0, "k1", 4),
+        ("finish", 0, 469, True),
+        ("probe", 2, "k0"),
+        ("call", 1, "k0", 1),
+        ("finish", 0, 486, True),
+        ("faults", 2, 4, 171656205),
+        ("finish", 2, 704, False),
+        ("call", 0, "k1", 2),
+        ("call", 2, "k0", 4),
+        ("finish", 0, 527, True),
+        ("daily", "u0", 10),
+        ("finish", 0, 581, True),
+        ("tick",),
+        ("tick",),
+        ("call", 1, "k0", 1),
+        ("call", 0, "k2", 4),
+    ]
+    _replay(ops, 2058808999)

@@ -96,21 +96,25 @@ class SimNet:
         if self.partitioned:
             sim.stats.fault("partitioned_request")
             raise CollectorError("partitioned")
+        if sim.outage:  # the collector (or its database) is down: 503, nothing applied
+            sim.stats.fault("outage_request")
+            raise CollectorError("503 Service Unavailable", 503)
         body = json.loads(json.dumps(payload))  # what goes over the wire
         roll = self.rng.random
         if roll() < self.faults.get("drop_request", 0):
             sim.stats.fault("drop_request")
             raise CollectorError("request lost")
-        if path == "/agent/v1/usage" and roll() < self.faults.get("delay", 0):
-            sim.stats.fault("delay_usage")
+        kind = path.rsplit("/", 1)[1]
+        if roll() < self.faults.get("delay", 0):
+            sim.stats.fault("delay_" + kind)
             sim.delayed.append((path, body))  # arrives later, after the agent gave up on it
             raise CollectorError("timed out")
         answer = sim.deliver(path, body)
-        if path == "/agent/v1/usage" and roll() < self.faults.get("duplicate", 0):
-            sim.stats.fault("duplicate_usage")
-            sim.deliver(path, body)
+        if roll() < self.faults.get("duplicate", 0):
+            sim.stats.fault("duplicate_" + kind)  # a retry by a proxy: the agent hears one
+            answer = sim.deliver(path, body)
         if roll() < self.faults.get("drop_answer", 0):
-            sim.stats.fault("drop_answer_" + path.rsplit("/", 1)[1])
+            sim.stats.fault("drop_answer_" + kind)
             if isinstance(answer, dict) and answer.get("reclaim"):
                 sim.stats.fault("reclaim_order_lost")  # finding 3: never sent again
             raise CollectorError("answer lost")
@@ -151,12 +155,25 @@ class SimAgent:
             self.keystore,
             self.limiter,
             self.shipper,
-            f"{self.id}-{self.incarnation}",
+            f"{int(self.sim.clock() * 1000):013d}-{self.id}-{self.incarnation}",
             stats=lambda: {"in_flight": len(self.in_flight), "spool_backlog": self.spool.pending},
             clock=self.sim.clock,
             monotonic=self.sim.clock,
         )
         self.up = True
+
+    def stop(self) -> None:
+        """A graceful stop (``Agent.shutdown``), its calls already finished: ship the spool,
+        return the leases (either may fail under faults), keep the spool directory."""
+        try:
+            for _ in range(50):  # bounded: 7 events a batch
+                if self.shipper.ship_batch(None) == 0:
+                    break
+            self.sim.stats.fault("release" if self.loop.release(5.0) else "release_empty")
+        except CollectorError:
+            self.sim.stats.fault("release_failed")
+        self.spool.close()
+        self.up = False
 
     def crash(self) -> None:
         """kill -9: memory (leases, holds, in-flight calls) gone, the spool directory kept."""
@@ -189,6 +206,7 @@ class Sim:
         self.h = make_app(self.db_url, self.clock, lease_ttl=TTL)
         self.stats = Stats()
         self.delayed: list[tuple[str, dict]] = []
+        self.outage = False
         # the model
         self.cpm = {k: c for k, (_, _, c) in KEYS.items()}
         self.daily = dict(USERS)
@@ -276,6 +294,17 @@ class Sim:
         if response.status_code != 200:
             raise CollectorError(f"{path}: {response.status_code}", response.status_code)
         return response.get_json()
+
+    def deliver_delayed(self) -> None:
+        """Requests held up in the network arrive, in a shuffled order; their answers reach
+        nobody (the agents gave up on them). A refusal (a stale request) is fine."""
+        pending, self.delayed = self.delayed, []
+        random.Random(len(pending)).shuffle(pending)
+        for path, body in pending:
+            try:
+                self.deliver(path, body)
+            except CollectorError:
+                self.stats.fault("late_request_refused")
 
     def admin(self, method: str, path: str, **kw: Any) -> dict:
         response = self.h.admin(method, path, **kw)

@@ -305,7 +305,9 @@ class AppHarness:
         return response.get_json()
 
     def sync(self, agent_id: str = "a1", leases: list | None = None, **body: Any) -> dict:
-        payload = {"agent_id": agent_id, "instance": f"{agent_id}-i", "leases": leases or []}
+        # A reset is a new process: a new instance (a process resets once; leases.py).
+        instance = f"{agent_id}-{uuid.uuid4().hex[:8]}" if body.get("reset") else f"{agent_id}-i"
+        payload = {"agent_id": agent_id, "instance": instance, "leases": leases or []}
         payload.update(body)
         response = self.agent("POST", "/agent/v1/sync", json=payload)
         assert response.status_code == 200, response.get_json()

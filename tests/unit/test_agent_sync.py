@@ -183,3 +183,36 @@ def test_trigger_runs_a_round_at_once(setup):
     agent.loop.trigger()
     assert agent.loop.wait_round(number, timeout=5)
     assert len(collector.calls("sync")) >= 2
+
+
+def test_an_unanswered_return_is_sent_again_with_its_seq(setup):
+    """A sync that hands leases back and gets no answer (5xx, timeout) is sent again as it
+    was, same seq: the collector applies it once either way (collector/requestorder.py), so
+    nothing handed back is lost or returned twice. A 4xx (refused whole) is not repeated."""
+    collector, secrets, make = setup
+    agent = make(lease_idle=0.001)
+    agent.loop.run_once()
+    admit(agent, secrets["alice-web"])
+    agent.loop.run_once()  # granted
+    time.sleep(0.01)  # past lease_idle: the next round hands the lease back
+    collector.sync_down, collector.sync_status = True, 503
+    assert not agent.loop.run_once()  # idle: the lease goes back, the answer does not come
+    failed = collector.calls("sync")[-1]
+    assert any(item.get("return_micros") for item in failed["leases"])
+    assert not agent.loop.run_once()
+    collector.sync_down = False
+    assert agent.loop.run_once()
+    again, retried = collector.calls("sync")[-2:]
+    for body in (again, retried):
+        assert (body["seq"], body["leases"]) == (failed["seq"], failed["leases"])
+    agent.loop.run_once()
+    assert collector.calls("sync")[-1]["seq"] == failed["seq"] + 1
+    assert collector.leased("alice-web") == 0  # returned once
+    collector.sync_down, collector.sync_status = True, 400
+    admit(agent, secrets["alice-web"])
+    agent.loop.run_once()
+    agent.loop.run_once()
+    collector.sync_down = False
+    before = collector.calls("sync")[-1]["seq"]
+    agent.loop.run_once()
+    assert collector.calls("sync")[-1]["seq"] > before

@@ -36,13 +36,17 @@ class LeaseLedger(RuleBasedStateMachine):
         self.balance = {k: 50_000 for k in KEYS}
         self.held = {(a, k): 0 for a in AGENTS for k in KEYS}  # what each agent believes
         self.last_seen = {a: self.clock() for a in AGENTS}
+        self.incarnation: dict[str, int] = {}
 
     def teardown(self) -> None:
         self.h.db.close()
         self.tmp.cleanup()
 
     def _sync(self, agent: str, requests: list[LeaseRequest], reset: bool = False) -> None:
-        req = SyncRequest(agent, f"{agent}-i", None, reset, None, requests)
+        if reset:  # a new process: a new instance (a process resets once)
+            self.incarnation[agent] = self.incarnation.get(agent, 0) + 1
+        instance = f"{agent}-{self.incarnation.get(agent, 0)}"
+        req = SyncRequest(agent, instance, None, reset, None, requests)
         result = leases.sync_leases(self.h.db, req, now_ms=self.h.state.now_ms(), ttl_ms=TTL * 1000)
         self.last_seen[agent] = self.clock()
         if reset:

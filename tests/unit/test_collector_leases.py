@@ -333,3 +333,62 @@ def test_agents_are_listed(collector_app: AppHarness) -> None:
             "leases": "none",
         }
     ]
+
+
+def test_a_process_resets_once(collector_app: AppHarness) -> None:
+    """A second reset from the same instance (a retry, a proxy's duplicate, a late copy) does not
+    void what the agent was granted since its first (simulator finding 6)."""
+    h = collector_app
+    h.apply(team_config())
+    h.sync("a1", [bal(want=100_000)], instance="p1", reset=True)
+    assert leased(h) == 100_000
+    again = h.sync("a1", [bal()], instance="p1", reset=True)["grants"][0]
+    assert (again["held_micros"], leased(h)) == (100_000, 100_000)
+    h.sync("a1", [bal()], instance="p2", reset=True)  # a new process
+    assert leased(h) == 0
+
+
+def test_a_repeated_or_late_request_changes_no_lease(collector_app: AppHarness) -> None:
+    """Each lease change is applied once, by the current process (collector/requestorder.py):
+    a proxy's duplicate, a copy delivered after newer requests, or a replaced process's late
+    request answers what is held and moves nothing."""
+    h = collector_app
+    h.apply(team_config([user_config("alice", [key_config("alice-web")], daily_limit=10)]))
+    old, new = "1765555555000-old", "1765555556000-new"
+    h.sync("a1", [bal(want=100_000), daily(want=4)], instance=old, seq=1, reset=True)
+    give_back = [bal(ret=30_000), daily(ret=2)]
+    h.sync("a1", give_back, instance=old, seq=2)
+    assert leased(h) == 70_000
+    repeat = h.sync("a1", give_back, instance=old, seq=2)["grants"]
+    assert (repeat[0]["held_micros"], repeat[1]["held"], leased(h)) == (70_000, 2, 70_000)
+    h.sync("a1", [], instance=old, seq=3)  # no lease items: nothing to judge
+    assert h.sync("a1", give_back, instance=old, seq=1)["grants"][1]["held"] == 2
+    assert leased(h) == 70_000
+    # a new process resets; the old one's late requests (a reset among them) change nothing
+    h.sync("a1", [bal(want=20_000)], instance=new, seq=1, reset=True)
+    assert leased(h) == 20_000
+    h.sync("a1", [bal(ret=20_000)], instance=old, seq=9)
+    h.sync("a1", [bal()], instance=old, seq=10, reset=True)
+    assert leased(h) == 20_000
+    agents = h.admin("GET", "/admin/v1/agents").json["agents"]
+    assert agents[0]["instance"] == new  # a replaced process is not even a heartbeat
+    # its late release returns nothing either
+    late = h.agent(
+        "POST",
+        "/agent/v1/release",
+        json={"agent_id": "a1", "instance": old, "seq": 11, "leases": [bal(ret=20_000)]},
+    )
+    assert late.json["returned"][0]["returned_micros"] == 0
+    assert leased(h) == 20_000
+
+
+def test_requests_without_seq_are_taken_as_they_come(collector_app: AppHarness) -> None:
+    """Agents older than the request order (no seq): every return applies, as before."""
+    h = collector_app
+    h.apply(team_config())
+    h.sync("a1", [bal(want=100_000)], instance="legacy-uuid", reset=True)
+    h.sync("a1", [bal(ret=10_000)], instance="legacy-uuid")
+    h.sync("a1", [bal(ret=10_000)], instance="legacy-uuid")
+    assert leased(h) == 80_000
+    bad = h.agent("POST", "/agent/v1/sync", json={"agent_id": "a1", "seq": 0})
+    assert bad.status_code == 400 and "seq" in bad.json["message"]

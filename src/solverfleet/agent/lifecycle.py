@@ -49,7 +49,9 @@ class Agent:
         state = Path(settings.state_dir)
         state.mkdir(parents=True, exist_ok=True)
         self._lock_fd = _lock_state_dir(state)
-        self.instance = str(uuid.uuid4())
+        # Starts with the start time: the collector tells a replaced process's late requests
+        # from the current one's by it (collector/requestorder.py).
+        self.instance = f"{int(time.time() * 1000):013d}-{uuid.uuid4()}"
         self.started = time.monotonic()
         self.trusted = parse_nets(settings.trusted_proxies)
         self.allowance = settings.offline_allowance_micros

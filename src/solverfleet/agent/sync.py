@@ -51,6 +51,8 @@ class FleetLoop:
         self.limiter = limiter
         self.shipper = shipper
         self.instance = instance
+        self._seq = 0  # numbers this process's requests, so a late or repeated one is known
+        self._unanswered: dict[str, Any] | None = None  # a lease-changing request to send again
         self.stats = stats
         self.clock = clock
         self.monotonic = monotonic  # backoffs, last_ok, the watch list (a simulator's seam)
@@ -166,27 +168,41 @@ class FleetLoop:
     def _sync(self) -> bool:
         snap = self.keystore.snapshot
         now = self.clock()
-        leases = self.limiter.lease_requests(snap, now, self.settings.lease_idle) if snap else []
-        payload = {
-            "agent_id": self.settings.agent_id,
-            "instance": self.instance,
-            "release": __version__,
-            "reset": not self.reset_done,
-            "config_version": None if snap is None else snap.version,
-            "leases": leases,
-            "watch": self._watch_list(),
-            "stats": self.stats(),
-        }
+        payload = self._unanswered
+        if payload is not None:
+            # The last request changed leases (returns, hand-backs) and got no answer: it may
+            # or may not have been applied. Sent again as it was, same seq: the collector
+            # applies it once either way (requestorder.py), so nothing handed back is lost.
+            payload = {**payload, "stats": self.stats()}
+        else:
+            idle = self.settings.lease_idle
+            leases = self.limiter.lease_requests(snap, now, idle) if snap else []
+            payload = {
+                "agent_id": self.settings.agent_id,
+                "instance": self.instance,
+                "release": __version__,
+                "reset": not self.reset_done,
+                "seq": self._next_seq(),
+                "config_version": None if snap is None else snap.version,
+                "leases": leases,
+                "watch": self._watch_list(),
+                "stats": self.stats(),
+            }
+        self._unanswered = payload if payload["leases"] else None
         try:
             answer = self.client.post("/agent/v1/sync", payload)
             grants = answer.get("grants") or []
             balances = answer.get("balances") or {}
         except (CollectorError, AttributeError) as exc:
+            status = getattr(exc, "status", None)
+            if status is not None and status < 500:
+                self._unanswered = None  # refused whole (4xx): nothing was applied
             self.limiter.sync_failed()
             self.online = False
-            self.refused = getattr(exc, "status", None) in (401, 403)
+            self.refused = status in (401, 403)
             self._note_error(f"sync failed: {exc}")
             return False
+        self._unanswered = None
         try:
             self.limiter.apply_grants(grants)
             self.balances.update({str(k): int(v) for k, v in balances.items()})
@@ -223,11 +239,20 @@ class FleetLoop:
             log.warning("%s", message)
             self._last_error = message
 
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
     def release(self, timeout: float) -> list[Any]:
         """Give every unspent lease back (graceful stop); returns what the collector took."""
         leases = self.limiter.release_all(self.clock())
         if not leases:
             return []
-        payload = {"agent_id": self.settings.agent_id, "instance": self.instance, "leases": leases}
+        payload = {
+            "agent_id": self.settings.agent_id,
+            "instance": self.instance,
+            "seq": self._next_seq(),
+            "leases": leases,
+        }
         answer = self.client.post("/agent/v1/release", payload, timeout)
         return list(answer.get("returned") or [])

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from solverfleet.collector import accounts, audit, reclaim, voiding
+from solverfleet.collector import accounts, audit, reclaim, requestorder, voiding
 from solverfleet.collector.prices import Accepted
 from solverfleet.collector.protocol import LeaseRequest, ReleaseRequest, SyncRequest
 from solverfleet.collector.reclaim import BALANCE, CPM, DAILY
@@ -237,10 +237,21 @@ def sync_leases(db: Database, req: SyncRequest, *, now_ms: int, ttl_ms: int) -> 
     now_win = now_ms // 60_000
 
     def work(tx: Tx) -> dict:
-        _touch_agent(tx, req, now_ms)  # first: locks our own row (see lock order above)
+        # First: our own row (see lock order above). A duplicate, a late copy or a replaced
+        # process's request changes no lease (requestorder.py).
+        changes = req.reset or bool(req.leases)
+        order = requestorder.standing(tx, agent, req.instance, req.seq, req.reset, changes)
+        if order.current:
+            _touch_agent(tx, req, now_ms)
+        if order.record:
+            requestorder.record(tx, agent, req.seq)
+        if order.stale:
+            for lease in req.leases:
+                requestorder.neutral(lease)
+        reset = order.reset
         silent = voiding.silent(tx, agent, now_ms - ttl_ms)
-        back = not req.reset and voiding.holds(tx, agent) == voiding.QUARANTINED
-        mine = [agent] if req.reset or back else []
+        back = not reset and voiding.holds(tx, agent) == voiding.QUARANTINED
+        mine = [agent] if reset or back else []
         void_keys, void_users = voiding.targets(tx, [*silent, *mine])
         want_keys = [r.key_id for r in req.leases if r.kind in ("balance", "cpm")]
         keys = _lock_keys(tx, [*void_keys, *want_keys])
@@ -248,7 +259,7 @@ def sync_leases(db: Database, req: SyncRequest, *, now_ms: int, ttl_ms: int) -> 
             tx, [*void_users, *(r.user_id for r in req.leases if r.kind == "daily")]
         )
         voiding.quarantine(tx, silent)
-        if req.reset:
+        if reset:
             voiding.void(tx, [agent])
         elif back:
             voiding.lift(tx, agent)
@@ -374,11 +385,12 @@ def release(db: Database, req: ReleaseRequest, *, now_ms: int) -> list[dict]:
     the agent holds now belongs to the new instance."""
 
     def work(tx: Tx) -> list[dict]:
-        row = tx.one(
-            "SELECT instance FROM agents WHERE agent_id = ?" + tx.dialect.for_update,
-            (req.agent_id,),
-        )
-        replaced = bool(row and row[0] and req.instance and row[0] != req.instance)
+        order = requestorder.standing(tx, req.agent_id, req.instance, req.seq, False, True)
+        if order.record and not order.other:
+            requestorder.record(tx, req.agent_id, req.seq)
+        # Only the recorded instance may return: another one (older, or of unknown age) has
+        # been replaced, and what the agent id holds now belongs to the new process.
+        replaced = order.stale or order.other
         keys = _lock_keys(tx, [r.key_id for r in req.leases if r.kind == "balance"])
         users = _lock_users(tx, [r.user_id for r in req.leases if r.kind == "daily"])
         out = []

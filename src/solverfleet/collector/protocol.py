@@ -17,6 +17,7 @@ MAX_LEASES = 10_000
 MAX_WATCH = 100_000
 MAX_ID = 128
 MAX_AMOUNT = 10**15
+MAX_SEQ = 2**53 - 1  # exact in every JSON reader
 
 
 def text(value: Any, path: str, *, required: bool = True, limit: int = MAX_ID) -> str | None:
@@ -86,6 +87,7 @@ class SyncRequest:
     watch: list[str] = field(default_factory=list)
     in_flight: int | None = None
     spool_backlog: int | None = None
+    seq: int | None = None  # per-process request number (requestorder.py)
 
 
 def flag(value: Any, path: str) -> bool:
@@ -158,6 +160,7 @@ def sync_request(data: Any) -> SyncRequest:
         watch=[text(k, f"watch[{i}]") for i, k in enumerate(watch)],
         in_flight=integer(stats.get("in_flight"), "stats.in_flight", default=0),
         spool_backlog=integer(stats.get("spool_backlog"), "stats.spool_backlog", default=0),
+        seq=sequence(data.get("seq")),
     )
 
 
@@ -166,6 +169,11 @@ class ReleaseRequest:
     agent_id: str
     instance: str | None
     leases: list[LeaseRequest]
+    seq: int | None = None
+
+
+def sequence(value: Any) -> int | None:
+    return None if value is None else integer(value, "seq", low=1, high=MAX_SEQ)
 
 
 def release_request(data: Any) -> ReleaseRequest:
@@ -177,4 +185,5 @@ def release_request(data: Any) -> ReleaseRequest:
             lease_request(item, f"leases[{i}]", for_release=True)
             for i, item in enumerate(listing(data.get("leases"), "leases", MAX_LEASES))
         ],
+        seq=sequence(data.get("seq")),
     )

@@ -120,6 +120,10 @@ def _v10_lease_reclaim(tx: Tx) -> None:
     _add_columns(tx, schema_billing.V10_COLUMNS)
 
 
+def _v13_request_order(tx: Tx) -> None:
+    _add_columns(tx, schema_billing.V13_COLUMNS)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial schema", _v1_initial),
     Migration(4, "key rotation, ledger actor, admin API tokens", _v4_keys_tokens_access),
@@ -131,6 +135,7 @@ MIGRATIONS: list[Migration] = [
     Migration(8, "audit log of admin changes", _v8_audit_log),
     Migration(9, "per-account prices and type aliases", _v9_account_prices),
     Migration(10, "lease reclaim orders, settled leases", _v10_lease_reclaim),
+    Migration(13, "sync request order: per-process request numbers", _v13_request_order),
 ]
 
 

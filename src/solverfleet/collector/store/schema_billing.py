@@ -143,3 +143,7 @@ V10_COLUMNS: dict[str, list[tuple[str, str]]] = {
     "lease_cpm": [("settled", "SMALLINT NOT NULL DEFAULT 0")],
     "lease_daily": [("settled", "SMALLINT NOT NULL DEFAULT 0")],
 }
+
+# ``sync_seq``: the last request number of the agent's current process that changed leases;
+# a request at or below it is a duplicate or a late copy and changes nothing (requestorder.py).
+V13_COLUMNS: dict[str, list[tuple[str, str]]] = {"agents": [("sync_seq", "BIGINT")]}
