@@ -7,6 +7,7 @@ import pytest
 
 from solverfleet.collector.store import (
     Database,
+    StoreError,
     StoreFull,
     StoreUnavailable,
     UrlError,
@@ -177,3 +178,12 @@ def test_sqlite_full_is_store_full(tmp_path) -> None:
         assert db.read(lambda tx: tx.scalar("SELECT COUNT(*) FROM prices")) == 0
     finally:
         db.close()
+
+
+def test_errors_opening_a_connection_are_store_errors(tmp_path) -> None:
+    """A thread's first query opens its connection: a failure there is a StoreError (503, and
+    retried by a booting worker when it is a lock), never a raw driver error (500, or a
+    worker that fails to boot and takes gunicorn's master down with it)."""
+    db = Database(f"sqlite:///{tmp_path / 'missing-dir' / 'c.db'}")
+    with pytest.raises(StoreError, match="unable to open"):
+        db.read(lambda tx: tx.scalar("SELECT 1"))

@@ -269,7 +269,13 @@ class Database:
     def connection(self) -> Any:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._connect()
+            try:
+                conn = self._connect()
+            except (sqlite3.Error, pymysql.err.MySQLError) as exc:
+                # Opening is part of the request (a thread's first one, a worker's boot): a
+                # lock met by its PRAGMAs is "busy" like any other, never an unhandled error.
+                err = self._classify(exc, committing=False)
+                raise StoreUnavailable(err.reason) if isinstance(err, _Retry) else err from exc
             self._local.conn = conn
         return conn
 
