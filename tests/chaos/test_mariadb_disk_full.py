@@ -31,19 +31,18 @@ pytestmark = [
 ]
 
 OPENING = "500.00"
-# Small enough to fill at once, large enough for the server (redo log 16 MiB, system tables).
-TMPFS = "160m"
-SMALL = (
-    "--innodb-log-file-size=16M",
-    "--innodb-buffer-pool-size=64M",
-    # A file per table, each grown in small steps: the usage table meets the full disk soon.
-    "--innodb-file-per-table=1",
-)
+TMPFS = "16m"
+# A file per table, grown in small steps: the usage table meets the full disk at once. The
+# database's directory is a symlink into the tmpfs; the server's own files (system tablespace
+# with the undo logs, redo log, error log) stay on the real disk, as on a server whose data
+# volume fills up.
+OPTIONS = ("--innodb-file-per-table=1", "--symbolic-links=1")
+DATABASE = "full"
 
 
 @pytest.fixture
 def small_disk() -> Iterator[Path]:
-    """A 160 MiB tmpfs under a new temporary directory; unmounted at teardown."""
+    """A 16 MiB tmpfs under a new temporary directory; unmounted at teardown."""
     if os.geteuid() != 0 or binaries() is None:
         pytest.skip("needs root (mount) and MariaDB")
     mount = Path(tempfile.mkdtemp(prefix="sf-full-"))
@@ -57,7 +56,7 @@ def small_disk() -> Iterator[Path]:
 
 @pytest.fixture
 def own_mariadb(small_disk: Path) -> Iterator[MariaDBServer]:
-    server = MariaDBServer(small_disk / "m", extra_args=SMALL).start()
+    server = MariaDBServer(extra_args=OPTIONS).start()
     try:
         yield server
     finally:
@@ -65,9 +64,12 @@ def own_mariadb(small_disk: Path) -> Iterator[MariaDBServer]:
 
 
 @pytest.fixture
-def store_url(own_mariadb: MariaDBServer) -> str:
-    """Overrides tests/support/fleet.py's SQLite/MariaDB parameter: this fault is MariaDB's."""
-    return own_mariadb.create_database()
+def store_url(own_mariadb: MariaDBServer, small_disk: Path) -> str:
+    """Overrides tests/support/fleet.py's SQLite/MariaDB parameter: this fault is MariaDB's.
+    A directory in the datadir is a database: this one lives on the small disk."""
+    (small_disk / DATABASE).mkdir()
+    (own_mariadb.datadir / DATABASE).symlink_to(small_disk / DATABASE)
+    return own_mariadb.url_for(DATABASE)
 
 
 def _fill(disk: Path) -> Path:
