@@ -119,8 +119,8 @@ class MariaDBServer:
             "--max-connections=400",
             "--max-allowed-packet=64M",
             "--skip-log-bin",
-            *self.extra_args,
             *(DURABLE_OPTIONS if self.durable else FAST_OPTIONS),
+            *self.extra_args,  # last: a test's options win over the defaults above
         ]
         self.service = Service(self.name, argv, log_dir=self.base).start()
         try:

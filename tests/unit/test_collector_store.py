@@ -7,6 +7,8 @@ import pytest
 
 from solverfleet.collector.store import (
     Database,
+    StoreError,
+    StoreFull,
     StoreUnavailable,
     UrlError,
     current_version,
@@ -125,3 +127,63 @@ def test_deadlock_is_retried_and_lock_timeout_is_unavailable(empty_db_url: str) 
             db.transaction(times_out)
     finally:
         db.close()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        pymysql.err.OperationalError(1021, "Disk full (/var/tmp/#sql_1.MAI); waiting for someone"),
+        pymysql.err.OperationalError(1114, "The table 'usage_events' is full"),
+        pymysql.err.InternalError(3, "Error writing file './binlog.000002' (Errcode: 28)"),
+        pymysql.err.OperationalError(1030, 'Got error 28 "No space left on device" from engine'),
+        pymysql.err.OperationalError(1878, "Temporary file write failure (errno: 28)"),
+    ],
+    ids=["1021", "1114", "3", "1030", "1878"],
+)
+def test_mysql_disk_full_is_store_full(tmp_path, error: Exception) -> None:
+    """MariaDB out of space is a 503 that says so (StoreFull), never a 500."""
+    db = Database(f"sqlite:///{tmp_path / 'x.db'}")
+
+    def fails(tx):
+        raise error
+
+    try:
+        with pytest.raises(StoreFull, match="disk full"):
+            db.transaction(fails)
+        # A write error that is not about space stays a plain store error.
+        with pytest.raises(Exception) as other:
+            db.transaction(lambda tx: fails_with(pymysql.err.InternalError(3, "Errcode: 13")))
+        assert not isinstance(other.value, StoreFull)
+    finally:
+        db.close()
+
+
+def fails_with(error: Exception) -> None:
+    raise error
+
+
+def test_sqlite_full_is_store_full(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'full.db'}"
+    migrate(url)
+    db = Database(url)
+    try:
+        db.connection().execute("PRAGMA max_page_count = 40")  # a database that cannot grow
+        rows = [(f"type-{i:05d}-" + "x" * 200, i) for i in range(2000)]
+        with pytest.raises(StoreFull):
+            db.transaction(
+                lambda tx: tx.executemany(
+                    "INSERT INTO prices (type, price_micros) VALUES (?, ?)", rows
+                )
+            )
+        assert db.read(lambda tx: tx.scalar("SELECT COUNT(*) FROM prices")) == 0
+    finally:
+        db.close()
+
+
+def test_errors_opening_a_connection_are_store_errors(tmp_path) -> None:
+    """A thread's first query opens its connection: a failure there is a StoreError (503, and
+    retried by a booting worker when it is a lock), never a raw driver error (500, or a
+    worker that fails to boot and takes gunicorn's master down with it)."""
+    db = Database(f"sqlite:///{tmp_path / 'missing-dir' / 'c.db'}")
+    with pytest.raises(StoreError, match="unable to open"):
+        db.read(lambda tx: tx.scalar("SELECT 1"))

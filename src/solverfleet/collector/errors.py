@@ -11,7 +11,7 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from solverfleet.collector.problems import ConfigInvalid, Invalid, Problem
-from solverfleet.collector.store import StoreError, StoreUnavailable
+from solverfleet.collector.store import StoreError, StoreFull, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,15 @@ def register(app: Flask) -> None:
         if exc.code == 413:
             code, message = "too_large", _too_large()
         return error_response(exc.code or 500, code, message)
+
+    @app.errorhandler(StoreFull)
+    def _full(exc: StoreFull) -> Response:
+        log.error("database full: %s", exc)
+        response = error_response(
+            503, "store_full", "database disk full, nothing was changed; retry later"
+        )
+        response.headers["Retry-After"] = "5"
+        return response
 
     @app.errorhandler(StoreUnavailable)
     def _unavailable(exc: StoreUnavailable) -> Response:

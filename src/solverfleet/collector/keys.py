@@ -60,17 +60,41 @@ def validate(
     return key
 
 
-def _validate_for(tx: Tx, fields: dict[str, Any], user_id: Any) -> dict:
-    """``validate`` against the prices and aliases of ``user_id``'s account."""
+def _context(tx: Tx, user_id: Any) -> tuple:
+    """What validating a key of ``user_id`` depends on: its account's priced types and
+    aliases (as ``(priced, aliases)``), read cheaply."""
     row = (
         tx.one("SELECT account FROM users WHERE id = ?", (user_id,))
         if isinstance(user_id, str)
         else None
     )
     account = None if row is None else row[0]
-    aliases = prices.read_aliases(tx).get(account or "")
-    priced = prices.priced_types(tx, account)
+    return prices.priced_types(tx, account), prices.read_aliases(tx).get(account or "")
+
+
+def _prevalidate(db: Database, fields: dict[str, Any], user_id: Any) -> tuple[tuple, dict]:
+    """``validate`` before the write transaction (it can be slow on large lists, and a write
+    transaction must stay short: agents sync through the same database); returns the context
+    it used, which ``_validated`` re-reads inside the transaction."""
+    context = db.read(lambda tx: _context(tx, user_id))
+    priced, aliases = context
+    return context, validate(fields, user_id=user_id, priced=priced, aliases=aliases)
+
+
+def _validate_in(tx: Tx, fields: dict[str, Any], user_id: Any) -> dict:
+    """``validate`` against the prices and aliases of ``user_id``'s account, inside ``tx``."""
+    priced, aliases = _context(tx, user_id)
     return validate(fields, user_id=user_id, priced=priced, aliases=aliases)
+
+
+def _validated(tx: Tx, early: tuple[tuple, dict], fields: dict[str, Any], user_id: Any) -> dict:
+    """The key ``_prevalidate`` made, or validated again if prices or aliases changed since
+    (rare: only then is the slow work inside the transaction)."""
+    context, key = early
+    now = _context(tx, user_id)
+    if now == context:
+        return key
+    return validate(fields, user_id=user_id, priced=now[0], aliases=now[1])
 
 
 def _new_id(user_id: Any) -> str:
@@ -113,9 +137,10 @@ def create(
     if fields.get("id") is None:
         fields["id"] = _new_id(user_id)
     secret = keyhash.generate_secret()
+    early = _prevalidate(db, fields, user_id)
 
     def work(tx: Tx) -> str:
-        key = _validate_for(tx, fields, user_id)
+        key = _validated(tx, early, fields, user_id)
         user = tx.one("SELECT account FROM users WHERE id = ?" + tx.dialect.for_update, (user_id,))
         if user is None:
             raise Invalid(f"user {user_id!r} does not exist", "unknown_user")
@@ -172,6 +197,10 @@ def update_limits(
         raise Invalid(f"unknown field(s): {', '.join(unknown)}", "unknown_field")
     if not data:
         raise Invalid(f"nothing to change: give any of {', '.join(LIMIT_FIELDS)}", "invalid")
+    owner = db.read(lambda tx: tx.one("SELECT user_id FROM api_keys WHERE id = ?", (key_id,)))
+    fields = {**data, "id": key_id}
+    # Validated before the transaction (see _prevalidate); a key of an unknown id is a 404.
+    early = _prevalidate(db, fields, owner[0]) if owner is not None else None
 
     def work(tx: Tx) -> list[str]:
         rows = tx.dicts(
@@ -182,7 +211,10 @@ def update_limits(
         if not rows:
             raise NotFound(f"key {key_id!r} does not exist")
         row = accounts.key_row(rows[0])
-        key = _validate_for(tx, {**data, "id": key_id}, row["user_id"])
+        if early is None or row["user_id"] != owner[0]:
+            key = _validate_in(tx, fields, row["user_id"])
+        else:
+            key = _validated(tx, early, fields, row["user_id"])
         changed = [f for f in LIMIT_FIELDS if f in data and key[f] != accounts.key_field(f, row)]
         if changed:
             values: dict[str, Any] = {}

@@ -4,6 +4,7 @@ MySQL (dialect), tables (schema), migrations."""
 from solverfleet.collector.store.db import (
     Database,
     StoreError,
+    StoreFull,
     StoreUnavailable,
     Tx,
     UrlError,
@@ -16,6 +17,7 @@ __all__ = [
     "MIGRATIONS",
     "Database",
     "StoreError",
+    "StoreFull",
     "StoreUnavailable",
     "Tx",
     "UrlError",

@@ -40,6 +40,13 @@ _MYSQL_RETRY = {1213}
 _MYSQL_BUSY = {1205}
 # Connection-level failures: the connection is dropped; the server rolled back anything open.
 _MYSQL_GONE = {2003, 2006, 2013, 2055, 1927, 1053, 4031}
+# The server's disk (data, temp or binlog) is full: 1021 disk full and 1114 table is full
+# always; 3 / 1026 error writing a file, 1030 storage engine error, 1878 temp file write
+# failed, 1598 binlog write failed when they name ENOSPC (errno 28). Answered 503 (retry
+# later), like any store error: nothing was committed.
+_MYSQL_FULL = {1021, 1114}
+_MYSQL_WRITE = {3, 1026, 1030, 1598, 1878}
+_ENOSPC_TEXT = ("errno: 28", "errcode: 28", "error 28", "no space left")
 
 
 class StoreError(RuntimeError):
@@ -48,6 +55,10 @@ class StoreError(RuntimeError):
 
 class StoreUnavailable(StoreError):
     """The database cannot be reached or stays locked; safe to retry later."""
+
+
+class StoreFull(StoreUnavailable):
+    """The database's disk or a table is full: nothing was written; retry once space returns."""
 
 
 class UrlError(ValueError):
@@ -258,7 +269,13 @@ class Database:
     def connection(self) -> Any:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._connect()
+            try:
+                conn = self._connect()
+            except (sqlite3.Error, pymysql.err.MySQLError) as exc:
+                # Opening is part of the request (a thread's first one, a worker's boot): a
+                # lock met by its PRAGMAs is "busy" like any other, never an unhandled error.
+                err = self._classify(exc, committing=False)
+                raise StoreUnavailable(err.reason) if isinstance(err, _Retry) else err from exc
             self._local.conn = conn
         return conn
 
@@ -322,6 +339,8 @@ class Database:
 
     def _classify(self, exc: BaseException, committing: bool) -> BaseException:
         """Map driver errors to retry / unavailable; leave everything else as it is."""
+        if _disk_full(exc):
+            return StoreFull(f"database disk full: {exc}")
         if isinstance(exc, sqlite3.OperationalError):
             text = str(exc).lower()
             if "locked" in text or "busy" in text:
@@ -375,6 +394,18 @@ class Database:
 
     def ping(self) -> None:
         self.read(lambda tx: tx.scalar("SELECT 1"))
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """A driver error that says the database ran out of space (SQLITE_FULL, ENOSPC, ...)."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return "full" in str(exc).lower()  # "database or disk is full"
+    if not isinstance(exc, pymysql.err.MySQLError) or not exc.args:
+        return False
+    text = str(exc.args[-1]).lower()
+    if exc.args[0] in _MYSQL_FULL:
+        return True
+    return exc.args[0] in _MYSQL_WRITE and any(t in text for t in _ENOSPC_TEXT)
 
 
 class _Retry(Exception):
