@@ -19,7 +19,7 @@ from typing import Any
 
 from solverfleet import __version__
 from solverfleet.agent.fleetclient import CollectorError, FleetClient
-from solverfleet.agent.keystore import KeyStore, SnapshotError, parse_snapshot
+from solverfleet.agent.keystore import KeyStore, SnapshotError, apply_delta, parse_snapshot
 from solverfleet.agent.limiter import Limiter
 from solverfleet.agent.settings import AgentSettings
 from solverfleet.agent.shipper import Backoff, Shipper
@@ -173,6 +173,7 @@ class FleetLoop:
             "release": __version__,
             "reset": not self.reset_done,
             "config_version": None if snap is None else snap.version,
+            "deltas": True,  # we apply what changed since config_version (keystore.apply_delta)
             "leases": leases,
             "watch": self._watch_list(),
             "stats": self.stats(),
@@ -195,9 +196,13 @@ class FleetLoop:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             self._note_error(f"sync answer malformed: {exc!r}")
             return False
-        if answer.get("config") is not None:
+        config, delta = answer.get("config"), answer.get("delta")
+        if config is not None or (snap is not None and delta is not None):
             try:
-                fresh = parse_snapshot(answer["config_version"], answer["config"])
+                if config is not None:
+                    fresh = parse_snapshot(answer["config_version"], config)
+                else:
+                    fresh = apply_delta(snap, answer["config_version"], delta)
                 self.keystore.replace(fresh)
                 self.limiter.refresh(snap, fresh)
             except (SnapshotError, KeyError, TypeError, ValueError) as exc:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from solverfleet.collector import accounts, reclaim
+from solverfleet.collector import configdelta, reclaim
 from solverfleet.collector.prices import Accepted
 from solverfleet.collector.protocol import LeaseRequest, ReleaseRequest, SyncRequest
 from solverfleet.collector.reclaim import BALANCE, CPM, DAILY
@@ -366,18 +366,10 @@ def sync(db: Database, req: SyncRequest, *, now_ms: int, ttl_ms: int) -> dict:
     """The full answer to ``POST /agent/v1/sync``."""
     result = sync_leases(db, req, now_ms=now_ms, ttl_ms=ttl_ms)
 
-    # The snapshot is read after the lease transaction, version first: if a change commits in
-    # between, the agent gets newer data under an older number and simply fetches again.
-    def read(tx: Tx) -> tuple[int, dict | None]:
-        version = accounts.config_version(tx)
-        if req.config_version == version:
-            return version, None
-        return version, accounts.snapshot(tx)
-
-    version, config = db.read(read)
+    # The config is read after the lease transaction (see configdelta.answer).
+    config = db.read(lambda tx: configdelta.answer(tx, req.config_version, req.deltas))
     return {
-        "config_version": version,
-        "config": config,
+        **config,
         "grants": result["grants"],
         "balances": result["balances"],
         "reclaim": result["reclaim"],

@@ -82,6 +82,7 @@ class SyncRequest:
     release: str | None
     reset: bool
     config_version: int | None
+    deltas: bool = False  # the agent applies config deltas (configdelta.py); old ones do not
     leases: list[LeaseRequest] = field(default_factory=list)
     watch: list[str] = field(default_factory=list)
     in_flight: int | None = None
@@ -151,6 +152,7 @@ def sync_request(data: Any) -> SyncRequest:
         release=text(data.get("release"), "release", required=False, limit=64),
         reset=reset,
         config_version=None if version is None else integer(version, "config_version"),
+        deltas=flag(data.get("deltas"), "deltas"),
         leases=[
             lease_request(item, f"leases[{i}]")
             for i, item in enumerate(listing(data.get("leases"), "leases", MAX_LEASES))

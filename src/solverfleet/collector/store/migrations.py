@@ -120,6 +120,13 @@ def _v10_lease_reclaim(tx: Tx) -> None:
     _add_columns(tx, schema_billing.V10_COLUMNS)
 
 
+def _v11_config_changes(tx: Tx) -> None:
+    _create_tables(tx, schema_billing.V11_TABLES)
+    _add_columns(tx, schema_billing.V11_COLUMNS)
+    # Nothing before now is logged: an agent at an older version gets the full snapshot.
+    tx.execute("UPDATE config_state SET log_floor = version WHERE id = 1")
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial schema", _v1_initial),
     Migration(4, "key rotation, ledger actor, admin API tokens", _v4_keys_tokens_access),
@@ -131,6 +138,7 @@ MIGRATIONS: list[Migration] = [
     Migration(8, "audit log of admin changes", _v8_audit_log),
     Migration(9, "per-account prices and type aliases", _v9_account_prices),
     Migration(10, "lease reclaim orders, settled leases", _v10_lease_reclaim),
+    Migration(11, "config change log (sync deltas)", _v11_config_changes),
 ]
 
 

@@ -1,0 +1,104 @@
+"""Config deltas: what changed since an agent's config version, instead of the full snapshot.
+
+Every config change logs (version, kind, ident) rows in ``config_changes`` in its own
+transaction (``accounts.bump_version``). A sync that says it understands deltas and carries
+a version the log still covers gets only the changed keys and users (their current rows),
+the ids of deleted ones, and the whole price section if any price or alias changed (it is
+small). Everything else gets the full snapshot: a first sync (no version), an agent newer
+than the collector (a restored database), one older than the log, or one so far behind that
+the delta would be as big as the snapshot.
+
+The log is bounded: versions older than ``KEEP_VERSIONS`` are pruned, and a change of more
+than ``MAX_DELTA`` items is not logged at all (it moves the log's floor past itself, so an
+agent behind it gets the snapshot it would have needed anyway).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from solverfleet.collector import accounts
+from solverfleet.collector.store import Tx, chunks
+
+KEY, USER, PRICING = "key", "user", "pricing"
+KEEP_VERSIONS = 1000  # versions of changes kept in the log
+PRUNE_EVERY = 50  # versions between two prunes (a prune is one indexed DELETE)
+MAX_DELTA = 5000  # changed items beyond which an agent gets the full snapshot
+
+
+def record(tx: Tx, version: int, changes: Iterable[tuple[str, str]]) -> None:
+    """Log what ``version`` changed: (kind, ident) pairs, kind one of KEY, USER, PRICING."""
+    rows = sorted(set(changes))
+    for kind, _ in rows:
+        if kind not in (KEY, USER, PRICING):
+            raise ValueError(f"unknown config change kind {kind!r}")
+    if len(rows) > MAX_DELTA:
+        _raise_floor(tx, version)
+    else:
+        for chunk in chunks(rows, 300):  # 3 parameters a row: under SQLite's old 999
+            values = ", ".join("(?, ?, ?)" for _ in chunk)
+            tx.execute(
+                f"INSERT INTO config_changes (version, kind, ident) VALUES {values}",
+                [x for kind, ident in chunk for x in (version, kind, ident)],
+            )
+    if version % PRUNE_EVERY == 0 and version > KEEP_VERSIONS:
+        _raise_floor(tx, version - KEEP_VERSIONS)
+
+
+def _raise_floor(tx: Tx, floor: int) -> None:
+    tx.execute("DELETE FROM config_changes WHERE version <= ?", (floor,))
+    tx.execute(
+        "UPDATE config_state SET log_floor = ? WHERE id = 1 AND log_floor < ?", (floor, floor)
+    )
+
+
+def answer(tx: Tx, since: int | None, deltas: bool) -> dict:
+    """The config part of a sync answer for an agent at version ``since``.
+
+    ``{"config_version": v, "config": snapshot | None}``, plus ``"delta"`` when the agent
+    said it understands deltas (``deltas``) and one can be given. The version is read first:
+    a change committing meanwhile is shipped again at the next sync (applying is idempotent).
+    """
+    version, floor = tx.one("SELECT version, log_floor FROM config_state WHERE id = 1")
+    version, floor = int(version), int(floor)
+    if since == version:
+        return {"config_version": version, "config": None}
+    changed = None
+    if deltas and since is not None and floor <= since < version:
+        changed = _changed(tx, since)
+    if changed is None:
+        return {"config_version": version, "config": accounts.snapshot(tx)}
+    return {"config_version": version, "config": None, "delta": _delta(tx, changed)}
+
+
+def _changed(tx: Tx, since: int) -> dict[str, list[str]] | None:
+    """Idents changed after ``since`` by kind; None when too many for a delta."""
+    rows = tx.all(
+        "SELECT DISTINCT kind, ident FROM config_changes WHERE version > ? LIMIT ?",
+        (since, MAX_DELTA + 1),
+    )
+    if len(rows) > MAX_DELTA:
+        return None
+    out: dict[str, list[str]] = {KEY: [], USER: [], PRICING: []}
+    for kind, ident in rows:
+        out[kind].append(ident)
+    return out
+
+
+def _delta(tx: Tx, changed: dict[str, list[str]]) -> dict:
+    keys, users = [], []
+    for chunk in chunks(sorted(changed[KEY])):
+        keys += accounts.agent_keys(tx, list(chunk))
+    for chunk in chunks(sorted(changed[USER])):
+        users += accounts.agent_users(tx, list(chunk))
+    live_keys, live_users = {k["id"] for k in keys}, {u["id"] for u in users}
+    delta: dict = {
+        "keys": keys,
+        "users": users,
+        # Gone (a deleted key is a tombstone no read finds): agents drop them.
+        "deleted_keys": sorted(set(changed[KEY]) - live_keys),
+        "deleted_users": sorted(set(changed[USER]) - live_users),
+    }
+    if changed[PRICING]:
+        delta["pricing"] = accounts.agent_pricing(tx)
+    return delta
