@@ -183,3 +183,26 @@ def test_trigger_runs_a_round_at_once(setup):
     agent.loop.trigger()
     assert agent.loop.wait_round(number, timeout=5)
     assert len(collector.calls("sync")) >= 2
+
+
+def test_a_delta_answer_changes_only_the_keys_it_names(setup):
+    collector, secrets, make = setup
+    agent = make()
+    assert agent.loop.run_once()
+    before = agent.keystore.snapshot
+    assert collector.calls("sync")[0]["deltas"] is True  # the agent says it applies deltas
+    off = {**collector.keys["alice-web"], "active": False}
+    real_sync = collector.sync
+    collector.sync = lambda body: {
+        **real_sync(body),
+        "config_version": before.version + 1,
+        "config": None,
+        "delta": {"keys": [off], "deleted_keys": ["bob-web"]},
+    }
+    assert agent.loop.run_once()
+    snap = agent.keystore.snapshot
+    assert snap.version == before.version + 1
+    assert not snap.keys["alice-web"].active and "bob-web" not in snap.keys
+    assert snap.keys["alice-poor"] is before.keys["alice-poor"]  # the rest is kept as it was
+    assert admit(agent, secrets["alice-web"]).code == "key_disabled"
+    assert admit(agent, secrets["bob-web"]).code == "invalid_key"
