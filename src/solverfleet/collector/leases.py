@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from solverfleet.collector import configdelta, reclaim
+from solverfleet.collector.heartbeat import Heartbeats
 from solverfleet.collector.prices import Accepted
 from solverfleet.collector.protocol import LeaseRequest, ReleaseRequest, SyncRequest
 from solverfleet.collector.reclaim import BALANCE, CPM, DAILY
@@ -362,14 +363,37 @@ def _balances(tx: Tx, agent: str, key_ids: list[str]) -> dict[str, int]:
     return out
 
 
-def sync(db: Database, req: SyncRequest, *, now_ms: int, ttl_ms: int) -> dict:
-    """The full answer to ``POST /agent/v1/sync``."""
-    result = sync_leases(db, req, now_ms=now_ms, ttl_ms=ttl_ms)
+def sync(
+    db: Database,
+    req: SyncRequest,
+    *,
+    now_ms: int,
+    ttl_ms: int,
+    heartbeats: Heartbeats | None = None,
+) -> dict:
+    """The full answer to ``POST /agent/v1/sync``. With ``heartbeats``, an idle sync is one
+    read transaction (see heartbeat.py)."""
 
+    def config(tx: Tx) -> dict:
+        return configdelta.answer(tx, req.config_version, req.deltas)
+
+    if heartbeats is not None and heartbeats.idle(req, now_ms):
+
+        def idle(tx: Tx) -> dict:
+            return {
+                **config(tx),
+                "grants": [],
+                "balances": _balances(tx, req.agent_id, req.watch),
+                "reclaim": reclaim.pending(tx, req.agent_id),  # orders from others' syncs
+            }
+
+        return {**db.read(idle), "server_time": now_ms / 1000}
+    result = sync_leases(db, req, now_ms=now_ms, ttl_ms=ttl_ms)
+    if heartbeats is not None:
+        heartbeats.persisted(req, now_ms)
     # The config is read after the lease transaction (see configdelta.answer).
-    config = db.read(lambda tx: configdelta.answer(tx, req.config_version, req.deltas))
     return {
-        **config,
+        **db.read(config),
         "grants": result["grants"],
         "balances": result["balances"],
         "reclaim": result["reclaim"],
