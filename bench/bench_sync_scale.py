@@ -1,0 +1,149 @@
+"""Sync cost at scale, in process: collector CPU per idle sync and per admin change, agent
+work per change and agent memory per key, each beside its baseline measured in the same run.
+
+One collector app on SQLite (tmpfs when there is one) with ``--keys`` keys in 10 accounts.
+Figures are CPU time (``time.process_time``) of this process, which runs the collector's
+sync code directly, or its Flask app through the test client (routing, auth, JSON; no HTTP
+server, no gunicorn):
+
+- idle sync: an agent up to date, nothing leased; baseline: every sync writes its heartbeat
+  (``heartbeats=None``, or a persist interval of 0: the code before collector/heartbeat.py).
+- admin change: one top-up, then each agent's sync answer built and JSON-encoded; baseline:
+  the full snapshot (an agent that does not send ``deltas``).
+- agent: parsing the full snapshot beside applying the one-key delta, and tracemalloc's bytes
+  per key of a parsed snapshot.
+
+    .venv/bin/python bench/bench_sync_scale.py [--keys 20000] [--syncs 400] [--changes 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+from common import machine, table
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from solverfleet.agent.keystore import apply_delta, parse_snapshot  # noqa: E402
+from solverfleet.collector import leases  # noqa: E402
+from solverfleet.collector.heartbeat import Heartbeats  # noqa: E402
+from solverfleet.collector.protocol import sync_request  # noqa: E402
+from tests.support.collector import (  # noqa: E402
+    key_config,
+    make_app,
+    sqlite_url,
+    team_config,
+    user_config,
+)
+
+ACCOUNTS = 10
+
+
+def populate(h, keys: int) -> None:
+    per = keys // ACCOUNTS
+    for a in range(ACCOUNTS):
+        users = [
+            user_config(f"u{a}-{u}", [key_config(f"k{a}-{u}-{i}", "5.00") for i in range(10)])
+            for u in range(per // 10)
+        ]
+        h.apply(team_config(users, account=f"acct{a}"))
+
+
+def cpu_ms(fn, n: int) -> float:
+    start = time.process_time()
+    for _ in range(n):
+        fn()
+    return (time.process_time() - start) * 1000 / n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--keys", type=int, default=20_000)
+    parser.add_argument("--syncs", type=int, default=400)
+    parser.add_argument("--changes", type=int, default=5)
+    args = parser.parse_args()
+    shm = "/dev/shm" if Path("/dev/shm").is_dir() else None
+    with tempfile.TemporaryDirectory(prefix="sf-bench-", dir=shm) as tmp:
+        h = make_app(sqlite_url(Path(tmp) / "c.db"))
+        populate(h, args.keys)
+        db, now = h.db, h.state.now_ms
+        ttl = h.state.ttl_ms
+        first = h.sync("a1", config_version=None, deltas=True)
+        version, config = first["config_version"], first["config"]
+
+        def body(deltas: bool, at: int) -> dict:
+            return {"agent_id": "a1", "instance": "i", "config_version": at, "deltas": deltas}
+
+        beats = Heartbeats(ttl)
+        idle_req = sync_request(body(True, version))
+        idle_old = cpu_ms(lambda: leases.sync(db, idle_req, now_ms=now(), ttl_ms=ttl), args.syncs)
+        idle_new = cpu_ms(
+            lambda: leases.sync(db, idle_req, now_ms=now(), ttl_ms=ttl, heartbeats=beats),
+            args.syncs,
+        )
+        beats_app = h.state.heartbeats
+        interval, beats_app.interval_ms = beats_app.interval_ms, 0  # baseline: persist each sync
+        app_old = cpu_ms(lambda: h.sync("a1", config_version=version, deltas=True), args.syncs)
+        beats_app.interval_ms = interval
+        app_new = cpu_ms(lambda: h.sync("a1", config_version=version, deltas=True), args.syncs)
+
+        def change_then_sync(deltas: bool) -> float:
+            total = 0.0
+            for _ in range(args.changes):
+                at = h.sync("a2", config_version=None)["config_version"]
+                h.admin("POST", "/admin/v1/keys/k0-0-0/topup", json={"amount": "1.00"})
+                req = sync_request(body(deltas, at))
+                start = time.process_time()
+                json.dumps(leases.sync(db, req, now_ms=now(), ttl_ms=ttl, heartbeats=beats))
+                total += time.process_time() - start
+            return total * 1000 / args.changes
+
+        change_full, change_delta = change_then_sync(False), change_then_sync(True)
+
+        snap = parse_snapshot(version, config)
+        h.admin("POST", "/admin/v1/keys/k0-0-0/topup", json={"amount": "1.00"})
+        delta_answer = h.sync("a1", config_version=version, deltas=True)
+        parse_ms = cpu_ms(lambda: parse_snapshot(version, config), 3)
+        apply_ms = cpu_ms(lambda: apply_delta(snap, version + 1, delta_answer["delta"]), 20)
+        tracemalloc.start()
+        kept = parse_snapshot(version, config)
+        per_key = tracemalloc.get_traced_memory()[0] / len(kept.keys)
+        tracemalloc.stop()
+        db.close()
+
+    print(f"sync at scale · {args.keys} keys in {ACCOUNTS} accounts · SQLite · {machine()}")
+    print(
+        table(
+            ["figure", "baseline", "now"],
+            [
+                [
+                    "collector CPU per idle sync, sync code (ms)",
+                    f"{idle_old:.3f}",
+                    f"{idle_new:.3f}",
+                ],
+                ["collector CPU per idle sync, Flask app (ms)", f"{app_old:.3f}", f"{app_new:.3f}"],
+                [
+                    "collector CPU per agent per top-up (ms)",
+                    f"{change_full:.2f}",
+                    f"{change_delta:.2f}",
+                ],
+                ["agent CPU per top-up (ms)", f"{parse_ms:.1f}", f"{apply_ms:.2f}"],
+                ["agent memory per key (bytes)", f"{per_key:.0f}", f"{per_key:.0f}"],
+            ],
+        )
+    )
+    print(
+        "baseline: idle sync writes its heartbeat; top-up ships the full snapshot (parsed whole"
+        " by the agent). now: heartbeats in memory; the delta. memory: not compacted yet."
+    )
+
+
+if __name__ == "__main__":
+    main()
