@@ -10,8 +10,8 @@ server, no gunicorn):
   (``heartbeats=None``, or a persist interval of 0: the code before collector/heartbeat.py).
 - admin change: one top-up, then each agent's sync answer built and JSON-encoded; baseline:
   the full snapshot (an agent that does not send ``deltas``).
-- agent: parsing the full snapshot beside applying the one-key delta, and tracemalloc's bytes
-  per key of a parsed snapshot.
+- agent: parsing the full snapshot beside applying the one-key delta; tracemalloc's bytes per
+  key of a parsed snapshot of ``--memory-keys`` keys, baseline: repeated strings not shared.
 
     .venv/bin/python bench/bench_sync_scale.py [--keys 20000] [--syncs 400] [--changes 5]
 """
@@ -19,6 +19,7 @@ server, no gunicorn):
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import tempfile
@@ -31,6 +32,7 @@ from common import machine, table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from solverfleet.agent import keystore  # noqa: E402
 from solverfleet.agent.keystore import apply_delta, parse_snapshot  # noqa: E402
 from solverfleet.collector import leases  # noqa: E402
 from solverfleet.collector.heartbeat import Heartbeats  # noqa: E402
@@ -56,6 +58,33 @@ def populate(h, keys: int) -> None:
         h.apply(team_config(users, account=f"acct{a}"))
 
 
+def agent_memory(keys: int) -> tuple[float, float]:
+    """tracemalloc's bytes per key (kept, peak) of a snapshot parsed from its JSON body, the
+    body and its parsed dict dropped as the agent drops them."""
+    users = [
+        {"id": f"user-{u}", "email": f"u{u}@example.com", "role": "user", "daily_limit": None,
+         "active": True, "account": f"acct{u % ACCOUNTS}"}
+        for u in range(keys // 10)
+    ]  # fmt: skip
+    raw_keys = [
+        {"id": f"key-{i:07d}", "secret_hash": hashlib.sha256(b"%d" % i).hexdigest(),
+         "user_id": f"user-{i // 10}", "account": f"acct{i // 10 % ACCOUNTS}", "project": "web",
+         "environment": "prod", "allowed_types": None, "cpm": None, "ip_allowlist": None,
+         "active": True, "balance_micros": 5_000_000, "expires_at_ms": None}
+        for i in range(keys)
+    ]  # fmt: skip
+    body = json.dumps({"prices": {"turnstile": 2000}, "users": users, "keys": raw_keys})
+    del users, raw_keys
+    tracemalloc.start()
+    config = json.loads(body)
+    snap = keystore.parse_snapshot(1, config)
+    del config
+    kept, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(snap.keys) == keys
+    return kept / keys, peak / keys
+
+
 def cpu_ms(fn, n: int) -> float:
     start = time.process_time()
     for _ in range(n):
@@ -68,6 +97,7 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=20_000)
     parser.add_argument("--syncs", type=int, default=400)
     parser.add_argument("--changes", type=int, default=5)
+    parser.add_argument("--memory-keys", type=int, default=100_000)
     args = parser.parse_args()
     shm = "/dev/shm" if Path("/dev/shm").is_dir() else None
     with tempfile.TemporaryDirectory(prefix="sf-bench-", dir=shm) as tmp:
@@ -112,11 +142,12 @@ def main() -> None:
         delta_answer = h.sync("a1", config_version=version, deltas=True)
         parse_ms = cpu_ms(lambda: parse_snapshot(version, config), 3)
         apply_ms = cpu_ms(lambda: apply_delta(snap, version + 1, delta_answer["delta"]), 20)
-        tracemalloc.start()
-        kept = parse_snapshot(version, config)
-        per_key = tracemalloc.get_traced_memory()[0] / len(kept.keys)
-        tracemalloc.stop()
         db.close()
+    shared = keystore._shared
+    keystore._shared = lambda value: value  # baseline: every key holds its own strings
+    mem_old = agent_memory(args.memory_keys)
+    keystore._shared = shared
+    mem_new = agent_memory(args.memory_keys)
 
     print(f"sync at scale · {args.keys} keys in {ACCOUNTS} accounts · SQLite · {machine()}")
     print(
@@ -135,13 +166,22 @@ def main() -> None:
                     f"{change_delta:.2f}",
                 ],
                 ["agent CPU per top-up (ms)", f"{parse_ms:.1f}", f"{apply_ms:.2f}"],
-                ["agent memory per key (bytes)", f"{per_key:.0f}", f"{per_key:.0f}"],
+                [
+                    f"agent memory per key, {args.memory_keys} keys (bytes)",
+                    f"{mem_old[0]:.0f}",
+                    f"{mem_new[0]:.0f}",
+                ],
+                [
+                    "agent peak while parsing, per key (bytes)",
+                    f"{mem_old[1]:.0f}",
+                    f"{mem_new[1]:.0f}",
+                ],
             ],
         )
     )
     print(
         "baseline: idle sync writes its heartbeat; top-up ships the full snapshot (parsed whole"
-        " by the agent). now: heartbeats in memory; the delta. memory: not compacted yet."
+        " by the agent), key strings not shared. now: heartbeats in memory; the delta; interned."
     )
 
 

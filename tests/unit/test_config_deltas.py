@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from solverfleet.agent.keystore import SnapshotError, apply_delta, parse_snapshot
@@ -145,3 +147,14 @@ def test_a_malformed_delta_leaves_the_snapshot_alone(collector_app: AppHarness) 
     with pytest.raises(SnapshotError):
         apply_delta(snap, snap.version + 1, {"keys": [{"id": "x"}]})
     assert set(snap.keys) == {"alice-web", "alice-ci"}
+
+
+def test_keys_share_their_repeated_strings() -> None:
+    raw = [
+        {"id": f"k{i}", "secret_hash": f"{i:064x}", "user_id": "alice", "account": "acme",
+         "project": "web", "environment": "prod"}
+        for i in range(2)
+    ]  # fmt: skip
+    one, two = parse_snapshot(1, json.loads(json.dumps({"keys": raw}))).keys.values()
+    for field in ("user_id", "account", "project", "environment"):
+        assert getattr(one, field) is getattr(two, field)  # one object, not one per key
