@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from solverfleet.agent.keystore import SnapshotError, apply_delta, parse_snapshot
+from solverfleet.agent.keystore import SnapshotError, SnapshotPages, apply_delta, parse_snapshot
 from solverfleet.collector import configdelta
 from tests.support.collector import AppHarness, key_config, team_config, user_config
 
@@ -158,3 +158,31 @@ def test_keys_share_their_repeated_strings() -> None:
     one, two = parse_snapshot(1, json.loads(json.dumps({"keys": raw}))).keys.values()
     for field in ("user_id", "account", "project", "environment"):
         assert getattr(one, field) is getattr(two, field)  # one object, not one per key
+
+
+def test_a_snapshot_comes_in_pages(
+    collector_app: AppHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = collector_app
+    monkeypatch.setattr(configdelta, "PAGE_KEYS", 1)
+    h.apply(two_keys())
+    old_agent = h.sync("a1", config_version=None)  # no "deltas": one body, as before
+    assert len(old_agent["config"]["keys"]) == 2 and "keys_after" not in old_agent
+    first = delta_sync(h, None)
+    assert [k["id"] for k in first["config"]["keys"]] == ["alice-ci"]
+    pages = SnapshotPages(first["config_version"], first["config"], first["keys_after"])
+    h.admin("POST", "/admin/v1/keys/alice-web/topup", json={"amount": "1.00"})  # meanwhile
+    answer = h.sync("a1", config_version=None, deltas=True, snapshot_after=pages.after)
+    assert answer["config"] is None and "delta" not in answer
+    snap = pages.add(answer["snapshot_page"])
+    assert snap is not None and snap.version == first["config_version"]  # the first page's
+    assert snap.keys["alice-web"].balance_micros == 11_000_000  # read at its page
+    delta = delta_sync(h, snap.version)["delta"]  # what changed meanwhile comes again
+    assert [k["id"] for k in delta["keys"]] == ["alice-web"]
+
+
+def test_snapshot_pages_must_advance() -> None:
+    key = {"id": "k1", "secret_hash": "ab" * 32, "user_id": "u"}
+    pages = SnapshotPages(3, {"keys": [key]}, "k1")
+    with pytest.raises(SnapshotError):
+        pages.add({"keys": [], "keys_after": "k1"})

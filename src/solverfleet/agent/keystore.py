@@ -161,12 +161,20 @@ def _index(keys: dict[str, Key]) -> dict[str, Key]:
     return by_hash
 
 
-def parse_snapshot(version: int, config: dict[str, Any]) -> Snapshot:
-    """The sync response's ``config`` object -> Snapshot; SnapshotError on anything malformed."""
+def _keys(raw_keys: list[dict[str, Any]] | None) -> dict[str, Key]:
+    return {raw["id"]: _key(raw) for raw in raw_keys or []}
+
+
+def parse_snapshot(
+    version: int, config: dict[str, Any], keys: dict[str, Key] | None = None
+) -> Snapshot:
+    """The sync response's ``config`` object -> Snapshot (with ``keys`` already parsed: those,
+    see ``SnapshotPages``); SnapshotError on anything malformed."""
     try:
         pricing = _pricing(config)
         users = {raw["id"]: _user(raw) for raw in config.get("users") or []}
-        keys = {raw["id"]: _key(raw) for raw in config.get("keys") or []}
+        if keys is None:
+            keys = _keys(config.get("keys"))
     except SnapshotError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -214,6 +222,38 @@ def apply_delta(old: Snapshot, version: int, delta: dict[str, Any]) -> Snapshot:
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise SnapshotError(f"malformed config delta: {exc!r}") from None
     return Snapshot(version=int(version), users=users, keys=keys, by_hash=by_hash, **pricing)
+
+
+class SnapshotPages:
+    """A snapshot arriving in pages (collector/configdelta.py): each page's keys are parsed
+    as it comes and its raw form dropped; the Snapshot exists only once the last page is in,
+    so the agent switches over in one swap. SnapshotError on anything malformed."""
+
+    def __init__(self, version: int, config: dict[str, Any], after: str) -> None:
+        self.version = int(version)
+        self.config = {name: value for name, value in config.items() if name != "keys"}
+        self.keys = self._parse(config.get("keys"))
+        self.after = str(after)
+
+    @staticmethod
+    def _parse(raw_keys: Any) -> dict[str, Key]:
+        try:
+            return _keys(raw_keys)
+        except SnapshotError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise SnapshotError(f"malformed snapshot page: {exc!r}") from None
+
+    def add(self, page: dict[str, Any]) -> Snapshot | None:
+        """Take the next page; the whole Snapshot after the last one, else None."""
+        self.keys.update(self._parse(page.get("keys")))
+        after = page.get("keys_after")
+        if after is None:
+            return parse_snapshot(self.version, self.config, self.keys)
+        if not isinstance(after, str) or after <= self.after:
+            raise SnapshotError(f"snapshot page cursor {after!r} does not advance")
+        self.after = after
+        return None
 
 
 class KeyStore:

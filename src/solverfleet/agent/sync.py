@@ -19,7 +19,14 @@ from typing import Any
 
 from solverfleet import __version__
 from solverfleet.agent.fleetclient import CollectorError, FleetClient
-from solverfleet.agent.keystore import KeyStore, SnapshotError, apply_delta, parse_snapshot
+from solverfleet.agent.keystore import (
+    KeyStore,
+    Snapshot,
+    SnapshotError,
+    SnapshotPages,
+    apply_delta,
+    parse_snapshot,
+)
 from solverfleet.agent.limiter import Limiter
 from solverfleet.agent.settings import AgentSettings
 from solverfleet.agent.shipper import Backoff, Shipper
@@ -72,6 +79,7 @@ class FleetLoop:
         self._ship_after = 0.0
         self._thread: threading.Thread | None = None
         self._last_error = ""
+        self._pages: SnapshotPages | None = None  # a paged snapshot still arriving
 
     # ---- control ----------------------------------------------------------------------------
 
@@ -174,6 +182,7 @@ class FleetLoop:
             "reset": not self.reset_done,
             "config_version": None if snap is None else snap.version,
             "deltas": True,  # we apply what changed since config_version (keystore.apply_delta)
+            **({"snapshot_after": self._pages.after} if self._pages else {}),
             "leases": leases,
             "watch": self._watch_list(),
             "stats": self.stats(),
@@ -196,18 +205,7 @@ class FleetLoop:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             self._note_error(f"sync answer malformed: {exc!r}")
             return False
-        config, delta = answer.get("config"), answer.get("delta")
-        if config is not None or (snap is not None and delta is not None):
-            try:
-                if config is not None:
-                    fresh = parse_snapshot(answer["config_version"], config)
-                else:
-                    fresh = apply_delta(snap, answer["config_version"], delta)
-                self.keystore.replace(fresh)
-                self.limiter.refresh(snap, fresh)
-            except (SnapshotError, KeyError, TypeError, ValueError) as exc:
-                # Keep serving on the old data; our old version makes the collector resend.
-                self._note_error(f"config snapshot rejected: {exc}")
+        self._take_config(snap, answer)
         self.reset_done = True
         self.online = True
         self.refused = False
@@ -216,6 +214,36 @@ class FleetLoop:
             log.info("collector reachable again")
             self._last_error = ""
         return True
+
+    def _take_config(self, snap: Snapshot | None, answer: dict[str, Any]) -> None:
+        """Install a sync answer's config: a snapshot (whole, or its last page), or a delta."""
+        config, delta, page = answer.get("config"), answer.get("delta"), answer.get("snapshot_page")
+        fresh = None
+        try:
+            if config is not None:
+                self._pages = None
+                if answer.get("keys_after") is not None:
+                    self._pages = SnapshotPages(
+                        answer["config_version"], config, answer["keys_after"]
+                    )
+                else:
+                    fresh = parse_snapshot(answer["config_version"], config)
+            elif page is not None and self._pages is not None:
+                fresh = self._pages.add(page)
+                if fresh is not None:
+                    self._pages = None
+            elif snap is not None and delta is not None:
+                fresh = apply_delta(snap, answer["config_version"], delta)
+        except (SnapshotError, KeyError, TypeError, ValueError) as exc:
+            # Keep serving on the old data; our old version makes the collector resend.
+            self._pages = None
+            self._note_error(f"config snapshot rejected: {exc}")
+            return
+        if self._pages is not None:
+            self.trigger()  # fetch the next page now
+        if fresh is not None:
+            self.keystore.replace(fresh)
+            self.limiter.refresh(snap, fresh)
 
     def _watch_list(self) -> list[str]:
         cutoff = self.monotonic() - WATCH_TTL

@@ -402,13 +402,19 @@ def agent_users(tx: Tx, ids: list[str] | None = None) -> list[dict]:
     ]
 
 
-def agent_keys(tx: Tx, ids: list[str] | None = None) -> list[dict]:
-    """Live keys as agents see them: all, or those among ``ids`` (at most ``chunks``' size)."""
+def agent_keys(
+    tx: Tx, ids: list[str] | None = None, *, after: str | None = None, limit: int | None = None
+) -> list[dict]:
+    """Live keys as agents see them, by id: all, or those among ``ids`` (at most ``chunks``'
+    size); with ``after`` and ``limit``, one page of them (a paged snapshot)."""
     where, params = _among("id", ids)
+    if after is not None:
+        where, params = f"{where} AND id > ?", [*params, after]
+    page = "" if limit is None else f" LIMIT {int(limit)}"
     keys = []
     for r in tx.dicts(
         f"SELECT {KEY_COLUMNS}, previous_secret_hash, previous_until_ms FROM api_keys"
-        f" WHERE {LIVE} AND {where} ORDER BY id",
+        f" WHERE {LIVE} AND {where} ORDER BY id{page}",
         params,
     ):
         key = key_row(r)

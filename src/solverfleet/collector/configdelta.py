@@ -8,6 +8,11 @@ small). Everything else gets the full snapshot: a first sync (no version), an ag
 than the collector (a restored database), one older than the log, or one so far behind that
 the delta would be as big as the snapshot.
 
+A snapshot to an agent that sends ``deltas`` is paged: at most ``PAGE_KEYS`` keys by id, and
+``keys_after`` (the last id) when more follow; the agent asks for the next page with
+``snapshot_after`` and installs the snapshot, as of the first page's version, only whole. Keys
+that change while it pages come again in the deltas from that version.
+
 The log is bounded: versions older than ``KEEP_VERSIONS`` are pruned, and a change of more
 than ``MAX_DELTA`` items is not logged at all (it moves the log's floor past itself, so an
 agent behind it gets the snapshot it would have needed anyway).
@@ -24,6 +29,7 @@ KEY, USER, PRICING = "key", "user", "pricing"
 KEEP_VERSIONS = 1000  # versions of changes kept in the log
 PRUNE_EVERY = 50  # versions between two prunes (a prune is one indexed DELETE)
 MAX_DELTA = 5000  # changed items beyond which an agent gets the full snapshot
+PAGE_KEYS = 20_000  # keys per page of a snapshot to an agent that sends ``deltas``
 
 
 def record(tx: Tx, version: int, changes: Iterable[tuple[str, str]]) -> None:
@@ -52,23 +58,42 @@ def _raise_floor(tx: Tx, floor: int) -> None:
     )
 
 
-def answer(tx: Tx, since: int | None, deltas: bool) -> dict:
+def answer(tx: Tx, since: int | None, deltas: bool, page_after: str | None = None) -> dict:
     """The config part of a sync answer for an agent at version ``since``.
 
     ``{"config_version": v, "config": snapshot | None}``, plus ``"delta"`` when the agent
-    said it understands deltas (``deltas``) and one can be given. The version is read first:
-    a change committing meanwhile is shipped again at the next sync (applying is idempotent).
+    said it understands deltas (``deltas``) and one can be given, ``"keys_after"`` when its
+    snapshot has more pages, and only ``"snapshot_page"`` when it asks for the page after
+    ``page_after``. The version is read first: a change committing meanwhile is shipped again
+    at the next sync (applying is idempotent).
     """
     version, floor = tx.one("SELECT version, log_floor FROM config_state WHERE id = 1")
     version, floor = int(version), int(floor)
+    if page_after is not None:
+        keys, after = _page(tx, page_after)
+        page = {"keys": keys, "keys_after": after}
+        return {"config_version": version, "config": None, "snapshot_page": page}
     if since == version:
         return {"config_version": version, "config": None}
-    changed = None
-    if deltas and since is not None and floor <= since < version:
-        changed = _changed(tx, since)
-    if changed is None:
+    if not deltas:
         return {"config_version": version, "config": accounts.snapshot(tx)}
-    return {"config_version": version, "config": None, "delta": _delta(tx, changed)}
+    changed = _changed(tx, since) if since is not None and floor <= since < version else None
+    if changed is not None:
+        return {"config_version": version, "config": None, "delta": _delta(tx, changed)}
+    keys, after = _page(tx, None)
+    config = {**accounts.agent_pricing(tx), "users": accounts.agent_users(tx), "keys": keys}
+    out = {"config_version": version, "config": config}
+    if after is not None:
+        out["keys_after"] = after
+    return out
+
+
+def _page(tx: Tx, after: str | None) -> tuple[list[dict], str | None]:
+    """One page of keys after the id ``after``, and the cursor of the next (None: last)."""
+    keys = accounts.agent_keys(tx, after=after, limit=PAGE_KEYS + 1)
+    if len(keys) <= PAGE_KEYS:
+        return keys, None
+    return keys[:PAGE_KEYS], keys[PAGE_KEYS - 1]["id"]
 
 
 def _changed(tx: Tx, since: int) -> dict[str, list[str]] | None:

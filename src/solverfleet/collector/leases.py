@@ -375,7 +375,7 @@ def sync(
     read transaction (see heartbeat.py)."""
 
     def config(tx: Tx) -> dict:
-        return configdelta.answer(tx, req.config_version, req.deltas)
+        return configdelta.answer(tx, req.config_version, req.deltas, req.snapshot_after)
 
     if heartbeats is not None and heartbeats.idle(req, now_ms):
 
