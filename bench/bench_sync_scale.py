@@ -11,9 +11,11 @@ server, no gunicorn):
 - admin change: one top-up, then each agent's sync answer built and JSON-encoded; baseline:
   the full snapshot (an agent that does not send ``deltas``).
 - agent: parsing the full snapshot beside applying the one-key delta; tracemalloc's bytes per
-  key of a parsed snapshot of ``--memory-keys`` keys, baseline: repeated strings not shared.
+  key of a parsed snapshot of ``--memory-keys`` keys, baseline: repeated strings not shared;
+  and the peak while it comes in pages (``configdelta.PAGE_KEYS``) beside one body.
 
     .venv/bin/python bench/bench_sync_scale.py [--keys 20000] [--syncs 400] [--changes 5]
+        [--memory-keys 100000] [--stores sqlite,mariadb]
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from solverfleet.agent import keystore  # noqa: E402
 from solverfleet.agent.keystore import apply_delta, parse_snapshot  # noqa: E402
-from solverfleet.collector import leases  # noqa: E402
+from solverfleet.collector import configdelta, leases  # noqa: E402
 from solverfleet.collector.heartbeat import Heartbeats  # noqa: E402
 from solverfleet.collector.protocol import sync_request  # noqa: E402
 from tests.support.collector import (  # noqa: E402
@@ -59,9 +61,10 @@ def populate(h, keys: int) -> None:
         h.apply(team_config(users, account=f"acct{a}"))
 
 
-def agent_memory(keys: int) -> tuple[float, float]:
-    """tracemalloc's bytes per key (kept, peak) of a snapshot parsed from its JSON body, the
-    body and its parsed dict dropped as the agent drops them."""
+def agent_memory(keys: int, page: int | None = None) -> tuple[float, float]:
+    """tracemalloc's bytes per key (kept, peak) of a snapshot parsed from its JSON body (or
+    bodies: ``page`` keys each, as a paged snapshot comes), each body and its parsed dict
+    dropped as the agent drops them."""
     users = [
         {"id": f"user-{u}", "email": f"u{u}@example.com", "role": "user", "daily_limit": None,
          "active": True, "account": f"acct{u % ACCOUNTS}"}
@@ -74,12 +77,24 @@ def agent_memory(keys: int) -> tuple[float, float]:
          "active": True, "balance_micros": 5_000_000, "expires_at_ms": None}
         for i in range(keys)
     ]  # fmt: skip
-    body = json.dumps({"prices": {"turnstile": 2000}, "users": users, "keys": raw_keys})
+    size = page or keys
+    bodies = [json.dumps({"keys": raw_keys[at : at + size]}) for at in range(0, keys, size)]
+    bodies[0] = json.dumps({"prices": {"turnstile": 2000}, "users": users, **json.loads(bodies[0])})
     del users, raw_keys
     tracemalloc.start()
-    config = json.loads(body)
-    snap = keystore.parse_snapshot(1, config)
-    del config
+    config = json.loads(bodies.pop(0))
+    if not bodies:
+        snap = keystore.parse_snapshot(1, config)
+    else:
+        pages = keystore.SnapshotPages(1, config, config["keys"][-1]["id"])
+        del config
+        while bodies:
+            config = json.loads(bodies.pop(0))
+            last = None if not bodies else config["keys"][-1]["id"]
+            snap = pages.add({"keys": config["keys"], "keys_after": last})
+            del config
+        del pages
+    config = None
     kept, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert len(snap.keys) == keys
@@ -167,7 +182,7 @@ def main() -> None:
     parser.add_argument("--stores", default="sqlite,mariadb")
     args = parser.parse_args()
     print(f"sync at scale · {args.keys} keys in {ACCOUNTS} accounts · {machine()}")
-    for store in args.stores.split(","):
+    for store in filter(None, args.stores.split(",")):
         shm = "/dev/shm" if Path("/dev/shm").is_dir() else None
         with tempfile.TemporaryDirectory(prefix="sf-bench-", dir=shm) as tmp:
             if store == "sqlite":
@@ -186,6 +201,7 @@ def main() -> None:
     mem_old = agent_memory(args.memory_keys)
     keystore._shared = shared
     mem_new = agent_memory(args.memory_keys)
+    mem_paged = agent_memory(args.memory_keys, configdelta.PAGE_KEYS)
     print(f"\nagent, {args.memory_keys} keys (tracemalloc)")
     print(
         table(
@@ -193,6 +209,11 @@ def main() -> None:
             [
                 ["memory per key (bytes)", f"{mem_old[0]:.0f}", f"{mem_new[0]:.0f}"],
                 ["peak while parsing, per key (bytes)", f"{mem_old[1]:.0f}", f"{mem_new[1]:.0f}"],
+                [
+                    f"peak, snapshot in pages of {configdelta.PAGE_KEYS} (bytes per key)",
+                    f"{mem_new[1]:.0f}",
+                    f"{mem_paged[1]:.0f}",
+                ],
             ],
         )
     )
