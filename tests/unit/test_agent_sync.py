@@ -85,7 +85,7 @@ def test_grants_make_a_waiting_key_admissible(setup):
     decision = admit(agent, secrets["alice-web"])
     assert (decision.code, decision.wait) == ("insufficient_balance", True)
     agent.loop.run_once()
-    assert admit(agent, secrets["alice-web"]).allowed
+    assert admit(agent, secrets["alice-web"]).code != "invalid_key"  # known now
     leased = collector.leased("alice-web")
     assert leased == 40_000  # 20 calls x 0.002
     agent.loop.watch("alice-web")
@@ -117,7 +117,7 @@ def test_collector_down_means_offline_but_leases_still_serve(setup):
     collector.sync_down = True
     assert not agent.loop.run_once()
     assert agent.offline and agent.readiness() == (None, "")  # within offline_grace
-    assert admit(agent, secrets["alice-web"]).allowed
+    assert admit(agent, secrets["alice-web"]).code != "invalid_key"  # known now
     decision = precheck.check(agent.keystore.snapshot, agent.limiter, secrets["bob-web"],
                               "turnstile", "10.0.0.1", time.time(), offline=True)  # fmt: skip
     assert decision.code == "insufficient_balance" and not decision.wait
@@ -216,3 +216,47 @@ def test_an_unanswered_return_is_sent_again_with_its_seq(setup):
     before = collector.calls("sync")[-1]["seq"]
     agent.loop.run_once()
     assert collector.calls("sync")[-1]["seq"] > before
+
+
+def test_a_delta_answer_changes_only_the_keys_it_names(setup):
+    collector, secrets, make = setup
+    agent = make()
+    assert agent.loop.run_once()
+    before = agent.keystore.snapshot
+    assert collector.calls("sync")[0]["deltas"] is True  # the agent says it applies deltas
+    off = {**collector.keys["alice-web"], "active": False}
+    real_sync = collector.sync
+    collector.sync = lambda body: {
+        **real_sync(body),
+        "config_version": before.version + 1,
+        "config": None,
+        "delta": {"keys": [off], "deleted_keys": ["bob-web"]},
+    }
+    assert agent.loop.run_once()
+    snap = agent.keystore.snapshot
+    assert snap.version == before.version + 1
+    assert not snap.keys["alice-web"].active and "bob-web" not in snap.keys
+    assert snap.keys["alice-poor"] is before.keys["alice-poor"]  # the rest is kept as it was
+    assert admit(agent, secrets["alice-web"]).code == "key_disabled"
+    assert admit(agent, secrets["bob-web"]).code == "invalid_key"
+
+
+def test_a_paged_snapshot_is_installed_only_whole(setup):
+    collector, secrets, make = setup
+    agent = make()
+    config = collector._config()
+    first, rest = config["keys"][:3], config["keys"][3:]
+    real_sync = collector.sync
+    answers = iter(
+        [
+            {"config": {**config, "keys": first}, "keys_after": first[-1]["id"]},
+            {"config": None, "snapshot_page": {"keys": rest, "keys_after": None}},
+        ]
+    )
+    collector.sync = lambda body: {**real_sync(body), **next(answers)}
+    assert agent.loop.run_once()
+    assert agent.keystore.snapshot is None  # not ready on a part of the keys
+    assert agent.loop.run_once()
+    assert collector.calls("sync")[1]["snapshot_after"] == first[-1]["id"]
+    assert set(agent.keystore.snapshot.keys) == {k["id"] for k in config["keys"]}
+    assert admit(agent, secrets["alice-web"]).code != "invalid_key"  # known now

@@ -11,6 +11,7 @@ stops working on every agent at the same moment without waiting for a sync. A ke
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,72 +91,169 @@ def _opt_int(value: Any, where: str) -> int | None:
     return value
 
 
-def parse_snapshot(version: int, config: dict[str, Any]) -> Snapshot:
-    """The sync response's ``config`` object -> Snapshot; SnapshotError on anything malformed."""
+def _user(raw: dict[str, Any]) -> User:
+    return User(
+        id=raw["id"],
+        email=raw.get("email"),
+        role=raw.get("role") or "user",
+        daily_limit=_opt_int(raw.get("daily_limit"), f"user {raw['id']}.daily_limit"),
+        active=bool(raw.get("active", True)),
+        account=raw.get("account"),
+    )
+
+
+def _shared(value: Any) -> Any:
+    """One string object for a value many keys repeat (owner, account, project, environment):
+    a key record is about 60 bytes smaller per repeated field (docs/SCALING.md)."""
+    return sys.intern(value) if isinstance(value, str) else value
+
+
+def _key(raw: dict[str, Any]) -> Key:
+    allowed = raw.get("allowed_types")
+    allow_ips = raw.get("ip_allowlist")
+    previous = raw.get("previous_secret_hash")
+    until_ms = _opt_int(raw.get("previous_until_ms"), f"key {raw['id']}.previous_until_ms")
+    expires_ms = _opt_int(raw.get("expires_at_ms"), f"key {raw['id']}.expires_at_ms")
+    return Key(
+        id=raw["id"],
+        secret_hash=str(raw["secret_hash"]).lower(),
+        user_id=_shared(raw["user_id"]),
+        account=_shared(raw.get("account")),
+        project=_shared(raw.get("project")),
+        environment=_shared(raw.get("environment")),
+        allowed_types=None if allowed is None else frozenset(allowed),
+        cpm=_opt_int(raw.get("cpm"), f"key {raw['id']}.cpm"),
+        ip_allowlist=None if allow_ips is None else parse_nets(allow_ips),
+        active=bool(raw.get("active", True)),
+        balance_micros=int(raw.get("balance_micros") or 0),
+        previous_hash=None if not previous or until_ms is None else str(previous).lower(),
+        previous_until=0.0 if until_ms is None else until_ms / 1000,
+        expires_at=None if expires_ms is None else expires_ms / 1000,
+    )
+
+
+def _pricing(config: dict[str, Any]) -> dict[str, Any]:
+    """The price fields of a Snapshot from a config's price section."""
+    prices = {str(slug): int(micros) for slug, micros in (config.get("prices") or {}).items()}
+    own = {
+        str(account): {str(t): int(p) for t, p in table.items()}
+        for account, table in (config.get("account_prices") or {}).items()
+    }
+    aliases = {
+        str(account): {str(a): str(t) for a, t in table.items()}
+        for account, table in (config.get("type_aliases") or {}).items()
+    }
+    return {
+        "prices": prices,
+        "pricing": {account: _flatten(prices, table) for account, table in own.items()},
+        "global_pricing": _flatten(prices, None),
+        "aliases": aliases,
+    }
+
+
+def _index(keys: dict[str, Key]) -> dict[str, Key]:
+    """Keys by secret hash; a current secret always wins over a rotated-out one of another
+    key."""
+    by_hash = {key.secret_hash: key for key in keys.values()}
+    for key in keys.values():
+        if key.previous_hash is not None:
+            by_hash.setdefault(key.previous_hash, key)
+    return by_hash
+
+
+def _keys(raw_keys: list[dict[str, Any]] | None) -> dict[str, Key]:
+    return {raw["id"]: _key(raw) for raw in raw_keys or []}
+
+
+def parse_snapshot(
+    version: int, config: dict[str, Any], keys: dict[str, Key] | None = None
+) -> Snapshot:
+    """The sync response's ``config`` object -> Snapshot (with ``keys`` already parsed: those,
+    see ``SnapshotPages``); SnapshotError on anything malformed."""
     try:
-        prices = {str(slug): int(micros) for slug, micros in (config.get("prices") or {}).items()}
-        own = {
-            str(account): {str(t): int(p) for t, p in table.items()}
-            for account, table in (config.get("account_prices") or {}).items()
-        }
-        aliases = {
-            str(account): {str(a): str(t) for a, t in table.items()}
-            for account, table in (config.get("type_aliases") or {}).items()
-        }
-        pricing = {account: _flatten(prices, table) for account, table in own.items()}
-        users = {}
-        for raw in config.get("users") or []:
-            users[raw["id"]] = User(
-                id=raw["id"],
-                email=raw.get("email"),
-                role=raw.get("role") or "user",
-                daily_limit=_opt_int(raw.get("daily_limit"), f"user {raw['id']}.daily_limit"),
-                active=bool(raw.get("active", True)),
-                account=raw.get("account"),
-            )
-        keys, by_hash = {}, {}
-        for raw in config.get("keys") or []:
-            allowed = raw.get("allowed_types")
-            allow_ips = raw.get("ip_allowlist")
-            previous = raw.get("previous_secret_hash")
-            until_ms = _opt_int(raw.get("previous_until_ms"), f"key {raw['id']}.previous_until_ms")
-            expires_ms = _opt_int(raw.get("expires_at_ms"), f"key {raw['id']}.expires_at_ms")
-            key = Key(
-                id=raw["id"],
-                secret_hash=str(raw["secret_hash"]).lower(),
-                user_id=raw["user_id"],
-                account=raw.get("account"),
-                project=raw.get("project"),
-                environment=raw.get("environment"),
-                allowed_types=None if allowed is None else frozenset(allowed),
-                cpm=_opt_int(raw.get("cpm"), f"key {raw['id']}.cpm"),
-                ip_allowlist=None if allow_ips is None else parse_nets(allow_ips),
-                active=bool(raw.get("active", True)),
-                balance_micros=int(raw.get("balance_micros") or 0),
-                previous_hash=None if not previous or until_ms is None else str(previous).lower(),
-                previous_until=0.0 if until_ms is None else until_ms / 1000,
-                expires_at=None if expires_ms is None else expires_ms / 1000,
-            )
-            keys[key.id] = key
-            by_hash[key.secret_hash] = key
-        for key in keys.values():
-            # A current secret always wins over a rotated-out one of another key.
-            if key.previous_hash is not None:
-                by_hash.setdefault(key.previous_hash, key)
+        pricing = _pricing(config)
+        users = {raw["id"]: _user(raw) for raw in config.get("users") or []}
+        if keys is None:
+            keys = _keys(config.get("keys"))
     except SnapshotError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise SnapshotError(f"malformed config snapshot: {exc!r}") from None
-    return Snapshot(
-        version=int(version),
-        prices=prices,
-        users=users,
-        keys=keys,
-        by_hash=by_hash,
-        pricing=pricing,
-        global_pricing=_flatten(prices, None),
-        aliases=aliases,
-    )
+    return Snapshot(version=int(version), users=users, keys=keys, by_hash=_index(keys), **pricing)
+
+
+def apply_delta(old: Snapshot, version: int, delta: dict[str, Any]) -> Snapshot:
+    """A new Snapshot: ``old`` with a sync answer's ``delta`` (collector/configdelta.py)
+    applied; SnapshotError on anything malformed (``old`` is left as it was)."""
+    try:
+        users = dict(old.users)
+        for uid in delta.get("deleted_users") or []:
+            users.pop(uid, None)
+        users.update((raw["id"], _user(raw)) for raw in delta.get("users") or [])
+        changed = [_key(raw) for raw in delta.get("keys") or []]
+        gone = [*(delta.get("deleted_keys") or []), *(k.id for k in changed)]
+        keys, by_hash = dict(old.keys), dict(old.by_hash)
+        for kid in gone:
+            was = keys.pop(kid, None)
+            if was is None:
+                continue
+            for digest in (was.secret_hash, was.previous_hash):
+                if digest is not None and by_hash.get(digest) is was:
+                    del by_hash[digest]
+        for key in changed:
+            keys[key.id] = key
+            by_hash[key.secret_hash] = key
+        for key in changed:
+            if key.previous_hash is not None:
+                by_hash.setdefault(key.previous_hash, key)
+        raw_pricing = delta.get("pricing")
+        pricing = (
+            _pricing(raw_pricing)
+            if raw_pricing is not None
+            else {
+                "prices": old.prices,
+                "pricing": old.pricing,
+                "global_pricing": old.global_pricing,
+                "aliases": old.aliases,
+            }
+        )
+    except SnapshotError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise SnapshotError(f"malformed config delta: {exc!r}") from None
+    return Snapshot(version=int(version), users=users, keys=keys, by_hash=by_hash, **pricing)
+
+
+class SnapshotPages:
+    """A snapshot arriving in pages (collector/configdelta.py): each page's keys are parsed
+    as it comes and its raw form dropped; the Snapshot exists only once the last page is in,
+    so the agent switches over in one swap. SnapshotError on anything malformed."""
+
+    def __init__(self, version: int, config: dict[str, Any], after: str) -> None:
+        self.version = int(version)
+        self.config = {name: value for name, value in config.items() if name != "keys"}
+        self.keys = self._parse(config.get("keys"))
+        self.after = str(after)
+
+    @staticmethod
+    def _parse(raw_keys: Any) -> dict[str, Key]:
+        try:
+            return _keys(raw_keys)
+        except SnapshotError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise SnapshotError(f"malformed snapshot page: {exc!r}") from None
+
+    def add(self, page: dict[str, Any]) -> Snapshot | None:
+        """Take the next page; the whole Snapshot after the last one, else None."""
+        self.keys.update(self._parse(page.get("keys")))
+        after = page.get("keys_after")
+        if after is None:
+            return parse_snapshot(self.version, self.config, self.keys)
+        if not isinstance(after, str) or after <= self.after:
+            raise SnapshotError(f"snapshot page cursor {after!r} does not advance")
+        self.after = after
+        return None
 
 
 class KeyStore:

@@ -19,7 +19,14 @@ from typing import Any
 
 from solverfleet import __version__
 from solverfleet.agent.fleetclient import CollectorError, FleetClient
-from solverfleet.agent.keystore import KeyStore, SnapshotError, parse_snapshot
+from solverfleet.agent.keystore import (
+    KeyStore,
+    Snapshot,
+    SnapshotError,
+    SnapshotPages,
+    apply_delta,
+    parse_snapshot,
+)
 from solverfleet.agent.limiter import Limiter
 from solverfleet.agent.settings import AgentSettings
 from solverfleet.agent.shipper import Backoff, Shipper
@@ -74,6 +81,7 @@ class FleetLoop:
         self._ship_after = 0.0
         self._thread: threading.Thread | None = None
         self._last_error = ""
+        self._pages: SnapshotPages | None = None  # a paged snapshot still arriving
 
     # ---- control ----------------------------------------------------------------------------
 
@@ -168,27 +176,34 @@ class FleetLoop:
     def _sync(self) -> bool:
         snap = self.keystore.snapshot
         now = self.clock()
-        payload = self._unanswered
-        if payload is not None:
+        base = {
+            "agent_id": self.settings.agent_id,
+            "instance": self.instance,
+            "release": __version__,
+            "config_version": None if snap is None else snap.version,
+            "deltas": True,  # we apply what changed since config_version (keystore.apply_delta)
+            **({"snapshot_after": self._pages.after} if self._pages else {}),
+            "watch": self._watch_list(),
+            "stats": self.stats(),
+        }
+        unanswered = self._unanswered
+        if unanswered is not None:
             # The last request changed leases (returns, hand-backs) and got no answer: it may
-            # or may not have been applied. Sent again as it was, same seq: the collector
-            # applies it once either way (requestorder.py), so nothing handed back is lost.
-            payload = {**payload, "stats": self.stats()}
+            # or may not have been applied. Its lease part goes again as it was, same seq: the
+            # collector applies it once either way (requestorder.py), so nothing handed back is
+            # lost or returned twice.
+            payload = {**base, **unanswered}
         else:
             idle = self.settings.lease_idle
             leases = self.limiter.lease_requests(snap, now, idle) if snap else []
             payload = {
-                "agent_id": self.settings.agent_id,
-                "instance": self.instance,
-                "release": __version__,
+                **base,
                 "reset": not self.reset_done,
                 "seq": self._next_seq(),
-                "config_version": None if snap is None else snap.version,
                 "leases": leases,
-                "watch": self._watch_list(),
-                "stats": self.stats(),
             }
-        self._unanswered = payload if payload["leases"] else None
+        lease_part = {k: payload[k] for k in ("reset", "seq", "leases")}
+        self._unanswered = lease_part if payload["leases"] else None
         try:
             answer = self.client.post("/agent/v1/sync", payload)
             grants = answer.get("grants") or []
@@ -211,14 +226,7 @@ class FleetLoop:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             self._note_error(f"sync answer malformed: {exc!r}")
             return False
-        if answer.get("config") is not None:
-            try:
-                fresh = parse_snapshot(answer["config_version"], answer["config"])
-                self.keystore.replace(fresh)
-                self.limiter.refresh(snap, fresh)
-            except (SnapshotError, KeyError, TypeError, ValueError) as exc:
-                # Keep serving on the old data; our old version makes the collector resend.
-                self._note_error(f"config snapshot rejected: {exc}")
+        self._take_config(snap, answer)
         self.reset_done = True
         self.online = True
         self.refused = False
@@ -227,6 +235,36 @@ class FleetLoop:
             log.info("collector reachable again")
             self._last_error = ""
         return True
+
+    def _take_config(self, snap: Snapshot | None, answer: dict[str, Any]) -> None:
+        """Install a sync answer's config: a snapshot (whole, or its last page), or a delta."""
+        config, delta, page = answer.get("config"), answer.get("delta"), answer.get("snapshot_page")
+        fresh = None
+        try:
+            if config is not None:
+                self._pages = None
+                if answer.get("keys_after") is not None:
+                    self._pages = SnapshotPages(
+                        answer["config_version"], config, answer["keys_after"]
+                    )
+                else:
+                    fresh = parse_snapshot(answer["config_version"], config)
+            elif page is not None and self._pages is not None:
+                fresh = self._pages.add(page)
+                if fresh is not None:
+                    self._pages = None
+            elif snap is not None and delta is not None:
+                fresh = apply_delta(snap, answer["config_version"], delta)
+        except (SnapshotError, KeyError, TypeError, ValueError) as exc:
+            # Keep serving on the old data; our old version makes the collector resend.
+            self._pages = None
+            self._note_error(f"config snapshot rejected: {exc}")
+            return
+        if self._pages is not None:
+            self.trigger()  # fetch the next page now
+        if fresh is not None:
+            self.keystore.replace(fresh)
+            self.limiter.refresh(snap, fresh)
 
     def _watch_list(self) -> list[str]:
         cutoff = self.monotonic() - WATCH_TTL

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from solverfleet.collector import audit, periods, prices, reclaim
+from solverfleet.collector import audit, configdelta, periods, prices, reclaim
 from solverfleet.collector.problems import Invalid, NotFound
 from solverfleet.collector.store import Database, Tx, marks
 from solverfleet.money import MAX_AMOUNT_MICROS, format_micros
@@ -37,9 +37,13 @@ def config_version(tx: Tx) -> int:
     return int(tx.scalar("SELECT version FROM config_state WHERE id = 1", default=0))
 
 
-def bump_version(tx: Tx) -> int:
+def bump_version(tx: Tx, changes: Iterable[tuple[str, str]]) -> int:
+    """A new config version, with what it changed logged for sync deltas: ``changes`` are
+    (kind, ident) pairs, see ``configdelta.record``."""
     tx.execute("UPDATE config_state SET version = version + 1 WHERE id = 1")
-    return config_version(tx)
+    version = config_version(tx)
+    configdelta.record(tx, version, changes)
+    return version
 
 
 # --- rows -------------------------------------------------------------------------------------
@@ -250,7 +254,7 @@ def topup(
         balance = row[0] + amount_micros
         tx.execute("UPDATE api_keys SET balance_micros = ? WHERE id = ?", (balance, key_id))
         txn = ledger_entry(tx, key_id, amount_micros, balance, reason, now_ms, actor)
-        bump_version(tx)
+        bump_version(tx, [(configdelta.KEY, key_id)])
         audit.record(
             tx,
             actor,
@@ -298,7 +302,7 @@ def set_active(
             raise NotFound(f"{kind} {ident!r} does not exist")
         if bool(row[0]) != active:
             update_row(tx, table, ident, {"active": 1 if active else 0}, now_ms)
-            bump_version(tx)
+            bump_version(tx, [(configdelta.KEY if kind == "key" else configdelta.USER, ident)])
             verb = "activate" if active else "deactivate"
             audit.record(
                 tx,
@@ -375,10 +379,17 @@ def list_users(db: Database) -> list[dict]:
     return [_user_row(r) for r in rows]
 
 
-def snapshot(tx: Tx) -> dict:
-    """Everything an agent needs to decide locally (the ``config`` of a sync answer)."""
-    pricing = prices.read_prices(tx)  # global and per account; "*" is a default price
-    users = [
+def _among(column: str, ids: list[str] | None) -> tuple[str, list[str]]:
+    """A ``WHERE`` part limiting ``column`` to ``ids`` (None: every row), and its params."""
+    if ids is None:
+        return "1 = 1", []
+    return f"{column} IN ({marks(len(ids))})", ids
+
+
+def agent_users(tx: Tx, ids: list[str] | None = None) -> list[dict]:
+    """Users as agents see them: all, or those among ``ids`` (at most ``chunks``' size)."""
+    where, params = _among("id", ids)
+    return [
         {
             "id": r["id"],
             "email": r["email"],
@@ -387,12 +398,24 @@ def snapshot(tx: Tx) -> dict:
             "active": bool(r["active"]),
             "account": r["account"],
         }
-        for r in tx.dicts(f"SELECT {USER_COLUMNS} FROM users ORDER BY id")
+        for r in tx.dicts(f"SELECT {USER_COLUMNS} FROM users WHERE {where} ORDER BY id", params)
     ]
+
+
+def agent_keys(
+    tx: Tx, ids: list[str] | None = None, *, after: str | None = None, limit: int | None = None
+) -> list[dict]:
+    """Live keys as agents see them, by id: all, or those among ``ids`` (at most ``chunks``'
+    size); with ``after`` and ``limit``, one page of them (a paged snapshot)."""
+    where, params = _among("id", ids)
+    if after is not None:
+        where, params = f"{where} AND id > ?", [*params, after]
+    page = "" if limit is None else f" LIMIT {int(limit)}"
     keys = []
     for r in tx.dicts(
         f"SELECT {KEY_COLUMNS}, previous_secret_hash, previous_until_ms FROM api_keys"
-        f" WHERE {LIVE} ORDER BY id"
+        f" WHERE {LIVE} AND {where} ORDER BY id{page}",
+        params,
     ):
         key = key_row(r)
         # Set by a rotation; agents accept that secret until then, by their own clock.
@@ -422,4 +445,14 @@ def snapshot(tx: Tx) -> dict:
                 **grace,
             }
         )
-    return {**pricing, "type_aliases": prices.read_aliases(tx), "users": users, "keys": keys}
+    return keys
+
+
+def agent_pricing(tx: Tx) -> dict:
+    """Prices (global and per account; "*" is a default price) and type aliases."""
+    return {**prices.read_prices(tx), "type_aliases": prices.read_aliases(tx)}
+
+
+def snapshot(tx: Tx) -> dict:
+    """Everything an agent needs to decide locally (the ``config`` of a sync answer)."""
+    return {**agent_pricing(tx), "users": agent_users(tx), "keys": agent_keys(tx)}

@@ -14,7 +14,7 @@ from typing import Any
 
 from solverfleet import keyhash, teamconfig
 from solverfleet.captchatypes import canonical
-from solverfleet.collector import accounts, audit, prices
+from solverfleet.collector import accounts, audit, configdelta, prices
 from solverfleet.collector.problems import ConfigInvalid, Conflict, Invalid, NotFound
 from solverfleet.collector.store import Database, Tx
 from solverfleet.money import format_micros
@@ -161,7 +161,7 @@ def create(
             now_ms=now_ms,
             actor=actor,
         )
-        accounts.bump_version(tx)
+        accounts.bump_version(tx, [(configdelta.KEY, key["id"])])
         audit.record(
             tx,
             actor,
@@ -221,7 +221,7 @@ def update_limits(
             for f in changed:
                 values.update(accounts.key_columns(f, key[f], now_ms))
             accounts.update_row(tx, "api_keys", key_id, values, now_ms)
-            accounts.bump_version(tx)
+            accounts.bump_version(tx, [(configdelta.KEY, key_id)])
             before = {f: accounts.key_field(f, row) for f in changed}
             audit.record(
                 tx,
@@ -276,7 +276,7 @@ def rotate(
             " previous_until_ms = ?, updated_ms = ? WHERE id = ?",
             (keyhash.hash_secret(secret), row[0] if grace else None, until_ms, now_ms, key_id),
         )
-        accounts.bump_version(tx)
+        accounts.bump_version(tx, [(configdelta.KEY, key_id)])
         # Which secret is never recorded: only that it changed, and the old one's grace.
         after = {"rotated": True, "grace_seconds": grace, "previous_valid_until_ms": until_ms}
         audit.record(tx, actor, "key.rotate", "key", key_id, row[1], None, after, now_ms=now_ms)
@@ -322,7 +322,7 @@ def delete(db: Database, key_id: str, *, now_ms: int, actor: str | None = None) 
             "UPDATE lease_balance SET held_micros = 0 WHERE key_id = ? AND held_micros <> 0",
             (key_id,),
         )
-        accounts.bump_version(tx)
+        accounts.bump_version(tx, [(configdelta.KEY, key_id)])
         balance = format_micros(int(row[0]))
         after = {"deleted": True, "balance": balance}
         audit.record(tx, actor, "key.delete", "key", key_id, row[1], None, after, now_ms=now_ms)

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from solverfleet.collector import accounts, audit, reclaim, requestorder, voiding
+from solverfleet.collector import audit, configdelta, reclaim, requestorder, voiding
+from solverfleet.collector.heartbeat import Heartbeats
 from solverfleet.collector.prices import Accepted
 from solverfleet.collector.protocol import LeaseRequest, ReleaseRequest, SyncRequest
 from solverfleet.collector.reclaim import BALANCE, CPM, DAILY
@@ -313,22 +314,37 @@ def _balances(tx: Tx, agent: str, key_ids: list[str]) -> dict[str, int]:
     return out
 
 
-def sync(db: Database, req: SyncRequest, *, now_ms: int, ttl_ms: int) -> dict:
-    """The full answer to ``POST /agent/v1/sync``."""
+def sync(
+    db: Database,
+    req: SyncRequest,
+    *,
+    now_ms: int,
+    ttl_ms: int,
+    heartbeats: Heartbeats | None = None,
+) -> dict:
+    """The full answer to ``POST /agent/v1/sync``. With ``heartbeats``, an idle sync is one
+    read transaction (see heartbeat.py)."""
+
+    def config(tx: Tx) -> dict:
+        return configdelta.answer(tx, req.config_version, req.deltas, req.snapshot_after)
+
+    if heartbeats is not None and heartbeats.idle(req, now_ms):
+
+        def idle(tx: Tx) -> dict:
+            return {
+                **config(tx),
+                "grants": [],
+                "balances": _balances(tx, req.agent_id, req.watch),
+                "reclaim": reclaim.pending(tx, req.agent_id),  # orders from others' syncs
+            }
+
+        return {**db.read(idle), "server_time": now_ms / 1000}
     result = sync_leases(db, req, now_ms=now_ms, ttl_ms=ttl_ms)
-
-    # The snapshot is read after the lease transaction, version first: if a change commits in
-    # between, the agent gets newer data under an older number and simply fetches again.
-    def read(tx: Tx) -> tuple[int, dict | None]:
-        version = accounts.config_version(tx)
-        if req.config_version == version:
-            return version, None
-        return version, accounts.snapshot(tx)
-
-    version, config = db.read(read)
+    if heartbeats is not None:
+        heartbeats.persisted(req, now_ms)
+    # The config is read after the lease transaction (see configdelta.answer).
     return {
-        "config_version": version,
-        "config": config,
+        **db.read(config),
         "grants": result["grants"],
         "balances": result["balances"],
         "reclaim": result["reclaim"],

@@ -83,6 +83,8 @@ class SyncRequest:
     release: str | None
     reset: bool
     config_version: int | None
+    deltas: bool = False  # the agent applies config deltas (configdelta.py); old ones do not
+    snapshot_after: str | None = None  # the next page of a paged snapshot, after this key id
     leases: list[LeaseRequest] = field(default_factory=list)
     watch: list[str] = field(default_factory=list)
     in_flight: int | None = None
@@ -153,6 +155,8 @@ def sync_request(data: Any) -> SyncRequest:
         release=text(data.get("release"), "release", required=False, limit=64),
         reset=reset,
         config_version=None if version is None else integer(version, "config_version"),
+        deltas=flag(data.get("deltas"), "deltas"),
+        snapshot_after=text(data.get("snapshot_after"), "snapshot_after", required=False),
         leases=[
             lease_request(item, f"leases[{i}]")
             for i, item in enumerate(listing(data.get("leases"), "leases", MAX_LEASES))

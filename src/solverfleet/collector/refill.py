@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from solverfleet.collector import accounts, audit
+from solverfleet.collector import accounts, audit, configdelta
 from solverfleet.collector.periods import current_period
 from solverfleet.collector.store import Database, StoreError, Tx
 from solverfleet.money import format_micros
@@ -79,7 +79,7 @@ def refill_key(db: Database, key_id: str, now_ms: int) -> dict | None:
         if credit:
             reason = f"refill {interval} {period}"
             txn = accounts.ledger_entry(tx, key_id, credit, balance + credit, reason, now_ms, ACTOR)
-            accounts.bump_version(tx)
+            accounts.bump_version(tx, [(configdelta.KEY, key_id)])
             before = {"balance": format_micros(balance)}
             after = {"balance": format_micros(balance + credit), "amount": format_micros(credit),
                      "reason": reason, "transaction_id": txn}  # fmt: skip

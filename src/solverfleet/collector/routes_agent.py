@@ -43,7 +43,7 @@ def sync():
     c = current()
     req = protocol.sync_request(read_json())
     auth.same_agent(req.agent_id)
-    answer = leases.sync(c.db, req, now_ms=c.now_ms(), ttl_ms=c.ttl_ms)
+    answer = leases.sync(c.db, req, now_ms=c.now_ms(), ttl_ms=c.ttl_ms, heartbeats=c.heartbeats)
     metrics.count_grants(answer)
     return jsonify(answer)
 

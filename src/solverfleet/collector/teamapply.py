@@ -13,7 +13,7 @@ from typing import Any
 
 from solverfleet import keyhash, teamconfig
 from solverfleet.captchatypes import DEFAULT_TYPE
-from solverfleet.collector import accounts, audit, keys, prices
+from solverfleet.collector import accounts, audit, configdelta, keys, prices
 from solverfleet.collector.notify import notifications
 from solverfleet.collector.problems import ConfigInvalid, Conflict
 from solverfleet.collector.store import Database, Tx, marks
@@ -152,7 +152,7 @@ def _apply(tx: Tx, cfg: dict, *, now_ms: int, dry_run: bool, actor: str | None) 
 
     version = accounts.config_version(tx)
     if created or changed:
-        version = accounts.bump_version(tx)
+        version = accounts.bump_version(tx, _config_changes(account, [*created, *changed]))
         counts = {"created": len(created), "changed": len(changed), "config_version": version}
         trail.write(tx, actor, ("config.apply", "account", account, account, counts), now_ms)
     return {
@@ -164,6 +164,16 @@ def _apply(tx: Tx, cfg: dict, *, now_ms: int, dry_run: bool, actor: str | None) 
         "config_version": version,
         "dry_run": dry_run,
     }
+
+
+def _config_changes(account: str, noted: list[dict]) -> list[tuple[str, str]]:
+    """What agents must fetch again (configdelta): an account's or price's change re-sends the
+    price section (which holds the account's prices and type aliases)."""
+    kinds = {"key": configdelta.KEY, "user": configdelta.USER}
+    return [
+        (kinds[n["kind"]], n["id"]) if n["kind"] in kinds else (configdelta.PRICING, account)
+        for n in noted
+    ]
 
 
 def _refuse_other_accounts(account: str, users: dict[str, dict], keys: dict[str, dict]) -> None:

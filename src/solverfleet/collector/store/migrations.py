@@ -120,6 +120,13 @@ def _v10_lease_reclaim(tx: Tx) -> None:
     _add_columns(tx, schema_billing.V10_COLUMNS)
 
 
+def _v11_config_changes(tx: Tx) -> None:
+    _create_tables(tx, schema_billing.V11_TABLES)
+    _add_columns(tx, schema_billing.V11_COLUMNS)
+    # Nothing before now is logged: an agent at an older version gets the full snapshot.
+    tx.execute("UPDATE config_state SET log_floor = version WHERE id = 1")
+
+
 def _v13_request_order(tx: Tx) -> None:
     _add_columns(tx, schema_billing.V13_COLUMNS)
 
@@ -135,6 +142,7 @@ MIGRATIONS: list[Migration] = [
     Migration(8, "audit log of admin changes", _v8_audit_log),
     Migration(9, "per-account prices and type aliases", _v9_account_prices),
     Migration(10, "lease reclaim orders, settled leases", _v10_lease_reclaim),
+    Migration(11, "config change log (sync deltas)", _v11_config_changes),
     Migration(13, "sync request order: per-process request numbers", _v13_request_order),
 ]
 

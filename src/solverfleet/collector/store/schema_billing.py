@@ -144,6 +144,30 @@ V10_COLUMNS: dict[str, list[tuple[str, str]]] = {
     "lease_daily": [("settled", "SMALLINT NOT NULL DEFAULT 0")],
 }
 
+
+# --- version 11: config deltas (docs/ARCHITECTURE.md "Config sync") ----------------------------
+
+V11_TABLES = [
+    # What each config version changed, written in the change's transaction (configdelta.py):
+    # kind key | user | pricing; ident: the key or user id, or the account of a price/alias
+    # ("*": global prices). A sync from an agent at version v ships what changed after v.
+    Table(
+        "config_changes",
+        [
+            ("version", "BIGINT NOT NULL"),
+            ("kind", "VARCHAR(8) ASCII NOT NULL"),
+            ("ident", f"{ID} NOT NULL"),
+        ],
+        ("version", "kind", "ident"),
+    ),
+]
+
+# ``log_floor``: the log holds every change after this version; an agent older than it (the
+# log was pruned, or one change was too big to log) gets the full snapshot.
+V11_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "config_state": [("log_floor", "BIGINT NOT NULL DEFAULT 0")],
+}
+
 # ``sync_seq``: the last request number of the agent's current process that changed leases;
 # a request at or below it is a duplicate or a late copy and changes nothing (requestorder.py).
 V13_COLUMNS: dict[str, list[tuple[str, str]]] = {"agents": [("sync_seq", "BIGINT")]}
