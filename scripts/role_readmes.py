@@ -85,7 +85,7 @@ def render(role_dir: Path) -> str:
     out = [HEADER, "", f"# {role_dir.name}", "", f"**{markup(main['short_description'])}**", ""]
     for para in paragraphs(main.get("description")):
         out += [para, ""]
-    out += ["## Variables", ""] + options_table(main.get("options", {})) + [""]
+    out += ["## Variables", "", *options_table(main.get("options", {})), ""]
     for name, spec in specs.items():
         if name == "main":
             continue
@@ -96,10 +96,11 @@ def render(role_dir: Path) -> str:
         out += [f"**{markup(spec['short_description'])}**", ""]
         for para in paragraphs(spec.get("description")):
             out += [para, ""]
-        own = {k: v for k, v in spec.get("options", {}).items() if main.get("options", {}).get(k) != v}
+        shared = main.get("options", {})
+        own = {k: v for k, v in spec.get("options", {}).items() if shared.get(k) != v}
         if len(own) < len(spec.get("options", {})):
             out += ["Takes the variables of `main`, and:", ""]
-        out += options_table(own) + [""]
+        out += [*options_table(own), ""]
     deps = [d["role"] if isinstance(d, dict) else d for d in meta.get("dependencies") or []]
     out += ["## Dependencies", "", ", ".join(f"`{d}`" for d in deps) or "None.", ""]
     license_ = (meta.get("galaxy_info") or {}).get("license")
@@ -131,12 +132,13 @@ def spec_problems(role_dir: Path) -> list[str]:
     known = {n: o for s in specs.values() for n, o in s.get("options", {}).items()}
     values = defaults(role_dir)
     role = role_dir.name
-    problems = [f"{role}: {n} is in defaults but in no entry point's spec" for n in values if n not in known]
-    problems += [f"{role}: {n} is in the main spec but not in defaults" for n in main if n not in values]
+    problems = [f"{role}: {n} is in defaults but in no spec" for n in values if n not in known]
+    problems += [f"{role}: {n} is in the main spec only" for n in main if n not in values]
     for name, value in values.items():
         option = known.get(name, {})
         if "default" in option and not _templated(value) and option["default"] != value:
-            problems.append(f"{role}: {name} defaults to {value!r} but the spec says {option['default']!r}")
+            spec = option["default"]
+            problems.append(f"{role}: {name} defaults to {value!r}, the spec says {spec!r}")
     return problems
 
 
