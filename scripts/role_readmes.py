@@ -51,9 +51,10 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _default(option: dict) -> str:
+def _default(option: dict, where: str | None) -> str:
     if "default" not in option:
-        return ""
+        # Computed (or a table) in the role's defaults, too long for a cell: say where it is.
+        return f"in `{where}`" if where else ""
     value = option["default"]
     shown = value if isinstance(value, str) else json.dumps(value)
     return f"`{shown}`" if shown != "" else '`""`'
@@ -64,7 +65,7 @@ def _type(option: dict) -> str:
     return f"{kind} of {option['elements']}" if "elements" in option else kind
 
 
-def options_table(options: dict) -> list[str]:
+def options_table(options: dict, where: dict[str, str]) -> list[str]:
     lines = [
         "| Variable | Type | Default | Required | Choices | Description |",
         "|---|---|---|---|---|---|",
@@ -73,7 +74,14 @@ def options_table(options: dict) -> list[str]:
         choices = ", ".join(f"`{c}`" for c in option.get("choices", []))
         text = "<br>".join(paragraphs(option.get("description")))
         required = "yes" if option.get("required") else ""
-        row = [f"`{name}`", _type(option), _default(option), required, choices, text]
+        row = [
+            f"`{name}`",
+            _type(option),
+            _default(option, where.get(name)),
+            required,
+            choices,
+            text,
+        ]
         lines.append("| " + " | ".join(_cell(c) for c in row) + " |")
     return lines
 
@@ -82,10 +90,11 @@ def render(role_dir: Path) -> str:
     specs = yaml.safe_load((role_dir / "meta" / "argument_specs.yml").read_text())["argument_specs"]
     meta = yaml.safe_load((role_dir / "meta" / "main.yml").read_text()) or {}
     main = specs["main"]
+    where = {name: path for path, values in default_files(role_dir).items() for name in values}
     out = [HEADER, "", f"# {role_dir.name}", "", f"**{markup(main['short_description'])}**", ""]
     for para in paragraphs(main.get("description")):
         out += [para, ""]
-    out += ["## Variables", "", *options_table(main.get("options", {})), ""]
+    out += ["## Variables", "", *options_table(main.get("options", {}), where), ""]
     for name, spec in specs.items():
         if name == "main":
             continue
@@ -100,7 +109,7 @@ def render(role_dir: Path) -> str:
         own = {k: v for k, v in spec.get("options", {}).items() if shared.get(k) != v}
         if len(own) < len(spec.get("options", {})):
             out += ["Takes the variables of `main`, and:", ""]
-        out += [*options_table(own), ""]
+        out += [*options_table(own, where), ""]
     deps = [d["role"] if isinstance(d, dict) else d for d in meta.get("dependencies") or []]
     out += ["## Dependencies", "", ", ".join(f"`{d}`" for d in deps) or "None.", ""]
     license_ = (meta.get("galaxy_info") or {}).get("license")
@@ -109,14 +118,22 @@ def render(role_dir: Path) -> str:
     return "\n".join(out).rstrip("\n") + "\n"
 
 
-def defaults(role_dir: Path) -> dict:
-    """The role's defaults: defaults/main.yml, or every YAML/JSON file under defaults/main/."""
+def default_files(role_dir: Path) -> dict[str, dict]:
+    """The role's defaults per file (relative to the role): defaults/main.yml, or every
+    YAML/JSON file under defaults/main/."""
     single = role_dir / "defaults" / "main.yml"
     files = [single] if single.is_file() else sorted((role_dir / "defaults" / "main").glob("*"))
+    return {
+        str(path.relative_to(role_dir)): yaml.safe_load(path.read_text()) or {}
+        for path in files
+        if path.suffix in {".yml", ".yaml", ".json"}
+    }
+
+
+def defaults(role_dir: Path) -> dict:
     merged: dict = {}
-    for path in files:
-        if path.suffix in {".yml", ".yaml", ".json"}:
-            merged.update(yaml.safe_load(path.read_text()) or {})
+    for values in default_files(role_dir).values():
+        merged.update(values)
     return merged
 
 
