@@ -54,7 +54,7 @@ def _cell(text: str) -> str:
 def _default(option: dict, where: str | None) -> str:
     if "default" not in option:
         # Computed (or a table) in the role's defaults, too long for a cell: say where it is.
-        return f"in `{where}`" if where else ""
+        return f"in [{where}]({where})" if where else ""
     value = option["default"]
     shown = value if isinstance(value, str) else json.dumps(value)
     return f"`{shown}`" if shown != "" else '`""`'
