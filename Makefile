@@ -10,7 +10,7 @@ DEMO_STATE ?= .demo
 PYTEST_ARGS ?=
 SECONDS ?= 600
 
-.PHONY: venv system-deps demo demo-local test lint test-unit test-integration sim wheelhouse bench clean
+.PHONY: venv system-deps demo demo-local test lint test-unit test-integration sim wheelhouse bench clean role-readmes
 
 $(STAMP): pyproject.toml constraints.txt requirements-ansible.txt
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ test-integration: venv system-deps
 # The fleet simulator (tests/sim) for longer than the suite's 60 s: `make sim SECONDS=3600`.
 sim: venv
 	$(BIN)/python -m tests.sim --seconds $(SECONDS)
+
+# Role READMEs from each role's meta/argument_specs.yml (tests/unit/test_role_readmes.py checks them).
+role-readmes: venv
+	$(BIN)/python scripts/role_readmes.py
 
 # The project wheel and every runtime dependency wheel in one directory, for offline host installs.
 wheelhouse: venv
