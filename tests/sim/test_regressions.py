@@ -224,3 +224,21 @@ def test_a_duplicated_sync_returns_daily_tokens_twice() -> None:
         ("call", 0, "k2", 4),
     ]
     _replay(ops, 2058808999)
+
+
+def test_a_duplicated_sync_strands_its_grant_with_the_asker() -> None:
+    """Finding 8, seed 902040319 (6 ops). a0's urgent ask for daily tokens is duplicated by
+    the network: the first copy is granted 3, the second is a stale repeat that grants nothing,
+    and a0 hears only the second. The 3 tokens sit in a0's own lease at the collector, a0
+    does not know of them (and marks the lease starved), and no reclaim can reach them: a
+    call the fleet can afford is refused until the day ends. Fixed: an exact repeat of the
+    last lease-changing request is answered with what the first copy was granted."""
+    ops = [
+        ("faults", 0, 4, 218220202),
+        ("tick",),
+        ("call", 0, "k1", 2),
+        ("heal", 0),
+        ("advance", 61),
+        ("probe", 0, "k1"),
+    ]
+    _replay(ops, 902040319)

@@ -15,7 +15,7 @@ AGENT = {
     "agent_id": "solver/3",
     "instance": "i-1",
     "release": "1.2.3",
-    "last_seen": time.time() - 400,
+    "last_seen": None,  # set per test: 400 s before it runs
     "in_flight": 0,
     "spool_backlog": 12,
     "leases": "quarantined",
@@ -28,11 +28,13 @@ def run(fake, *args):
 
 
 def test_agents_list_shows_a_quarantined_agent(fake_admin):
-    fake_admin.answer("GET", "/admin/v1/agents", {"agents": [AGENT]})
+    fake_admin.answer(
+        "GET", "/admin/v1/agents", {"agents": [{**AGENT, "last_seen": time.time() - 400}]}
+    )
     result = run(fake_admin, "agents", "list")
     assert result.exit_code == 0, result.output
     line = next(x for x in result.stdout.splitlines() if "solver/3" in x)
-    for text in ("1.2.3", "40", "s ago", "12", "quarantined"):
+    for text in ("1.2.3", "400 s ago", "12", "quarantined"):
         assert text in line
     as_json = run(fake_admin, "agents", "list", "--json")
     listed = json.loads(as_json.stdout)["agents"]

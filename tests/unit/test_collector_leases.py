@@ -392,3 +392,22 @@ def test_requests_without_seq_are_taken_as_they_come(collector_app: AppHarness) 
     assert leased(h) == 80_000
     bad = h.agent("POST", "/agent/v1/sync", json={"agent_id": "a1", "seq": 0})
     assert bad.status_code == 400 and "seq" in bad.json["message"]
+
+
+def test_an_exact_repeat_is_answered_with_the_first_copys_grants(
+    collector_app: AppHarness,
+) -> None:
+    """The agent may hear only the repeat (a proxy's retry, or its own resend of a request
+    whose answer it lost): it learns what the first copy was granted, and nothing moves twice."""
+    h = collector_app
+    h.apply(team_config([user_config("alice", [key_config("alice-web")], daily_limit=10)]))
+    ask = [bal(want=100_000), daily(want=4)]
+    first = h.sync("a1", ask, instance="1765555555000-p", seq=1, reset=True)["grants"]
+    again = h.sync("a1", ask, instance="1765555555000-p", seq=1, reset=True)["grants"]
+    assert [(g.get("granted_micros"), g.get("granted")) for g in again] == [
+        (g.get("granted_micros"), g.get("granted")) for g in first
+    ]
+    assert (again[0]["held_micros"], again[1]["held"], leased(h)) == (100_000, 4, 100_000)
+    h.sync("a1", [bal(ret=10_000)], instance="1765555555000-p", seq=2)
+    late = h.sync("a1", ask, instance="1765555555000-p", seq=1)["grants"]  # older: no replay
+    assert (late[0]["granted_micros"], late[1]["granted"], leased(h)) == (0, 0, 90_000)

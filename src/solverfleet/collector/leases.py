@@ -244,8 +244,6 @@ def sync_leases(db: Database, req: SyncRequest, *, now_ms: int, ttl_ms: int) -> 
         order = requestorder.standing(tx, agent, req.instance, req.seq, req.reset, changes)
         if order.current:
             _touch_agent(tx, req, now_ms)
-        if order.record:
-            requestorder.record(tx, agent, req.seq)
         if order.stale:
             for lease in req.leases:
                 requestorder.neutral(lease)
@@ -289,6 +287,10 @@ def sync_leases(db: Database, req: SyncRequest, *, now_ms: int, ttl_ms: int) -> 
                 grants.append(_daily(tx, agent, lease, users.get(lease.user_id))[0])
         if any(g.get("granted_micros") or g.get("granted") for g in grants):
             tx.execute("UPDATE agents SET holds = 1 WHERE agent_id = ?", (agent,))
+        if order.record:
+            requestorder.record(tx, agent, req.seq, grants)
+        elif order.replay is not None:
+            grants = requestorder.replayed(grants, order.replay)
         balances = _balances(tx, agent, [*want_keys, *req.watch])
         return {
             "grants": grants,

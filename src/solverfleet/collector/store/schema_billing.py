@@ -170,4 +170,7 @@ V11_COLUMNS: dict[str, list[tuple[str, str]]] = {
 
 # ``sync_seq``: the last request number of the agent's current process that changed leases;
 # a request at or below it is a duplicate or a late copy and changes nothing (requestorder.py).
-V13_COLUMNS: dict[str, list[tuple[str, str]]] = {"agents": [("sync_seq", "BIGINT")]}
+# ``sync_answer``: what that request was granted (JSON), the answer to an exact repeat of it.
+V13_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "agents": [("sync_seq", "BIGINT"), ("sync_answer", "MEDIUMTEXT")]
+}
