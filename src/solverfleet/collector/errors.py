@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
 from solverfleet import jsonbody
-from solverfleet.collector.problems import ConfigInvalid, Invalid, Problem
+from solverfleet.collector.problems import ConfigInvalid, Invalid, NotFound, Problem
 from solverfleet.collector.store import StoreError, StoreUnavailable
 from solverfleet.textcheck import INT64_MAX, text_problem
 
@@ -76,13 +76,16 @@ class _Int64(IntegerConverter):
 
 
 def _check_text() -> None:
-    """Path segments, query values and form fields are one-line text (``textcheck``)."""
+    """Path segments, query values and form fields are one-line text (``textcheck``): a path
+    segment that is not names nothing (404), a query or form value is a 400."""
     pairs = [("path", *item) for item in (request.view_args or {}).items()]
     pairs += [("query", *item) for item in request.args.items(multi=True)]
     if request.mimetype == "application/x-www-form-urlencoded":
         pairs += [("form", *item) for item in request.form.items(multi=True)]
     for where, name, value in pairs:
         problem = text_problem(name) or (isinstance(value, str) and text_problem(value))
+        if problem and where == "path":  # no id can hold one: it names nothing, like 1e30
+            raise NotFound(f"no such {name}: it {problem}")
         if problem:
             raise bad_request(f"{where} parameter {name[:64]!r}: {problem}")
 
