@@ -141,6 +141,21 @@ def test_compat_fields_with_control_characters_are_bad_parameters(ready, query) 
     assert resp.get_data(as_text=True) == "ERROR_BAD_PARAMETERS"
 
 
+@pytest.mark.parametrize(
+    ("email", "problem"),
+    [
+        ("a\x00@b.example", "a control character (U+0000)"),
+        ("a\ud800@b.example", "a lone surrogate (U+D800)"),
+    ],
+)
+def test_team_config_text_must_be_valid(email, problem) -> None:
+    config = team_config()
+    config["users"][0]["email"] = email
+    with pytest.raises(teamconfig.TeamConfigError) as caught:
+        teamconfig.parse(config)
+    assert caught.value.errors == [f"users[0].email: contains {problem} at position 1"]
+
+
 # ---- numbers out of range --------------------------------------------------------------------
 
 

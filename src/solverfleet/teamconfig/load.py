@@ -18,6 +18,7 @@ import yaml
 
 from solverfleet import jsonbody, safeyaml
 from solverfleet.teamconfig.problems import Invalid, Problems, TeamConfigError, join
+from solverfleet.textcheck import text_problem
 
 ENV_PREFIX = "ENV:"
 MAX_DEPTH = 20
@@ -113,6 +114,10 @@ def resolve_env(
         return [
             resolve_env(v, env, problems, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)
         ]
+    if isinstance(value, str) and text_problem(value, multiline=True):
+        # Every string of a team file, once: no lone surrogates or control characters.
+        problems.fail(path, text_problem(value, multiline=True) or "")
+        return value
     try:
         return _resolve(value, env, problems, path)
     except Invalid:
