@@ -67,6 +67,15 @@ def test_deep_bodies_at_the_collector_are_a_400_naming_the_limit(collector_app, 
     assert _balance(h) == "10.00"
 
 
+def test_deep_bodies_at_the_worker_are_a_400() -> None:
+    from solverfleet.worker import WorkerSettings, create_app
+
+    client = create_app(WorkerSettings(latency_ms="0")).test_client()
+    raw = '{"type":"turnstile","params":' + _deep(DEEP) + "}"
+    resp = client.post("/work", data=raw, content_type="application/json")
+    assert resp.status_code == 400 and "32 levels" in resp.json["message"]
+
+
 def test_depth_scan_ignores_brackets_inside_strings() -> None:
     assert jsonbody.loads('{"a": "[[[[{{{{\\"]]"}', max_depth=1) == {"a": '[[[[{{{{"]]'}
     with pytest.raises(jsonbody.BodyError, match="deeper than 2"):
