@@ -41,7 +41,9 @@ def loads(text: str) -> Any:
     if len(text.encode("utf-8", "surrogatepass")) > safeyaml.MAX_BYTES:
         raise TeamConfigError(f"document over {safeyaml.MAX_BYTES} bytes")
     if text.lstrip()[:1] in ("{", "["):
-        if jsonbody.depth(text, MAX_DEPTH) > MAX_DEPTH:  # before json.loads recurses away
+        if (
+            jsonbody.depth(text.encode("utf-8", "surrogatepass")) > MAX_DEPTH
+        ):  # before json.loads recurses away
             raise TeamConfigError(f"nested deeper than {MAX_DEPTH} levels")
         try:
             return json.loads(text, object_pairs_hook=_json_pairs)
