@@ -27,12 +27,29 @@ ENV_PREFIX = "ENV:"
 _OUTCOMES = ("created", "changed", "unchanged")
 
 
-def _plain(value: Any) -> Any:
-    """Ansible's templated data (tagged str/dict/list subclasses) as plain Python values."""
+MAX_NODES = 1_000_000  # a 100,000-user team is ~1,000,000 values; an alias bomb is 10**9
+MAX_DEPTH = 32  # a valid config is 6 levels deep
+
+
+class _TooBig(Exception):
+    pass
+
+
+def _plain(value: Any, budget: list[int] | None = None, depth: int = 0) -> Any:
+    """Ansible's templated data (tagged str/dict/list subclasses) as plain Python values.
+
+    Ansible's YAML loader keeps an alias as a shared reference, so nine lines of aliases are
+    a 10**9-node walk: every value spends ``budget`` and the walk stops when it is spent."""
+    budget = [MAX_NODES] if budget is None else budget
+    budget[0] -= 1
+    if budget[0] < 0 or depth > MAX_DEPTH:
+        raise _TooBig
     if isinstance(value, Mapping):
-        return {_plain(k): _plain(v) for k, v in value.items()}
+        return {
+            _plain(k, budget, depth + 1): _plain(v, budget, depth + 1) for k, v in value.items()
+        }
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [_plain(v, budget, depth + 1) for v in value]
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int):
@@ -86,7 +103,16 @@ def team_resolve(config: Any, env: Mapping[str, str] | None = None) -> dict:
     ``config`` is None whenever ``errors`` is not empty; nothing may be sent then.
     """
     env = os.environ if env is None else env
-    data = _plain(config)
+    try:
+        data = _plain(config)
+    except _TooBig:
+        return _answer(
+            None,
+            [
+                f"(top level): more than {MAX_NODES} values or {MAX_DEPTH} levels"
+                " (YAML aliases expanding?)"
+            ],
+        )
     if teamconfig is not None:
         try:
             normalized = teamconfig.parse(data, env=env)

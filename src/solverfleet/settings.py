@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from solverfleet import safeyaml
+
 ENV_PREFIX = "SOLVERFLEET_"
 CONFIG_FILE_VAR = "SOLVERFLEET_CONFIG"
 T = TypeVar("T")
@@ -94,7 +96,7 @@ def load_settings(
     path = file if file is not None else env.get(CONFIG_FILE_VAR)
     if path:
         try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
+            loaded = safeyaml.load(Path(path).read_text()) or {}
         except OSError as exc:
             raise SettingsError(f"cannot read settings file {path}: {exc.strerror}") from None
         except yaml.YAMLError as exc:

@@ -395,6 +395,14 @@ def test_solves_filters_and_cursor_paging(h: AppHarness, admin: Browser):
     assert keyed.count('<tr class="status-') == 1
 
 
+def test_text_stored_before_the_check_is_never_rendered_raw(h: AppHarness, admin: Browser):
+    # Ingest cleans text now; a row written by an older collector may still hold a NUL.
+    h.usage([event("alice-web")])
+    h.db.transaction(lambda tx: tx.execute("UPDATE usage_events SET url = ?", ("x\x00\x1b[31m",)))
+    page = admin.get("/dashboard/solves").get_data(as_text=True)
+    assert "x\ufffd\ufffd[31m" in page and "\x00" not in page and "\x1b" not in page
+
+
 @pytest.mark.parametrize(
     ("path", "says"),
     [

@@ -9,7 +9,6 @@ event -> commit or release the hold -> answer. The event is on disk before the a
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from solverfleet import jsonbody
 from solverfleet.agent import precheck, ratelimit
 from solverfleet.agent.clientip import client_ip
 from solverfleet.agent.keystore import Key, Snapshot, User
@@ -34,6 +34,7 @@ from solverfleet.agent.solvepath import (
 from solverfleet.agent.usage import new_id
 from solverfleet.money import CURRENCY, format_micros
 from solverfleet.obs.logjson import current_request_id
+from solverfleet.textcheck import text_problem
 
 log = logging.getLogger(__name__)
 bp = Blueprint("agent", __name__)
@@ -81,20 +82,24 @@ class SolveBody:
 def _parse_body() -> SolveBody | str:
     """The solve body, or a message saying what is wrong with it."""
     try:
-        data = json.loads(request.get_data(cache=False))
-    except (ValueError, UnicodeDecodeError):
-        return "body must be a JSON object"
+        data = jsonbody.loads(request.get_data(cache=False))
+    except jsonbody.BodyError as exc:
+        return f"body must be a JSON object ({exc})"
     if not isinstance(data, dict):
         return "body must be a JSON object"
     slug, url, params = data.get("type"), data.get("url"), data.get("params", {})
     if not isinstance(slug, str) or not slug or len(slug) > MAX_TYPE:
         return f"field 'type' must be a captcha type slug (1-{MAX_TYPE} characters)"
+    if text_problem(slug):
+        return f"field 'type' {text_problem(slug)}"
     if (
         not isinstance(url, str)
         or len(url) > MAX_URL
         or not url.lower().startswith(("http://", "https://"))
     ):
         return f"field 'url' must be an http(s) URL of at most {MAX_URL} characters"
+    if text_problem(url):  # a URL is one line: no tab, newline or NUL to log or render
+        return f"field 'url' {text_problem(url)}"
     if params is None:
         params = {}
     if not isinstance(params, dict):

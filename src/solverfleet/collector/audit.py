@@ -25,6 +25,7 @@ from solverfleet.collector.problems import Invalid
 from solverfleet.collector.reporting.timerange import TimeRange, iso
 from solverfleet.collector.store import Database, Tx
 from solverfleet.keyhash import SECRET_PREFIX
+from solverfleet.textcheck import INT64_MAX
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1_000
@@ -160,14 +161,16 @@ class AuditFilter:
 
 def check_limit(raw: Any) -> int:
     text = str(raw)
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LIMIT:
+    digits = text.isascii() and text.isdigit() and len(text) <= 9  # int() of 5000 digits fails
+    if not digits or not 1 <= int(text) <= MAX_LIMIT:
         raise Invalid(f"limit must be a whole number from 1 to {MAX_LIMIT}", "invalid_limit")
     return int(text)
 
 
 def decode_cursor(cursor: str) -> int:
     """The row id a cursor carries (rows older than it come next); 400 for anything else."""
-    if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 19 or int(cursor) < 1:
+    digits = cursor.isascii() and cursor.isdigit() and len(cursor) <= 19
+    if not digits or not 1 <= int(cursor) <= INT64_MAX:
         raise Invalid("cursor: not a cursor from a page of the audit log", "invalid_cursor")
     return int(cursor)
 

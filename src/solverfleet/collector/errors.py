@@ -9,9 +9,12 @@ from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import IntegerConverter
 
-from solverfleet.collector.problems import ConfigInvalid, Invalid, Problem
+from solverfleet import jsonbody
+from solverfleet.collector.problems import ConfigInvalid, Invalid, NotFound, Problem
 from solverfleet.collector.store import StoreError, StoreFull, StoreUnavailable
+from solverfleet.textcheck import INT64_MAX, text_problem
 
 log = logging.getLogger(__name__)
 
@@ -38,28 +41,23 @@ def _too_large() -> str:
     return text
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number")
-
-
-def read_json() -> Any:
-    """The request body as JSON; 400 for empty, non-UTF-8 or malformed bodies, 413 if too big."""
+def read_json(max_items: int = jsonbody.MAX_ITEMS, *, text: bool = True) -> Any:
+    """The request body as JSON; 400 for empty, non-UTF-8, malformed or hostile bodies (too
+    deep, invalid text, huge numbers: ``jsonbody``), 413 if too big."""
     raw = request.get_data(cache=False)  # raises 413 past max_content_length
     if not raw.strip():
         raise bad_request("request body must be a JSON document", "bad_json")
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
-    except UnicodeDecodeError:
-        raise bad_request("request body is not UTF-8", "bad_json") from None
-    except ValueError as exc:
-        raise bad_request(f"malformed JSON: {exc}", "bad_json") from None
-    except RecursionError:
-        raise bad_request("JSON nested too deeply", "bad_json") from None
+        return jsonbody.loads(raw, max_items=max_items, text=text)
+    except jsonbody.BodyError as exc:
+        raise bad_request(str(exc), "bad_json") from None
 
 
-def read_object(allowed: tuple[str, ...] | None = None) -> dict[str, Any]:
+def read_object(
+    allowed: tuple[str, ...] | None = None, max_items: int = jsonbody.MAX_ITEMS
+) -> dict[str, Any]:
     """A JSON object body; with ``allowed``, any other field is a 400."""
-    data = read_json()
+    data = read_json(max_items)
     if not isinstance(data, dict):
         raise bad_request("request body must be a JSON object")
     if allowed is not None:
@@ -69,7 +67,35 @@ def read_object(allowed: tuple[str, ...] | None = None) -> dict[str, Any]:
     return data
 
 
+class _Int64(IntegerConverter):
+    """``<int:...>`` that cannot overflow the store: a larger id is a 404 like a missing one."""
+
+    def __init__(self, url_map: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", INT64_MAX)
+        super().__init__(url_map, *args, **kwargs)
+
+
+def _check_text() -> None:
+    """Path segments, query values and form fields are one-line text (``textcheck``): a path
+    segment that is not names nothing (404), a query or form value is a 400."""
+    pairs = [("path", *item) for item in (request.view_args or {}).items()]
+    pairs += [("query", *item) for item in request.args.items(multi=True)]
+    if request.mimetype == "application/x-www-form-urlencoded":
+        pairs += [("form", *item) for item in request.form.items(multi=True)]
+    for where, name, value in pairs:
+        problem = text_problem(name) or (isinstance(value, str) and text_problem(value))
+        if problem and where == "path":  # no id can hold one: it names nothing, like 1e30
+            raise NotFound(f"no such {name}: it {problem}")
+        if problem:
+            raise bad_request(f"{where} parameter {name[:64]!r}: {problem}")
+
+
 def register(app: Flask) -> None:
+    """Error handlers, the bounded ``int`` converter and the text check; call before any
+    blueprint is registered (rules bind their converters when added)."""
+    app.url_map.converters["int"] = _Int64
+    app.before_request(_check_text)
+
     @app.errorhandler(Problem)
     def _problem(exc: Problem) -> Response:
         response = error_response(exc.status, exc.code, exc.message)

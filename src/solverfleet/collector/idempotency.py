@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import secrets
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from typing import Any
 
 from flask import Response, current_app, g, request
 
+from solverfleet import jsonbody
 from solverfleet.collector import auth
 from solverfleet.collector.context import current
 from solverfleet.collector.errors import bad_request, error_response
@@ -106,10 +108,10 @@ def scope_hash(actor: str, method: str, path: str, key: str) -> str:
 def fingerprint(query: bytes, body: bytes) -> str:
     """The request's identity beyond its scope: query string and body (JSON canonicalized,
     so spacing and field order do not make a different request)."""
-    try:
-        text = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"))
-        canonical = b"json:" + text.encode()
-    except (ValueError, RecursionError):
+    try:  # jsonbody: a hostile body is refused by its view; here it is only kept raw
+        data = jsonbody.loads(body, max_items=sys.maxsize)
+        canonical = b"json:" + json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    except jsonbody.BodyError:
         canonical = b"raw:" + body
     return hashlib.sha256(query + b"\0" + canonical).hexdigest()
 

@@ -34,6 +34,7 @@ from solverfleet.collector import leases, metrics
 from solverfleet.collector.notify import notifications
 from solverfleet.collector.problems import Invalid
 from solverfleet.collector.store import Database, StoreUnavailable, Tx, chunks, marks
+from solverfleet.textcheck import scrub
 
 MAX_EVENTS = 5_000
 MAX_GROUP_EVENTS = 20_000
@@ -84,15 +85,10 @@ _FREE_TEXT = {
 }
 
 
-def _clean(value: str, limit: int) -> str:
-    if len(value) > limit:
-        value = value[:limit]
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:  # lone surrogates from "\ud800" escapes
-            value = value.encode("utf-8", "replace").decode("utf-8")
-    return value
+def _clean(value: str, limit: int, *, multiline: bool = True) -> str:
+    # Kept, not refused (the call was charged): lone surrogates (unstorable) and control
+    # characters (would be logged and rendered raw) become U+FFFD.
+    return scrub(value[:limit], multiline=multiline)
 
 
 def _free(event: dict, name: str, i: int) -> str | None:
@@ -109,7 +105,7 @@ def _ident(value: Any, path: str, required: bool) -> str | None:
         return None
     if type(value) is not str or not 0 < len(value) <= 128:
         raise Invalid(f"{path}: must be a string of 1 to 128 characters")
-    return _clean(value, 128)
+    return _clean(value, 128, multiline=False)
 
 
 def _int(value: Any, path: str, high: int, default: int | None = None) -> int | None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from solverfleet.collector.problems import Invalid
+from solverfleet.textcheck import text_problem
 
 MAX_LEASES = 10_000
 MAX_WATCH = 100_000
@@ -25,6 +26,9 @@ def text(value: Any, path: str, *, required: bool = True, limit: int = MAX_ID) -
         return None
     if not isinstance(value, str) or not value or len(value) > limit:
         raise Invalid(f"{path}: must be a string of 1 to {limit} characters")
+    problem = text_problem(value)  # ids are one line: no control characters at all
+    if problem:
+        raise Invalid(f"{path}: {problem}")
     return value
 
 

@@ -47,7 +47,8 @@ def _flag(name: str) -> bool:
 
 def _limit(default: int = 100) -> int:
     raw = request.args.get("limit", str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= reports.MAX_LIMIT:
+    digits = raw.isascii() and raw.isdigit() and len(raw) <= 9
+    if not digits or not 1 <= int(raw) <= reports.MAX_LIMIT:
         raise bad_request(f"limit must be a whole number from 1 to {reports.MAX_LIMIT}")
     return int(raw)
 
@@ -73,7 +74,7 @@ def whoami():
 @idempotent
 def apply():
     dry_run = _flag("dry_run")
-    data = read_object()
+    data = read_object(max_items=teamapply.MAX_ITEMS)
     c = current()  # apply_config validates (400 invalid_config with every error) before writing
     result = teamapply.apply_config(
         c.db,

@@ -41,7 +41,7 @@ def _guard() -> None:
 @bp.post("/sync")
 def sync():
     c = current()
-    req = protocol.sync_request(read_json())
+    req = protocol.sync_request(read_json(protocol.MAX_WATCH))
     auth.same_agent(req.agent_id)
     answer = leases.sync(c.db, req, now_ms=c.now_ms(), ttl_ms=c.ttl_ms, heartbeats=c.heartbeats)
     metrics.count_grants(answer)
@@ -50,7 +50,7 @@ def sync():
 
 @bp.post("/usage")
 def usage():
-    agent_id, rows = ingest.parse_batch(read_json())
+    agent_id, rows = ingest.parse_batch(read_json(ingest.MAX_GROUP_EVENTS, text=False))
     bound = auth.principal().agent_id
     auth.same_agent(agent_id, *(row[ingest.AGENT] for row in rows))
     # Answered only after the commit; an exception here means nothing was committed.

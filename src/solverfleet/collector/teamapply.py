@@ -19,6 +19,9 @@ from solverfleet.collector.problems import ConfigInvalid, Conflict
 from solverfleet.collector.store import Database, Tx, marks
 from solverfleet.money import format_micros
 
+# Items in any one array of a team config body (users, keys); bounded by apply_max_body too.
+MAX_ITEMS = 100_000
+
 OPENING_REASON = "opening balance (team config)"
 _KEY_SETTINGS = (
     "project",

@@ -21,6 +21,7 @@ from solverfleet.teamconfig.problems import Invalid, Problems
 
 ROLES = ("admin", "user", "service")
 MAX_COUNT = 10**9
+MAX_LIST = 1_000  # entries in an ip_allowlist or allowed_types (docs/ARCHITECTURE.md)
 MIN_SECRET_LENGTH = 8
 MAX_SECRET_LENGTH = 512
 MAX_URL_LENGTH = 2048
@@ -267,12 +268,15 @@ class Fields(Problems):
             return None
         if not isinstance(value, list):
             raise self.fail(path, f"must be a list of captcha types, not {kind(value)}")
+        if len(value) > MAX_LIST:
+            raise self.fail(path, f"at most {MAX_LIST} entries, got {len(value)}")
         out: list[str] = []
+        seen: set[str] = set()  # a set: a duplicate check over the list is quadratic
         for i, item in enumerate(value):
             where = f"{path}[{i}]"
             if not isinstance(item, str) or not TYPE_RE.fullmatch(item):
                 self.fail(where, f"not a captcha type name: {self.show(where, item)}")
-            elif item in out:
+            elif item in seen:
                 self.fail(where, f"duplicate type {item!r}")
             elif prices and item not in prices:
                 self.fail(
@@ -280,6 +284,7 @@ class Fields(Problems):
                 )
             else:
                 out.append(item)
+                seen.add(item)
         if len(out) != len(value):
             raise Invalid()
         return out
@@ -289,14 +294,18 @@ class Fields(Problems):
             return None
         if not isinstance(value, list):
             raise self.fail(path, f"must be a list of CIDRs, not {kind(value)}")
+        if len(value) > MAX_LIST:
+            raise self.fail(path, f"at most {MAX_LIST} entries, got {len(value)}")
         out: list[str] = []
+        seen: set[str] = set()
         for i, item in enumerate(value):
             network = self.field(self.cidr, item, f"{path}[{i}]")
             if network is None:
                 continue
-            if network in out:
+            if network in seen:
                 self.fail(f"{path}[{i}]", f"duplicate network {network}")
             out.append(network)
+            seen.add(network)
         if len(out) != len(value) or len(set(out)) != len(out):
             raise Invalid()
         return out

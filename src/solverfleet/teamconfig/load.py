@@ -16,7 +16,9 @@ from typing import Any
 
 import yaml
 
+from solverfleet import jsonbody, safeyaml
 from solverfleet.teamconfig.problems import Invalid, Problems, TeamConfigError, join
+from solverfleet.textcheck import text_problem
 
 ENV_PREFIX = "ENV:"
 MAX_DEPTH = 20
@@ -36,7 +38,13 @@ def loads(text: str) -> Any:
     """Parse YAML or JSON text (chosen by content) into plain data, refusing duplicate keys."""
     if not text.strip():
         raise TeamConfigError("empty document")
+    if len(text.encode("utf-8", "surrogatepass")) > safeyaml.MAX_BYTES:
+        raise TeamConfigError(f"document over {safeyaml.MAX_BYTES} bytes")
     if text.lstrip()[:1] in ("{", "["):
+        if (
+            jsonbody.depth(text.encode("utf-8", "surrogatepass")) > MAX_DEPTH
+        ):  # before json.loads recurses away
+            raise TeamConfigError(f"nested deeper than {MAX_DEPTH} levels")
         try:
             return json.loads(text, object_pairs_hook=_json_pairs)
         except json.JSONDecodeError as exc:
@@ -45,21 +53,22 @@ def loads(text: str) -> Any:
             raise TeamConfigError(f"duplicate key {exc.key!r}") from None
         # A YAML flow mapping also starts with "{"; only blame JSON if YAML fails as well.
         try:
-            return yaml.load(text, Loader=_StrictLoader)
-        except (yaml.YAMLError, _DuplicateKey):
+            return safeyaml.load(text)
+        except yaml.YAMLError:
             raise TeamConfigError(json_error) from None
     try:
-        return yaml.load(text, Loader=_StrictLoader)
-    except _DuplicateKey as exc:
-        raise TeamConfigError(f"duplicate key {exc.key!r}{exc.where}") from None
+        return safeyaml.load(text)
+    except safeyaml.DuplicateKey as exc:
+        raise TeamConfigError(f"duplicate key {exc.key!r}{_yaml_where(exc, False)}") from None
+    except safeyaml.YamlRefused as exc:
+        raise TeamConfigError(str(exc)) from None
     except yaml.YAMLError as exc:
         raise TeamConfigError(f"invalid YAML{_yaml_where(exc)}") from None
 
 
 class _DuplicateKey(Exception):
-    def __init__(self, key: Any, where: str = "") -> None:
+    def __init__(self, key: Any) -> None:
         self.key = key
-        self.where = where
 
 
 def _json_pairs(pairs: list[tuple[str, Any]]) -> dict:
@@ -71,27 +80,9 @@ def _json_pairs(pairs: list[tuple[str, Any]]) -> dict:
     return out
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate mapping keys (PyYAML silently keeps the last)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: set = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            try:
-                duplicate = key in seen
-            except TypeError:  # unhashable key; let PyYAML report it
-                break
-            if duplicate:
-                mark = key_node.start_mark
-                raise _DuplicateKey(key, f" at line {mark.line + 1} column {mark.column + 1}")
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _yaml_where(exc: yaml.YAMLError) -> str:
+def _yaml_where(exc: yaml.YAMLError, with_problem: bool = True) -> str:
     mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None)
+    problem = getattr(exc, "problem", None) if with_problem else None
     where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
     return f"{where}: {problem}" if problem else where
 
@@ -125,6 +116,10 @@ def resolve_env(
         return [
             resolve_env(v, env, problems, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)
         ]
+    if isinstance(value, str) and text_problem(value, multiline=True):
+        # Every string of a team file, once: no lone surrogates or control characters.
+        problems.fail(path, text_problem(value, multiline=True) or "")
+        return value
     try:
         return _resolve(value, env, problems, path)
     except Invalid:

@@ -141,12 +141,10 @@ def _priced(pricing: dict) -> set[str] | None:
 def _canonical_types(types: list[str] | None, aliases: dict[str, str]) -> list[str] | None:
     if types is None:
         return None
-    out: list[str] = []
+    out: dict[str, None] = {}  # ordered and linear: "turnstile" and "cloudflare-turnstile" are one
     for name in types:
-        slug = BUILTIN_ALIASES.get(aliases.get(name, name), aliases.get(name, name))
-        if slug not in out:  # "turnstile" and "cloudflare-turnstile" are one type
-            out.append(slug)
-    return out
+        out.setdefault(BUILTIN_ALIASES.get(aliases.get(name, name), aliases.get(name, name)))
+    return list(out)
 
 
 class _Parser(PricingFields):

@@ -17,6 +17,7 @@ from typing import Any
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from solverfleet import jsonbody
 from solverfleet.settings import load_settings
 from solverfleet.worker.settings import WorkerSettings
 
@@ -64,6 +65,14 @@ class Behaviour:
         return latency, fail
 
 
+def _body() -> Any:
+    """The request body as JSON within jsonbody's limits (a deep body is no RecursionError)."""
+    try:
+        return jsonbody.loads(request.get_data(cache=False))
+    except jsonbody.BodyError as exc:
+        raise BadRequest(f"body must be a JSON object ({exc})") from None
+
+
 def parse_work(body: Any) -> dict | None:
     """Validate the solve body; return the ``params.demo`` override (or None)."""
     if not isinstance(body, dict):
@@ -105,7 +114,7 @@ def create_app(settings: WorkerSettings | None = None) -> Flask:
     @app.post("/work")
     def work():
         try:
-            demo = parse_work(request.get_json(silent=True))
+            demo = parse_work(_body())
         except BadRequest as exc:
             return jsonify(error="bad_request", message=str(exc)), 400
         latency, fail = behaviour.draw()

@@ -24,6 +24,7 @@ from solverfleet.agent.compat.methods import MAX_IMAGE, parse_task
 from solverfleet.agent.lifecycle import Agent
 from solverfleet.agent.solvepath import authenticate, balance_micros
 from solverfleet.money import format_micros
+from solverfleet.textcheck import text_problem
 
 log = logging.getLogger(__name__)
 bp = Blueprint("compat", __name__)
@@ -32,6 +33,7 @@ METHODS = ["GET", "POST"]
 MAX_IDS = 100  # ids per action=get
 _KEY = re.compile(r"[\x21-\x7e]{1,256}").fullmatch  # printable ASCII, no spaces
 _ID = re.compile(r"[0-9]{1,20}").fullmatch
+_ONE_LINE = frozenset({"key", "id", "ids", "action", "method", "pageurl", "json", "soft_id"})
 
 
 def _agent() -> Agent:
@@ -61,6 +63,15 @@ def _fields() -> dict[str, str]:
         for name in source:
             fields.setdefault(name, source.get(name, ""))
     return fields
+
+
+def _bad_text(fields: dict[str, str]) -> bool:
+    """Any field (or name) that is not valid text; only free text may hold tabs and newlines
+    (a base64 ``body`` is often wrapped), ids, keys and URLs are one line."""
+    return any(
+        text_problem(name) or text_problem(value, multiline=name not in _ONE_LINE)
+        for name, value in fields.items()
+    )
 
 
 def _flags(fields: dict[str, str]) -> None:
@@ -100,6 +111,8 @@ def _in_php(agent: Agent) -> Response:
         _flags(dict(request.args.items()))
         return fail(answers.TOO_BIG_CAPTCHA_FILESIZE)
     _flags(fields)
+    if _bad_text(fields):
+        return fail(answers.BAD_PARAMETERS)
     code, _ = agent.readiness()
     if code is not None:
         return fail(answers.NO_SLOT)  # draining or not ready: the LB retries elsewhere
@@ -121,6 +134,8 @@ def res_php() -> Response:
     agent = _agent()
     fields = _fields()
     _flags(fields)
+    if _bad_text(fields):
+        return fail(answers.BAD_PARAMETERS)
     auth = _authenticate(agent, fields)
     if isinstance(auth, Response):
         return auth

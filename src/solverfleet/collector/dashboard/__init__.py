@@ -12,14 +12,21 @@ from __future__ import annotations
 
 import logging
 import secrets
+from typing import Any
 
 from flask import Flask
 
 from solverfleet.collector.context import Collector
 from solverfleet.collector.dashboard import actions, login, pages, sessions  # noqa: F401 (routes)
 from solverfleet.collector.dashboard.base import bp
+from solverfleet.textcheck import scrub
 
 log = logging.getLogger(__name__)
+
+
+def _scrubbed(value: Any) -> Any:
+    # Exactly str: Markup (already safe HTML) is a subclass and passes unchanged.
+    return scrub(value, multiline=True) if type(value) is str else value
 
 
 def register(app: Flask, collector: Collector) -> None:
@@ -28,4 +35,6 @@ def register(app: Flask, collector: Collector) -> None:
     if not secret:
         log.info("dashboard_secret is not set: dashboard sessions end when this process exits")
     sessions.configure(app, secret or secrets.token_urlsafe(32))
+    # Rows stored before text was checked may hold NULs or escapes: never into the HTML raw.
+    app.jinja_env.finalize = _scrubbed
     app.register_blueprint(bp)
