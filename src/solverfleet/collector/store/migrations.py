@@ -124,6 +124,10 @@ def _v13_request_order(tx: Tx) -> None:
     _add_columns(tx, schema_billing.V13_COLUMNS)
 
 
+def _v14_dashboard_sessions(tx: Tx) -> None:
+    _create_tables(tx, schema_billing.V14_TABLES)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial schema", _v1_initial),
     Migration(4, "key rotation, ledger actor, admin API tokens", _v4_keys_tokens_access),
@@ -136,6 +140,7 @@ MIGRATIONS: list[Migration] = [
     Migration(9, "per-account prices and type aliases", _v9_account_prices),
     Migration(10, "lease reclaim orders, settled leases", _v10_lease_reclaim),
     Migration(13, "sync request order: per-process request numbers", _v13_request_order),
+    Migration(14, "server-side dashboard sessions", _v14_dashboard_sessions),
 ]
 
 
