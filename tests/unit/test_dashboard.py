@@ -483,12 +483,51 @@ def test_usage_page_shows_the_reports_exactly(h: AppHarness, admin: Browser):
     assert re.search(r"<td>web</td><td class=\"num\">2</td>", html)
 
 
-def test_fleet_page_lists_agents_with_their_last_report(h: AppHarness, admin: Browser):
+def test_keys_show_their_effective_state_and_low_or_zero_balances(h: AppHarness, admin: Browser):
+    h.apply(
+        team_config(
+            [
+                user_config("alice", [key_config("alice-web"), key_config("alice-low", "1.00")]),
+                user_config("bob", [key_config("bob-web"), key_config("bob-zero", "0.00")]),
+                user_config("carol", [key_config("carol-web")], active=False),
+            ],
+            low_balance_alert={"enabled": True, "threshold": "1.00", "webhooks": []},
+        )
+    )
+    html = admin.get("/dashboard/").get_data(as_text=True)
+
+    def row(key_id: str) -> str:
+        return re.search(rf'<tr data-key="{key_id}"[^>]*>(.*?)</tr>', html, re.S).group(0)
+
+    assert "level-" not in row("alice-web") and ">active<" in row("alice-web")
+    assert 'class="level-low"' in row("alice-low") and ">low</span>" in row("alice-low")
+    assert 'class="level-zero"' in row("bob-zero") and ">at zero</span>" in row("bob-zero")
+    # carol's key is switched on, but carol is not: agents refuse it, so it is not "active".
+    assert ">inactive (user)</span>" in row("carol-web")
+    page = admin.get("/dashboard/keys/carol-web").get_data(as_text=True)
+    assert ">inactive (user)</span>" in page
+    assert ">at zero</span>" in admin.get("/dashboard/keys/bob-zero").get_data(as_text=True)
+
+
+def test_fleet_page_shows_health_colour_release_last_sync_and_leases(h: AppHarness, admin: Browser):
     h.sync("solver-7", release="2.0.1", stats={"in_flight": 3, "spool_backlog": 11})
+    h.sync("solver-7-green", release="2.1.0")
     h.clock.advance(2.5)
-    html = admin.get("/dashboard/fleet").get_data(as_text=True)
-    row = re.search(r'<tr class="fresh">(.*?)</tr>', html, re.S).group(1)
-    assert "solver-7" in row and "2.0.1" in row and "2.5 s ago" in row
-    assert '<td class="num">3</td>' in row and '<td class="num">11</td>' in row
+
+    def row(agent_id: str) -> str:
+        html = admin.get("/dashboard/fleet").get_data(as_text=True)
+        return re.search(rf'<tr class="([^"]*)" data-agent="{agent_id}">(.*?)</tr>', html, re.S)
+
+    found = row("solver-7")
+    assert found.group(1) == "health-ok"
+    cells = found.group(2)
+    assert ">ok</span>" in cells and '<td class="colour">blue</td>' in cells
+    assert "2.0.1" in cells and "2.5 s ago" in cells and '<td class="leases">none</td>' in cells
+    assert '<td class="num">3</td>' in cells and '<td class="num">11</td>' in cells
+    assert '<td class="colour">green</td>' in row("solver-7-green").group(2)
     h.clock.advance(10)
-    assert '<tr class="late">' in admin.get("/dashboard/fleet").get_data(as_text=True)
+    assert row("solver-7").group(1) == "health-stale"
+    h.clock.advance(h.state.settings.lease_ttl)
+    assert row("solver-7").group(1) == "health-silent" and ">silent</span>" in row(
+        "solver-7"
+    ).group(2)
