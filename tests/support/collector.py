@@ -208,6 +208,7 @@ def wipe_collector_db(url: str) -> None:
                 *schema_billing.V8_TABLES,
                 *schema_billing.V9_TABLES,
                 *schema_billing.V10_TABLES,
+                *schema_billing.V14_TABLES,
             ]:
                 tx.execute(f"DELETE FROM {table.name}")
             tx.execute("INSERT INTO config_state (id, version) VALUES (1, 1)")
