@@ -183,7 +183,9 @@ def test_the_cookie_is_secure_when_the_browser_came_over_https(h: AppHarness):
         headers={"X-Forwarded-Proto": "https"},
     )
     assert response.status_code == 303
-    assert "Secure" in response.headers["Set-Cookie"]
+    cookies = response.headers.getlist("Set-Cookie")
+    assert [c for c in cookies if c.startswith(sessions.COOKIE + "=")]
+    assert all("Secure" in c for c in cookies), cookies
 
 
 def test_a_stored_admin_token_logs_in_and_its_revocation_ends_the_session(h: AppHarness):
@@ -301,6 +303,18 @@ def test_dashboard_secret_must_be_long_and_stays_out_of_repr():
         CollectorSettings(fleet_token="f", admin_token="a", dashboard_secret="short")
     settings = CollectorSettings(fleet_token="f", admin_token="a", dashboard_secret="x" * 32)
     assert "x" * 32 not in repr(settings)
+
+
+def test_the_failed_login_count_is_bounded_in_addresses_and_time():
+    limiter = loginlimit.LoginLimiter()
+    for n in range(loginlimit.MAX_FAILURES):
+        limiter.failed("192.0.2.1", T0 * 1000 + n)
+    assert limiter.retry_after_s("192.0.2.1", T0 * 1000 + 10) == loginlimit.WINDOW_MS // 1000
+    for n in range(loginlimit.MAX_ADDRESSES):
+        limiter.failed(f"10.{n >> 16}.{(n >> 8) & 255}.{n & 255}", T0 * 1000 + 10)
+    # The address failing least recently was forgotten first: memory stays bounded.
+    assert limiter.retry_after_s("192.0.2.1", T0 * 1000 + 10) == 0
+    assert len(limiter._failures) == loginlimit.MAX_ADDRESSES
 
 
 # --- CSRF and the key switch ------------------------------------------------------------------
