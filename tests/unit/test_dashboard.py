@@ -521,6 +521,8 @@ def test_keys_show_their_effective_state_and_low_or_zero_balances(h: AppHarness,
     page = admin.get("/dashboard/keys/carol-web").get_data(as_text=True)
     assert ">inactive (user)</span>" in page
     assert ">at zero</span>" in admin.get("/dashboard/keys/bob-zero").get_data(as_text=True)
+    usage = admin.get("/dashboard/usage?since=all").get_data(as_text=True)
+    assert ">inactive (user)</span>" in re.search(r"carol-web</a>.*?</tr>", usage, re.S).group(0)
 
 
 def test_fleet_page_shows_health_colour_release_last_sync_and_leases(h: AppHarness, admin: Browser):

@@ -99,6 +99,8 @@ def usage() -> Response:
         team=reports.team_report(c.db, period, now_ms=now_ms),
         projects=reports.projects_report(c.db, period),
         key_report=reports.keys_report(c.db, period),
+        # A key of a deactivated user is refused by agents: not shown as "active".
+        inactive_users={u["id"] for u in accounts.list_users(c.db) if not u["active"]},
         stats=reports.stats_report(c.db, period),
         **context,
     )
