@@ -1,6 +1,8 @@
 """The admin dashboard in a real headless browser against a real fleet (gunicorn collector,
 worker and agent on loopback): log in, find a solve made seconds before, watch a balance move
-without reloading, switch the key off from its page and see the agent refuse the next solve.
+without reloading, switch the key off from its page and see the agent refuse the next solve;
+every page at 1366 and 800 px wide with no id broken across lines (screenshots kept under the
+test's tmp dir, ``screenshots/``); after logout a copied session cookie gets the login page.
 
 Debian's chromium driven by Playwright (``executable_path``: no browser download). Skipped
 only when /usr/bin/chromium is missing (``make system-deps`` installs it).
@@ -8,9 +10,7 @@ only when /usr/bin/chromium is missing (``make system-deps`` installs it).
 
 from __future__ import annotations
 
-import base64
 import time
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,11 +69,27 @@ def _watch(page: Page) -> list[str]:
     return problems
 
 
-def _session_payload(value: str) -> str:
-    """What a Flask session cookie carries: signed, not encrypted, so anyone can read it."""
-    data = value.lstrip(".").split(".")[0]
-    raw = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
-    return (zlib.decompress(raw) if value.startswith(".") else raw).decode()
+PAGES = ["", "keys/alice-web", "usage", "solves", "notifications", "fleet", "audit"]
+WIDTHS = (1366, 800)
+# Every id cell whose text the browser laid out on more than one line.
+_BROKEN_IDS = """() => [...document.querySelectorAll(".id")].filter((cell) => {
+  const range = document.createRange();
+  range.selectNodeContents(cell);
+  const tops = new Set([...range.getClientRects()].map((r) => Math.round(r.top)));
+  return tops.size > 1;
+}).map((cell) => cell.textContent.trim())"""
+
+
+def _screenshots(page: Page, base: str, out: Path) -> None:
+    """Every page at each width: kept as a file to look at, and checked for wrapped ids."""
+    out.mkdir(exist_ok=True)
+    for width in WIDTHS:
+        page.set_viewport_size({"width": width, "height": 900})
+        for path in PAGES:
+            page.goto(f"{base}/{path}")
+            name = (path.replace("/", "-") or "overview") + f"-{width}.png"
+            page.screenshot(path=str(out / name), full_page=True)
+            assert page.evaluate(_BROKEN_IDS) == [], f"{path} at {width} px"
 
 
 def _reload_until(page: Page, selector: str, timeout: float = 10.0) -> None:
@@ -85,11 +101,17 @@ def _reload_until(page: Page, selector: str, timeout: float = 10.0) -> None:
     wait_until(shown, timeout=timeout, interval=0.2, what=f"{selector} on {page.url}")
 
 
-def test_dashboard_login_solves_and_key_switch_in_chromium(fleet_factory, browser):
+def test_dashboard_login_solves_and_key_switch_in_chromium(fleet_factory, browser, tmp_path):
     stack = fleet_factory(agents=1)
     secret = new_secret("dash")
     with stack.admin_client() as admin:
-        admin.apply(team(user("alice", key("alice-web", secret, "5.00"))))
+        admin.apply(
+            team(
+                user("alice", key("alice-web", secret, "5.00")),
+                user("bob", key("bob-staging-checkout-0001", new_secret("b"), "0.00")),
+                user("carol", key("carol-web", new_secret("c")), active=False),
+            )
+        )
         user_token = admin.create_token("user", user_id="alice")["secret"]
     stack.wait_for_key(secret)
     answer = solve(stack.agent_url(0), secret, url="https://shop.example.test/login")
@@ -121,16 +143,19 @@ def test_dashboard_login_solves_and_key_switch_in_chromium(fleet_factory, browse
     assert all("status of 40" in p for p in problems) and len(problems) == 3, problems
     problems.clear()
 
-    # The admin token logs in; the cookie keeps no token and scripts cannot read it.
+    # The admin token logs in; the cookie is a random id (no token) scripts cannot read.
     page.fill("#token", stack.admin_token)
     page.click("form.login button")
     page.wait_for_url(f"{base}/")
     (cookie,) = [c for c in browser.cookies() if c["name"] == "solverfleet_dashboard"]
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/dashboard"
-    assert stack.admin_token not in _session_payload(cookie["value"])
+    assert len(cookie["value"]) == 43 and stack.admin_token not in cookie["value"]
     response = page.reload()
     assert response.headers["content-security-policy"].startswith("default-src 'self';")
     assert page.locator('tr[data-key="alice-web"] td.state').inner_text() == "active"
+    assert page.locator('tr[data-key="carol-web"] td.state').inner_text() == "inactive (user)"
+    zero = page.locator('tr[data-key="bob-staging-checkout-0001"] td.balance')
+    assert zero.inner_text() == "0.00 at zero"
 
     # The solve made seconds ago is in recent solves, with its key, type and cost.
     page.click("nav >> text=Solves")
@@ -198,9 +223,14 @@ def test_dashboard_login_solves_and_key_switch_in_chromium(fleet_factory, browse
     for text in never_in_html:
         assert text not in page.content()
 
-    # Log out: the session is gone.
+    _screenshots(page, base, tmp_path / "screenshots")
+
+    # Log out: the session is gone, also for a copy of its cookie taken before.
     page.click("form.logout button")
     page.wait_for_url(f"{base}/login")
     page.goto(f"{base}/")
+    assert page.url == f"{base}/login"
+    browser.add_cookies([cookie])
+    page.goto(f"{base}/fleet")
     assert page.url == f"{base}/login"
     assert problems == []

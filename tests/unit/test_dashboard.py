@@ -6,15 +6,13 @@ The real-browser test (chromium, real processes) is tests/integration/test_dashb
 
 from __future__ import annotations
 
-import base64
-import json
 import re
-import zlib
 
 import pytest
 
 from solverfleet.collector import CollectorSettings, create_app
-from solverfleet.collector.dashboard import sessions
+from solverfleet.collector.dashboard import loginlimit, sessions
+from solverfleet.keyhash import hash_secret
 from solverfleet.settings import SettingsError
 from tests.support.collector import (
     T0,
@@ -156,20 +154,21 @@ def test_wrong_credentials_are_refused(h: AppHarness, credential: str, status: i
     assert browser.get("/dashboard/").status_code == 302  # still not logged in
 
 
-def test_bootstrap_admin_logs_in_with_a_strict_cookie_that_holds_no_token(h: AppHarness):
+def test_bootstrap_admin_logs_in_with_a_strict_cookie_held_server_side(h: AppHarness):
     browser = Browser(h.app)
     response = browser.login(h.admin_token)
     assert response.status_code == 303
-    cookie_header = response.headers["Set-Cookie"]
+    cookie_header = next(
+        c for c in response.headers.getlist("Set-Cookie") if c.startswith(sessions.COOKIE + "=")
+    )
     assert "HttpOnly" in cookie_header and "SameSite=Strict" in cookie_header
     assert "Path=/dashboard" in cookie_header
     assert "Secure" not in cookie_header  # plain HTTP here: a Secure cookie would never return
-    # The payload is signed, not encrypted: it must not carry the credential.
-    payload = browser.cookie().value.lstrip(".").split(".")[0]
-    raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-    data = json.loads(zlib.decompress(raw) if browser.cookie().value.startswith(".") else raw)
-    assert h.admin_token not in json.dumps(data)
-    assert data["who"]["token_id"] is None
+    # The cookie is a random 256-bit id; the database keeps only its sha256, never the id.
+    session_id = browser.cookie().value
+    assert len(session_id) == 43 and h.admin_token not in session_id
+    rows = h.db.read(lambda tx: tx.all("SELECT id_hash, token_id FROM dashboard_sessions"))
+    assert rows == [(hash_secret(session_id), None)]
     page = browser.get("/dashboard/")
     assert page.status_code == 200
     assert "admin token (settings)" in page.get_data(as_text=True)
@@ -184,7 +183,9 @@ def test_the_cookie_is_secure_when_the_browser_came_over_https(h: AppHarness):
         headers={"X-Forwarded-Proto": "https"},
     )
     assert response.status_code == 303
-    assert "Secure" in response.headers["Set-Cookie"]
+    cookies = response.headers.getlist("Set-Cookie")
+    assert [c for c in cookies if c.startswith(sessions.COOKIE + "=")]
+    assert all("Secure" in c for c in cookies), cookies
 
 
 def test_a_stored_admin_token_logs_in_and_its_revocation_ends_the_session(h: AppHarness):
@@ -214,17 +215,16 @@ def test_logout_needs_csrf_and_ends_the_session(h: AppHarness, admin: Browser):
     assert "Logged out." in admin.get("/dashboard/login").get_data(as_text=True)
 
 
-def test_a_configured_secret_keeps_sessions_across_restarts_until_admin_token_changes(
+def test_sessions_survive_a_restart_until_the_admin_token_setting_changes(
     collector_db_url: str,
 ):
-    def app(admin_token: str, secret: str = "s" * 40):
+    def app(admin_token: str):
         settings = CollectorSettings(
             fleet_token="fleet-token",
             admin_token=admin_token,
             db=collector_db_url,
             notify_sender=False,
             refill_runner=False,
-            dashboard_secret=secret,
         )
         return create_app(settings)
 
@@ -237,9 +237,65 @@ def test_a_configured_secret_keeps_sessions_across_restarts_until_admin_token_ch
         browser.client.set_cookie(sessions.COOKIE, cookie, path="/dashboard")
         return browser.get("/dashboard/").status_code
 
-    assert visit(app("admin-one")) == 200  # a restart with the same secret
+    assert visit(app("admin-one")) == 200  # another process (or a restart): same database
     assert visit(app("admin-two")) == 302  # admin_token changed: bootstrap sessions end
-    assert visit(app("admin-one", secret="")) == 302  # a per-process secret: a new one
+
+
+def test_logout_kills_a_copied_cookie_and_leaves_other_sessions(h: AppHarness, admin: Browser):
+    other = Browser(h.app)
+    assert other.login(h.admin_token).status_code == 303
+    thief = Browser(h.app)
+    thief.client.set_cookie(sessions.COOKIE, admin.cookie().value, path="/dashboard")
+    assert thief.get("/dashboard/").status_code == 200  # a copy works while the session lives
+    assert admin.post("/dashboard/logout", {"csrf": admin.csrf("/dashboard/")}).status_code == 303
+    assert thief.get("/dashboard/").status_code == 302
+    assert thief.post("/dashboard/keys/alice-web/deactivate", {"csrf": "x"}).status_code == 303
+    assert _active(h, "alice-web")
+    assert other.get("/dashboard/").status_code == 200
+
+
+def test_deactivating_the_tokens_user_ends_the_session(h: AppHarness):
+    h.apply(
+        team_config(
+            [user_config("root", [], role="admin"), user_config("alice", [key_config("a-1")])]
+        )
+    )
+    made = _token(h, role="admin", user_id="root")
+    browser = Browser(h.app)
+    assert browser.login(made["secret"]).status_code == 303
+    assert browser.get("/dashboard/").status_code == 200
+    assert h.admin("POST", "/admin/v1/users/root/deactivate").status_code == 200
+    assert browser.get("/dashboard/").status_code == 302
+
+
+# --- failed logins, limited per address -------------------------------------------------------
+
+
+def test_failed_logins_are_limited_per_address_and_a_success_resets(h: AppHarness):
+    browser = Browser(h.app)
+    for _ in range(loginlimit.MAX_FAILURES):
+        assert browser.login("sft_wrong").status_code == 401
+    refused = browser.login(h.admin_token)  # even the right token: the address must wait
+    assert refused.status_code == 429
+    assert int(refused.headers["Retry-After"]) == loginlimit.WINDOW_MS // 1000
+    assert "Too many failed logins" in refused.get_data(as_text=True)
+    # Another address is not affected.
+    elsewhere = browser.post(
+        "/dashboard/login",
+        {"token": h.admin_token, "csrf": browser.csrf()},
+        environ_overrides={"REMOTE_ADDR": "192.0.2.9"},
+    )
+    assert elsewhere.status_code == 303
+    h.clock.advance(loginlimit.WINDOW_MS / 1000)
+    assert Browser(h.app).login(h.admin_token).status_code == 303  # the window passed
+    # A success clears the count: four more failures are allowed again, not one.
+    fresh = Browser(h.app)
+    for _ in range(loginlimit.MAX_FAILURES - 1):
+        assert fresh.login("sft_wrong").status_code == 401
+    assert fresh.login(h.admin_token).status_code == 303
+    for _ in range(loginlimit.MAX_FAILURES - 1):
+        assert Browser(h.app).login("sft_wrong").status_code == 401
+    assert Browser(h.app).login(h.admin_token).status_code == 303
 
 
 def test_dashboard_secret_must_be_long_and_stays_out_of_repr():
@@ -247,6 +303,18 @@ def test_dashboard_secret_must_be_long_and_stays_out_of_repr():
         CollectorSettings(fleet_token="f", admin_token="a", dashboard_secret="short")
     settings = CollectorSettings(fleet_token="f", admin_token="a", dashboard_secret="x" * 32)
     assert "x" * 32 not in repr(settings)
+
+
+def test_the_failed_login_count_is_bounded_in_addresses_and_time():
+    limiter = loginlimit.LoginLimiter()
+    for n in range(loginlimit.MAX_FAILURES):
+        limiter.failed("192.0.2.1", T0 * 1000 + n)
+    assert limiter.retry_after_s("192.0.2.1", T0 * 1000 + 10) == loginlimit.WINDOW_MS // 1000
+    for n in range(loginlimit.MAX_ADDRESSES):
+        limiter.failed(f"10.{n >> 16}.{(n >> 8) & 255}.{n & 255}", T0 * 1000 + 10)
+    # The address failing least recently was forgotten first: memory stays bounded.
+    assert limiter.retry_after_s("192.0.2.1", T0 * 1000 + 10) == 0
+    assert len(limiter._failures) == loginlimit.MAX_ADDRESSES
 
 
 # --- CSRF and the key switch ------------------------------------------------------------------
@@ -437,12 +505,53 @@ def test_usage_page_shows_the_reports_exactly(h: AppHarness, admin: Browser):
     assert re.search(r"<td>web</td><td class=\"num\">2</td>", html)
 
 
-def test_fleet_page_lists_agents_with_their_last_report(h: AppHarness, admin: Browser):
+def test_keys_show_their_effective_state_and_low_or_zero_balances(h: AppHarness, admin: Browser):
+    h.apply(
+        team_config(
+            [
+                user_config("alice", [key_config("alice-web"), key_config("alice-low", "1.00")]),
+                user_config("bob", [key_config("bob-web"), key_config("bob-zero", "0.00")]),
+                user_config("carol", [key_config("carol-web")], active=False),
+            ],
+            low_balance_alert={"enabled": True, "threshold": "1.00", "webhooks": []},
+        )
+    )
+    html = admin.get("/dashboard/").get_data(as_text=True)
+
+    def row(key_id: str) -> str:
+        return re.search(rf'<tr data-key="{key_id}"[^>]*>(.*?)</tr>', html, re.S).group(0)
+
+    assert "level-" not in row("alice-web") and ">active<" in row("alice-web")
+    assert 'class="level-low"' in row("alice-low") and ">low</span>" in row("alice-low")
+    assert 'class="level-zero"' in row("bob-zero") and ">at zero</span>" in row("bob-zero")
+    # carol's key is switched on, but carol is not: agents refuse it, so it is not "active".
+    assert ">inactive (user)</span>" in row("carol-web")
+    page = admin.get("/dashboard/keys/carol-web").get_data(as_text=True)
+    assert ">inactive (user)</span>" in page
+    assert ">at zero</span>" in admin.get("/dashboard/keys/bob-zero").get_data(as_text=True)
+    usage = admin.get("/dashboard/usage?since=all").get_data(as_text=True)
+    assert ">inactive (user)</span>" in re.search(r"carol-web</a>.*?</tr>", usage, re.S).group(0)
+
+
+def test_fleet_page_shows_health_colour_release_last_sync_and_leases(h: AppHarness, admin: Browser):
     h.sync("solver-7", release="2.0.1", stats={"in_flight": 3, "spool_backlog": 11})
+    h.sync("solver-7-green", release="2.1.0")
     h.clock.advance(2.5)
-    html = admin.get("/dashboard/fleet").get_data(as_text=True)
-    row = re.search(r'<tr class="fresh">(.*?)</tr>', html, re.S).group(1)
-    assert "solver-7" in row and "2.0.1" in row and "2.5 s ago" in row
-    assert '<td class="num">3</td>' in row and '<td class="num">11</td>' in row
+
+    def row(agent_id: str) -> str:
+        html = admin.get("/dashboard/fleet").get_data(as_text=True)
+        return re.search(rf'<tr class="([^"]*)" data-agent="{agent_id}">(.*?)</tr>', html, re.S)
+
+    found = row("solver-7")
+    assert found.group(1) == "health-ok"
+    cells = found.group(2)
+    assert ">ok</span>" in cells and '<td class="colour">blue</td>' in cells
+    assert "2.0.1" in cells and "2.5 s ago" in cells and '<td class="leases">none</td>' in cells
+    assert '<td class="num">3</td>' in cells and '<td class="num">11</td>' in cells
+    assert '<td class="colour">green</td>' in row("solver-7-green").group(2)
     h.clock.advance(10)
-    assert '<tr class="late">' in admin.get("/dashboard/fleet").get_data(as_text=True)
+    assert row("solver-7").group(1) == "health-stale"
+    h.clock.advance(h.state.settings.lease_ttl)
+    assert row("solver-7").group(1) == "health-silent" and ">silent</span>" in row(
+        "solver-7"
+    ).group(2)

@@ -41,7 +41,8 @@ class CollectorSettings:
     # of 100,000 keys is about 20 MiB of JSON). Past it: 413 naming the setting.
     admin_max_body: int = 1024 * 1024
     apply_max_body: int = 64 * 1024 * 1024
-    # Signs dashboard session cookies; empty: a random one per process (sessions end at restart).
+    # Signs the dashboard login form's cookie (CSRF, flash messages; sessions are server-side);
+    # empty: a random one per process.
     dashboard_secret: str = field(default="", repr=False)
     # Serve HTTPS (gunicorn_conf) with this PEM certificate (chain) and unencrypted PEM key;
     # both or neither. Empty: plain HTTP, for a collector reached only over loopback.

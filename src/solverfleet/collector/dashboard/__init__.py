@@ -5,12 +5,11 @@ Server-rendered Jinja templates (autoescaped) with one stylesheet and one small 
 from this package: no CDN, no inline script or style, so the Content-Security-Policy is
 ``default-src 'self'``. Pages: accounts and keys with balances, a key with its switch, usage
 reports, the solve log, notifications, the fleet, the audit log. Login takes an admin
-credential; sessions and CSRF are in ``sessions``, the access guard in ``base``.
+credential; server-side sessions and CSRF are in ``sessions``, the access guard in ``base``.
 """
 
 from __future__ import annotations
 
-import logging
 import secrets
 from typing import Any
 
@@ -19,9 +18,9 @@ from flask import Flask
 from solverfleet.collector.context import Collector
 from solverfleet.collector.dashboard import actions, login, pages, sessions  # noqa: F401 (routes)
 from solverfleet.collector.dashboard.base import bp
+from solverfleet.collector.dashboard.loginlimit import LoginLimiter
 from solverfleet.textcheck import scrub
 
-log = logging.getLogger(__name__)
 
 
 def _scrubbed(value: Any) -> Any:
@@ -30,11 +29,10 @@ def _scrubbed(value: Any) -> Any:
 
 
 def register(app: Flask, collector: Collector) -> None:
-    """Serve the dashboard on ``app``; its sessions are signed with ``dashboard_secret``."""
+    """Serve the dashboard on ``app``; its form cookie is signed with ``dashboard_secret``."""
     secret = collector.settings.dashboard_secret
-    if not secret:
-        log.info("dashboard_secret is not set: dashboard sessions end when this process exits")
     sessions.configure(app, secret or secrets.token_urlsafe(32))
     # Rows stored before text was checked may hold NULs or escapes: never into the HTML raw.
     app.jinja_env.finalize = _scrubbed
+    app.extensions[login.LIMITER] = LoginLimiter()
     app.register_blueprint(bp)

@@ -47,13 +47,15 @@ def _args(allowed: tuple[str, ...]) -> dict[str, str]:
 @bp.get("/")
 def overview() -> Response:
     db = current().db
+    found = accounts.list_keys(db)
     return render(
         "overview.html",
         title="Accounts and keys",
         page="overview",
         refresh=REFRESH_S,
         accounts=queries.accounts(db),
-        keys=accounts.list_keys(db),
+        keys=found,
+        flags=queries.key_flags(db, found),
         leased=queries.leased_by_key(db),
         users=accounts.list_users(db),
         newest_usage_ms=queries.newest_usage_ms(db),
@@ -71,6 +73,7 @@ def key(key_id: str) -> Response:
         page="overview",
         refresh=REFRESH_S,
         key=found,
+        flags=queries.key_flags(db, [found])[key_id],
         transactions=keys.transactions(db, key_id, limit=KEY_RECENT),
         events=recent["events"],
         newest_usage_ms=queries.newest_usage_ms(db),
@@ -96,6 +99,8 @@ def usage() -> Response:
         team=reports.team_report(c.db, period, now_ms=now_ms),
         projects=reports.projects_report(c.db, period),
         key_report=reports.keys_report(c.db, period),
+        # A key of a deactivated user is refused by agents: not shown as "active".
+        inactive_users={u["id"] for u in accounts.list_users(c.db) if not u["active"]},
         stats=reports.stats_report(c.db, period),
         **context,
     )
@@ -196,8 +201,10 @@ def notifications_page() -> Response:
 def fleet() -> Response:
     c = current()
     agents = reports.agents(c.db)
+    now_ms = c.now_ms()
     for agent in agents:
         agent["last_seen_ms"] = round(agent["last_seen"] * 1000)
+        agent.update(queries.agent_health(agent, now_ms=now_ms, lease_ttl=c.settings.lease_ttl))
     return render(
         "fleet.html",
         title="Fleet",
@@ -205,4 +212,5 @@ def fleet() -> Response:
         refresh=REFRESH_S,
         agents=agents,
         lease_ttl=c.settings.lease_ttl,
+        ok_within=queries.OK_WITHIN_S,
     )

@@ -131,6 +131,10 @@ def _v13_request_order(tx: Tx) -> None:
     _add_columns(tx, schema_billing.V13_COLUMNS)
 
 
+def _v14_dashboard_sessions(tx: Tx) -> None:
+    _create_tables(tx, schema_billing.V14_TABLES)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial schema", _v1_initial),
     Migration(4, "key rotation, ledger actor, admin API tokens", _v4_keys_tokens_access),
@@ -144,6 +148,7 @@ MIGRATIONS: list[Migration] = [
     Migration(10, "lease reclaim orders, settled leases", _v10_lease_reclaim),
     Migration(11, "config change log (sync deltas)", _v11_config_changes),
     Migration(13, "sync request order: per-process request numbers", _v13_request_order),
+    Migration(14, "server-side dashboard sessions", _v14_dashboard_sessions),
 ]
 
 

@@ -174,3 +174,30 @@ V11_COLUMNS: dict[str, list[tuple[str, str]]] = {
 V13_COLUMNS: dict[str, list[tuple[str, str]]] = {
     "agents": [("sync_seq", "BIGINT"), ("sync_answer", "MEDIUMTEXT")]
 }
+
+
+# --- version 14: server-side dashboard sessions (collector/dashboard/sessions.py) -------------
+
+V14_TABLES = [
+    # One row per logged-in browser, found by the sha256 of its cookie (a random 256-bit id;
+    # the id itself is never stored). ``token_id``: the stored admin token that logged in
+    # (NULL: the settings' admin_token, then ``admin_fp`` is an HMAC of it keyed by the session
+    # id, so changing the setting ends those sessions). Logout deletes the row.
+    Table(
+        "dashboard_sessions",
+        [
+            ("id_hash", "CHAR(64) ASCII NOT NULL"),
+            ("token_id", "BIGINT"),
+            ("admin_fp", "CHAR(64) ASCII"),
+            ("csrf", "CHAR(43) ASCII NOT NULL"),
+            ("created_ms", "BIGINT NOT NULL"),
+            ("last_seen_ms", "BIGINT NOT NULL"),
+            ("expires_ms", "BIGINT NOT NULL"),
+        ],
+        ("id_hash",),
+        indexes={
+            "dashboard_sessions_token": ("token_id",),
+            "dashboard_sessions_expires": ("expires_ms",),
+        },
+    ),
+]
