@@ -22,7 +22,6 @@ from solverfleet.collector.dashboard.loginlimit import LoginLimiter
 from solverfleet.textcheck import scrub
 
 
-
 def _scrubbed(value: Any) -> Any:
     # Exactly str: Markup (already safe HTML) is a subclass and passes unchanged.
     return scrub(value, multiline=True) if type(value) is str else value
