@@ -126,22 +126,37 @@ def _create_task(agent: Agent) -> Response:
     return _answer({"errorId": 0, "taskId": int(text)})
 
 
-@bp.post("/getTaskResult")
-def get_task_result() -> Response:
-    agent = _agent()
+def _caller(agent: Agent) -> tuple[dict, Any] | Response:
+    """The body and the authenticated key (``_authenticate``'s answer), or the error answer."""
     body = _body()
     if body is None:
         return fail(answers.BAD_PARAMETERS)
     auth = _authenticate(agent, body, allowlist=True)
     if isinstance(auth, Response):
         return auth
+    return body, auth
+
+
+def _callers_task(agent: Agent) -> Any:
+    """The caller's task its body names (``taskId``), or the error answer (a Response)."""
+    caller = _caller(agent)
+    if isinstance(caller, Response):
+        return caller
+    body, auth = caller
     task_id = _task_id(body)
     if task_id is None:
         return fail(answers.WRONG_ID_FORMAT)
     compat_solve.sweep(agent)
     task = compat_solve.find(agent.tasks, auth[0], task_id)
-    if task is None:
-        return fail(answers.WRONG_ID)
+    return fail(answers.WRONG_ID) if task is None else task
+
+
+@bp.post("/getTaskResult")
+def get_task_result() -> Response:
+    agent = _agent()
+    task = _callers_task(agent)
+    if isinstance(task, Response):
+        return task
     ok, text = compat_solve.deliver(agent, task)
     if not ok:
         if text == answers.NOT_READY:
@@ -160,12 +175,10 @@ def get_task_result() -> Response:
 @bp.post("/getBalance")
 def get_balance() -> Response:
     agent = _agent()
-    body = _body()
-    if body is None:
-        return fail(answers.BAD_PARAMETERS)
-    auth = _authenticate(agent, body, allowlist=True)
-    if isinstance(auth, Response):
-        return auth
+    caller = _caller(agent)
+    if isinstance(caller, Response):
+        return caller
+    auth = caller[1]
     # A JSON number, as the protocol has it; the exact decimal text (micros have 6 places).
     balance = Decimal(format_micros(balance_micros(agent, auth[0])))
     return _answer({"errorId": 0, "balance": float(balance)})
@@ -173,19 +186,9 @@ def get_balance() -> Response:
 
 def _report() -> Response:
     agent = _agent()
-    body = _body()
-    if body is None:
-        return fail(answers.BAD_PARAMETERS)
-    auth = _authenticate(agent, body, allowlist=True)
-    if isinstance(auth, Response):
-        return auth
-    task_id = _task_id(body)
-    if task_id is None:
-        return fail(answers.WRONG_ID_FORMAT)
-    compat_solve.sweep(agent)
-    task = compat_solve.find(agent.tasks, auth[0], task_id)
-    if task is None:
-        return fail(answers.WRONG_ID)
+    task = _callers_task(agent)
+    if isinstance(task, Response):
+        return task
     text = compat_solve.report(agent, task, good=REPORTS[request.path])
     if text != answers.REPORT_OK:
         return fail(text)
