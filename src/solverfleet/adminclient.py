@@ -39,11 +39,14 @@ class AdminError(Exception):
         status: int | None = None,
         code: str | None = None,
         transient: bool = False,
+        unreachable: bool = False,
     ):
         super().__init__(message)
         self.status = status
         self.code = code
         self.transient = transient  # no answer (connection lost, timeout): worth a retry
+        # no answer at all (refused, timeout, TLS failure): the CLI exits 3, not 1
+        self.unreachable = unreachable or transient
 
 
 def new_idempotency_key() -> str:
@@ -55,7 +58,7 @@ def url_problem(url: str) -> str | None:
     scheme, sep, rest = url.partition("://")
     if not sep:
         return (
-            f"collector URL {url!r} has no scheme: give https://{url} "
+            f"collector URL {url!r} has no scheme: did you mean https://{url}? "
             f"(or http://{url} for a collector on loopback)"
         )
     if scheme.lower() not in ("http", "https") or not rest.strip("/"):
@@ -218,7 +221,7 @@ class AdminClient:
                 verify=self.verify,
             )
         except requests.exceptions.SSLError as exc:
-            raise AdminError(self._tls_message(exc)) from None
+            raise AdminError(self._tls_message(exc), unreachable=True) from None
         except requests.Timeout:
             raise AdminError(
                 f"no answer from the collector within {self.timeout:g} s ({url})", transient=True

@@ -34,7 +34,7 @@ def test_agents_list_shows_a_quarantined_agent(fake_admin):
     line = next(x for x in result.stdout.splitlines() if "solver/3" in x)
     for text in ("1.2.3", "40", "s ago", "12", "quarantined"):
         assert text in line
-    as_json = run(fake_admin, "agents", "list", "--json")
+    as_json = run(fake_admin, "agents", "list", "--format", "json")
     listed = json.loads(as_json.stdout)["agents"]
     assert [(a["agent_id"], a["leases"], a["spool_backlog"]) for a in listed] == [
         ("solver/3", "quarantined", 12)
