@@ -150,6 +150,12 @@ class AdminClient:
     def list_users(self) -> list[dict]:
         return self._call("GET", "/admin/v1/users")["users"]
 
+    def create_user(self, fields: dict[str, Any], *, idempotency_key: str | None = None) -> dict:
+        """``POST /admin/v1/users``: ``{"user": {...}}``; ``None`` fields are left out."""
+        body = {k: v for k, v in fields.items() if v is not None}
+        key = idempotency_key or new_idempotency_key()
+        return self._call("POST", "/admin/v1/users", json_body=body, idempotency_key=key)
+
     def set_user_active(self, user_id: str, active: bool) -> dict:
         action = "activate" if active else "deactivate"
         return self._call("POST", f"/admin/v1/users/{_seg(user_id)}/{action}")

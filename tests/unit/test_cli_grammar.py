@@ -140,3 +140,20 @@ def test_a_tls_failure_is_cannot_reach(fake_admin):
     result = run(fake_admin, "keys", "list", SOLVERFLEET_COLLECTOR=f"https://{host}")
     assert result.exit_code == 3, result.output
     assert fake_admin.requests == []
+
+
+def test_users_create_sends_the_fields_and_shows_the_user(fake_admin):
+    user = {"id": "dave", "account": "acme", "email": None, "role": "service",
+            "daily_limit": 50, "active": False}  # fmt: skip
+    fake_admin.answer("POST", "/admin/v1/users", {"user": user}, 201)
+    result = run(
+        fake_admin, "users", "create", "dave", "--account", "acme", "--role", "service",
+        "--daily-limit", "50", "--inactive", "--format", "csv",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    sent = fake_admin.requests[0]
+    assert sent.body == {"id": "dave", "account": "acme", "role": "service",
+                         "daily_limit": 50, "active": False}  # fmt: skip
+    assert sent.headers["Idempotency-Key"]
+    assert result.stdout.splitlines()[1] == "dave,,acme,service,50,no"
+    assert run(fake_admin, "users", "create", "eve", "--role", "boss").exit_code == 2

@@ -11,6 +11,7 @@ from solverfleet.adminclient import AdminClient
 from solverfleet.cli.common import admin_options, console, idempotency_option, money, show_secret
 from solverfleet.cli.output import Column, format_option, iso_time, render
 from solverfleet.money import MoneyError, format_micros, to_micros
+from solverfleet.teamconfig import ROLES
 
 _PLAIN_DECIMAL = re.compile(r"^-?\d+(\.\d+)?$")
 
@@ -22,7 +23,7 @@ def keys_group() -> None:
 
 @click.group("users")
 def users_group() -> None:
-    """Users: list, activate, deactivate."""
+    """Users: create, list, activate, deactivate."""
 
 
 def _amount(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -144,6 +145,38 @@ def keys_show(client: AdminClient, key_id: str, fmt: str) -> None:
     """KEY_ID's balance, limits and state (never its secret)."""
     key = client.get_key(key_id)
     render(fmt, [key], KEY_COLUMNS, title=f"key {key_id}", data=key)
+
+
+@users_group.command("create")
+@click.argument("user_id")
+@click.option("--account", help="An existing account (default: default).")
+@click.option("--email")
+@click.option("--role", type=click.Choice(ROLES), help="Default: user.")
+@click.option("--daily-limit", type=click.IntRange(min=0), help="Calls per day (default: none).")
+@click.option("--inactive", is_flag=True, help="Create it deactivated.")
+@format_option
+@idempotency_option
+@admin_options
+def users_create(
+    client: AdminClient,
+    user_id: str,
+    account: str | None,
+    email: str | None,
+    role: str | None,
+    daily_limit: int | None,
+    inactive: bool,
+    fmt: str,
+    idempotency_key: str | None,
+) -> None:
+    """Create USER_ID (checked as a team config's user is); give it keys with `keys create`."""
+    fields = {"id": user_id, "account": account, "email": email, "role": role,
+              "daily_limit": daily_limit, "active": False if inactive else None}  # fmt: skip
+    result = client.create_user(fields, idempotency_key=idempotency_key)
+    user = result.get("user") or {}
+    title = f"Created user {user.get('id', user_id)}"
+    if client.last_replayed:
+        title += " (already done: this is the first answer again)"
+    render(fmt, [user], USER_COLUMNS, title=title, data=result)
 
 
 @users_group.command("list")

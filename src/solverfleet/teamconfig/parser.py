@@ -97,6 +97,26 @@ def parse_key(fields: Any, *, user_id: Any, prices: Collection[str] | None = Non
     return key
 
 
+USER_CREATE_FIELDS = ("id", "account", "email", "role", "daily_limit", "active")
+
+
+def parse_user(fields: Any) -> dict:
+    """One user without keys (``POST /admin/v1/users``), checked by the rules a team config's
+    user obeys, plus its ``account`` (default ``"default"``, as in a file). Problems are
+    reported at the fields' own paths: ``role: ...``, ``daily_limit: ...``."""
+    parser = _Parser(None)
+    resolved = resolve_env(fields, None, parser, "", _KEY_DEPTH)
+    if not isinstance(resolved, dict):
+        raise TeamConfigError(f"(top level): a user must be a mapping, not {kind(resolved)}")
+    parser.check_fields(resolved, "", USER_CREATE_FIELDS)
+    account = parser.field(parser.ident, resolved.get("account"), "account", "default")
+    mine = {k: v for k, v in resolved.items() if k != "account"}
+    user = parser.field(parser.user, mine, "", None)
+    parser.check()
+    user.pop("keys")
+    return {**user, "account": account}
+
+
 def _document(config: dict) -> dict:
     """A config from ``parse_micros`` with its amounts as canonical decimal strings."""
     alert = config["low_balance_alert"]
