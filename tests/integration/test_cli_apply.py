@@ -13,7 +13,7 @@ import pytest
 
 from solverfleet.localstack import LocalStack
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "src" / "solverfleet" / "examples"
 CLI = [sys.executable, "-c", "from solverfleet.cli import main; main()"]
 
 

@@ -38,7 +38,7 @@ def _latency(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option(
     "--team",
     type=click.Path(dir_okay=False, exists=True),
-    help="Team config for --demo [default: examples/team.yaml].",
+    help="Team config for --demo [default: the example in the package, solverfleet/examples].",
 )
 @click.option(
     "--agent-port-base",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Collection, Mapping
+from importlib.resources.abc import Traversable
 from typing import Any
 
 from solverfleet.captchatypes import BUILTIN_ALIASES
@@ -56,7 +57,9 @@ _USER_ID_DEPTH = 3
 _KEY_DEPTH = 4
 
 
-def load_file(path: str | os.PathLike[str], env: Mapping[str, str] | None = os.environ) -> dict:
+def load_file(
+    path: str | os.PathLike[str] | Traversable, env: Mapping[str, str] | None = os.environ
+) -> dict:
     """Read a YAML or JSON team config file, resolve ``ENV:`` references from ``env``, validate.
 
     Messages are prefixed with the file name. Returns the normalized document.
