@@ -77,14 +77,13 @@ def test_csv_values_are_plain_money_decimal_and_times_iso_utc(fake_admin):
     keys = list(
         csv.DictReader(io.StringIO(run(fake_admin, "keys", "list", "--format", "csv").stdout))
     )
-    assert keys[0]["balance"] == "2.50" and keys[0]["types"] == "turnstile,recaptcha-v2"
-    assert keys[0]["ips"] == "" and keys[0]["active"] == "yes"
+    assert keys[0]["balance"] == "2.50" and keys[0]["allowed_types"] == "turnstile,recaptcha-v2"
+    assert keys[0]["ip_allowlist"] == "" and keys[0]["active"] == "yes"
+    assert (keys[0]["project"], keys[0]["environment"]) == ("ci", "")
     tokens = list(
         csv.DictReader(io.StringIO(run(fake_admin, "tokens", "list", "--format", "csv").stdout))
     )
-    assert (
-        tokens[0]["created (UTC)"] == "2025-12-12T16:05:55Z" and tokens[0]["last used (UTC)"] == ""
-    )
+    assert tokens[0]["created"] == "2025-12-12T16:05:55Z" and tokens[0]["last_used"] == ""
 
 
 @pytest.mark.parametrize(
@@ -155,5 +154,6 @@ def test_users_create_sends_the_fields_and_shows_the_user(fake_admin):
     assert sent.body == {"id": "dave", "account": "acme", "role": "service",
                          "daily_limit": 50, "active": False}  # fmt: skip
     assert sent.headers["Idempotency-Key"]
-    assert result.stdout.splitlines()[1] == "dave,,acme,service,50,no"
+    assert result.stdout.splitlines() == ["id,email,account,role,daily_limit,active",
+                                          "dave,,acme,service,50,no"]  # fmt: skip
     assert run(fake_admin, "users", "create", "eve", "--role", "boss").exit_code == 2

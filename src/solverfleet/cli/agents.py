@@ -34,10 +34,16 @@ def _ago(agent: dict) -> str | None:
 AGENT_COLUMNS = (
     Column("agent", "agent_id"),
     Column("release", "release"),
-    Column("last sync (UTC)", "last_seen", "time"),
+    Column("last sync", _ago, only="table"),
+    Column("last sync (UTC)", "last_seen", "time", only="csv"),
     Column("in flight", "in_flight", "count"),
     Column("spool", "spool_backlog", "count"),
-    Column("leases", lambda a: a.get("leases") or "none", style=lambda v: LEASE_STYLE.get(v, "")),
+    Column(
+        "leases",
+        lambda a: a.get("leases") or "none",
+        style=lambda v: LEASE_STYLE.get(v, ""),
+        field="leases",
+    ),
 )
 
 
@@ -47,10 +53,7 @@ AGENT_COLUMNS = (
 def agents_list(client: AdminClient, fmt: str) -> None:
     """Every agent: release, last sync, calls in flight, spool backlog, lease state."""
     agents = client.agents()
-    columns = AGENT_COLUMNS
-    if fmt == "table":
-        columns = (*columns[:2], Column("last sync", _ago), *columns[3:])
-    render(fmt, agents, columns, title=f"{len(agents)} agent(s)", data={"agents": agents})
+    render(fmt, agents, AGENT_COLUMNS, title=f"{len(agents)} agent(s)", data={"agents": agents})
 
 
 @agents_group.command("forget")

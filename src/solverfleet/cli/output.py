@@ -36,14 +36,21 @@ format_option = click.option(
 
 @dataclass(frozen=True)
 class Column:
-    """One column: its header, how to get the value from an item (a field name or a function),
-    and its ``kind``: text, money, time (epoch seconds or ISO text), count, list or flag."""
+    """One column: its table header, how to get the value from an item (a field name or a
+    function), and its ``kind``: text, money, time (epoch seconds or ISO text), count, list or
+    flag. CSV headers are the API's field names (``field``, default ``get``), as scripts want."""
 
     name: str
     get: str | Callable[[dict], Any]
     kind: str = "text"
     none: str = "-"  # what the table shows for a missing value
     style: Callable[[Any], str] | None = None  # the table cell's style from the value
+    field: str | None = None  # the CSV header when ``get`` is a function
+    only: str | None = None  # "table" or "csv": a column just one of them shows
+
+    @property
+    def csv_name(self) -> str:
+        return self.field or (self.get if isinstance(self.get, str) else self.name)
 
     def value(self, item: dict) -> Any:
         return item.get(self.get) if isinstance(self.get, str) else self.get(item)
@@ -91,9 +98,10 @@ def render(
     if fmt == "json":
         print_json(data)
         return
+    columns = [c for c in columns if c.only in (None, fmt)]
     if fmt == "csv":
         write_csv(
-            [c.name for c in columns],
+            [c.csv_name for c in columns],
             [[_plain(c, c.value(item)) for c in columns] for item in items],
         )
         return

@@ -72,7 +72,7 @@ def tokens_create(
     result = client.create_token(role, user_id, label, agent_id, idempotency_key=idempotency_key)
     token = result.get("token") or {}
     if fmt != "table":
-        columns = (*TOKEN_COLUMNS[:-1], Column("token", "secret"))
+        columns = (*TOKEN_COLUMNS[:-1], Column("token", "secret", field="secret"))
         render(fmt, [{**token, "secret": result.get("secret")}], columns, title="", data=result)
         return
     owner = f" for user {token.get('user_id')}" if token.get("user_id") else ""
