@@ -28,7 +28,9 @@ def run(fake, *args):
 
 
 def test_agents_list_shows_a_quarantined_agent(fake_admin):
-    fake_admin.answer("GET", "/admin/v1/agents", {"agents": [AGENT]})
+    # Seen 400 s before the call, not before collection (which may take a while).
+    seen = {**AGENT, "last_seen": time.time() - 400}
+    fake_admin.answer("GET", "/admin/v1/agents", {"agents": [seen]})
     result = run(fake_admin, "agents", "list")
     assert result.exit_code == 0, result.output
     line = next(x for x in result.stdout.splitlines() if "solver/3" in x)
