@@ -147,6 +147,12 @@ def test_topup_activate_deactivate(stack):
     users = json.loads(cli(stack, "users", "list", "--format", "json").stdout)["users"]
     assert {u["id"]: u["active"] for u in users}["bob"] is False
 
+    account = users[0]["account"]
+    created = cli(stack, "users", "create", "dave", "--account", account, "--format", "csv")
+    assert created.stdout.splitlines()[1] == f"dave,,{account},user,,yes"
+    again = cli(stack, "users", "create", "dave", "--account", account, check=False)
+    assert again.returncode == 1 and "already exists" in again.stderr
+
     unknown = cli(stack, "keys", "topup", "nope", "1", check=False)
     assert unknown.returncode == 1 and unknown.stderr.startswith("error: ")
     assert "nope" in unknown.stderr
