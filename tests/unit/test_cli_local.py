@@ -159,3 +159,36 @@ def test_one_stack_per_state_dir(tmp_path):
         first.stop()
     second._lock_state_dir()  # free again once the first stack stopped
     second.stop()
+
+
+class _Agent:
+    """Stands in for an agent's Service: dead until restarted."""
+
+    def __init__(self) -> None:
+        self.name, self.proc, self.up = "agent-0", type("P", (), {"returncode": -9})(), False
+
+    def alive(self) -> bool:
+        return self.up
+
+    def kill(self) -> None:
+        pass
+
+
+def test_a_crashed_agent_is_restarted_with_backoff_and_then_given_up(tmp_path, capsys):
+    from solverfleet.cli.local import AgentRestarts
+
+    agent = _Agent()
+    stack = type("S", (), {"agents": [agent], "log_dir": tmp_path})()
+    starts: list[float] = []
+
+    def start_agent(i: int, wait: bool) -> None:
+        starts.append(now)
+        agent.up = False  # crashes again at once
+
+    stack.start_agent = start_agent
+    restarts = AgentRestarts(stack)
+    for now in [1000.0 + 0.5 * t for t in range(80)]:  # 40 s, checked every 0.5 s
+        restarts.check(now)
+    assert [s - 1000 for s in starts] == [0, 1, 3, 7, 15]  # at once, then 1, 2, 4, 8 s apart
+    out = capsys.readouterr().out
+    assert out.count("restarted it") == 5 and "not restarting it again" in out

@@ -124,7 +124,8 @@ def _print_stack(stack: LocalStack) -> None:
 
 class AgentRestarts:
     """Restart an agent that exited on its own: at most ``MAX_RESTARTS`` times in a row, the
-    n-th after 2**(n-1) s; an agent that then ran ``STABLE_SECONDS`` starts the count afresh.
+    first at once, the next ones 1, 2, 4, 8 s after the previous start; an agent that then ran
+    ``STABLE_SECONDS`` starts the count afresh.
     The collector and worker are only reported: agents hold no state a restart would lose."""
 
     MAX_RESTARTS = 5
