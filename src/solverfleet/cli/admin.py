@@ -93,8 +93,8 @@ def _where(key: dict) -> str:
 
 
 KEY_COLUMNS = (
-    Column("key", "id"),
-    Column("user", "user_id"),
+    Column("key", "id", "id"),
+    Column("user", "user_id", "id"),
     Column("account", "account"),
     Column("project/env", _where, only="table"),
     Column("project", "project", only="csv"),
@@ -103,11 +103,13 @@ KEY_COLUMNS = (
     Column("types", "allowed_types", "list", none="all"),
     Column("cpm", "cpm", "count"),
     Column("ips", "ip_allowlist", "list", none="any"),
-    Column("expires (UTC)", "expires_at", "time", none="never"),
+    Column("expires_at", "expires_at", "time", only="csv"),  # the list's table stays narrow
     Column("active", "active", "flag"),
 )
+# One key in a table has room for its expiry.
+SHOW_KEY_COLUMNS = (*KEY_COLUMNS, Column("expires (UTC)", "expires_at", "time", none="never"))
 USER_COLUMNS = (
-    Column("user", "id"),
+    Column("user", "id", "id"),
     Column("email", "email"),
     Column("account", "account"),
     Column("role", "role"),
@@ -146,7 +148,7 @@ def keys_list(client: AdminClient, fmt: str) -> None:
 def keys_show(client: AdminClient, key_id: str, fmt: str) -> None:
     """KEY_ID's balance, limits and state (never its secret)."""
     key = client.get_key(key_id)
-    render(fmt, [key], KEY_COLUMNS, title=f"key {key_id}", data=key)
+    render(fmt, [key], SHOW_KEY_COLUMNS, title=f"key {key_id}", data=key)
 
 
 @users_group.command("create")

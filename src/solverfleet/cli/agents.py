@@ -32,7 +32,7 @@ def _ago(agent: dict) -> str | None:
 
 # The table says how long ago; CSV and JSON carry the time itself.
 AGENT_COLUMNS = (
-    Column("agent", "agent_id"),
+    Column("agent", "agent_id", "id"),
     Column("release", "release"),
     Column("last sync", _ago, only="table"),
     Column("last sync (UTC)", "last_seen", "time", only="csv"),

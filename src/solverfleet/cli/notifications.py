@@ -24,7 +24,7 @@ COLUMNS = (
     ),
     Column("created", "created", only="csv"),
     Column("account", "account"),
-    Column("key", "key_id"),
+    Column("key", "key_id", "id"),
     Column("kind", "kind", style=lambda v: "red" if v == "zero" else "yellow"),
     Column("balance", "balance", "money"),
     Column("threshold", "threshold", "money"),

@@ -37,8 +37,9 @@ format_option = click.option(
 @dataclass(frozen=True)
 class Column:
     """One column: its table header, how to get the value from an item (a field name or a
-    function), and its ``kind``: text, money, time (epoch seconds or ISO text), count, list or
-    flag. CSV headers are the API's field names (``field``, default ``get``), as scripts want."""
+    function), and its ``kind``: text, id (never wrapped), money, time (epoch seconds or ISO
+    text), count, list or flag. CSV headers are the API's field names (``field``, default
+    ``get``), as scripts want."""
 
     name: str
     get: str | Callable[[dict], Any]
@@ -106,7 +107,8 @@ def render(
         )
         return
     right = [c.name for c in columns if c.kind in ("money", "count")]
-    table = new_table(title, [c.name for c in columns], right=right)
+    whole = [c.name for c in columns if c.kind == "id"]
+    table = new_table(title, [c.name for c in columns], right=right, whole=whole)
     for item in items:
         table.add_row(*(_table_cell(c, c.value(item)) for c in columns))
     console.print(table)
@@ -168,13 +170,18 @@ def write_csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     writer.writerows([csv_value(v) for v in row] for row in rows)
 
 
-def new_table(title: str, columns: Sequence[str], right: Iterable[str] = ()) -> Table:
-    """A table whose ``right`` columns (numbers, money) are right-aligned and never wrapped."""
-    right = set(right)
+def new_table(
+    title: str, columns: Sequence[str], right: Iterable[str] = (), whole: Iterable[str] = ()
+) -> Table:
+    """A table whose ``right`` columns (numbers, money) are right-aligned and never wrapped,
+    like its ``whole`` ones (ids: a broken id cannot be copied)."""
+    right, whole = set(right), set(whole)
     table = Table(title=title, title_justify="left", min_width=len(title))
     for name in columns:
         numeric = name in right
-        table.add_column(name, justify="right" if numeric else "left", no_wrap=numeric)
+        table.add_column(
+            name, justify="right" if numeric else "left", no_wrap=numeric or name in whole
+        )
     return table
 
 

@@ -24,8 +24,8 @@ def tokens_group() -> None:
 TOKEN_COLUMNS = (
     Column("id", "id", "count"),
     Column("role", "role"),
-    Column("user", "user_id"),
-    Column("agent", "agent_id"),
+    Column("user", "user_id", "id"),
+    Column("agent", "agent_id", "id"),
     Column("label", "label"),
     Column("created (UTC)", "created", "time"),
     Column("by", "created_by"),
