@@ -39,11 +39,14 @@ class AdminError(Exception):
         status: int | None = None,
         code: str | None = None,
         transient: bool = False,
+        unreachable: bool = False,
     ):
         super().__init__(message)
         self.status = status
         self.code = code
         self.transient = transient  # no answer (connection lost, timeout): worth a retry
+        # no answer at all (refused, timeout, TLS failure): the CLI exits 3, not 1
+        self.unreachable = unreachable or transient
 
 
 def new_idempotency_key() -> str:
@@ -55,7 +58,7 @@ def url_problem(url: str) -> str | None:
     scheme, sep, rest = url.partition("://")
     if not sep:
         return (
-            f"collector URL {url!r} has no scheme: give https://{url} "
+            f"collector URL {url!r} has no scheme: did you mean https://{url}? "
             f"(or http://{url} for a collector on loopback)"
         )
     if scheme.lower() not in ("http", "https") or not rest.strip("/"):
@@ -147,6 +150,12 @@ class AdminClient:
     def list_users(self) -> list[dict]:
         return self._call("GET", "/admin/v1/users")["users"]
 
+    def create_user(self, fields: dict[str, Any], *, idempotency_key: str | None = None) -> dict:
+        """``POST /admin/v1/users``: ``{"user": {...}}``; ``None`` fields are left out."""
+        body = {k: v for k, v in fields.items() if v is not None}
+        key = idempotency_key or new_idempotency_key()
+        return self._call("POST", "/admin/v1/users", json_body=body, idempotency_key=key)
+
     def set_user_active(self, user_id: str, active: bool) -> dict:
         action = "activate" if active else "deactivate"
         return self._call("POST", f"/admin/v1/users/{_seg(user_id)}/{action}")
@@ -218,7 +227,7 @@ class AdminClient:
                 verify=self.verify,
             )
         except requests.exceptions.SSLError as exc:
-            raise AdminError(self._tls_message(exc)) from None
+            raise AdminError(self._tls_message(exc), unreachable=True) from None
         except requests.Timeout:
             raise AdminError(
                 f"no answer from the collector within {self.timeout:g} s ({url})", transient=True

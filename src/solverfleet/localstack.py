@@ -148,7 +148,7 @@ class LocalStack:
         """
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(exist_ok=True)
-        self._lock_state_dir()
+        self._lock_state_dir()  # StackError when another stack runs here: its file stays
         self.stack_file.unlink(missing_ok=True)  # stale from an earlier run
         try:
             # Collector and worker boot in parallel; agents start once both answer.
@@ -170,8 +170,9 @@ class LocalStack:
         """Graceful stop in dependency order: agents (all at once), worker, collector.
 
         Safe to call more than once and on a partly started stack. Keeps the database, agent
-        state and logs; removes ``stack.json``. Returns each started part's exit code
-        (0 after a clean graceful exit; negative: killed by that signal).
+        state and logs; removes ``stack.json`` if this stack holds the state dir. Returns each
+        started part's exit code (0 after a clean graceful exit; negative: killed by that
+        signal).
         """
         try:
             self._stop_many(self.agents, self.agent_stop_timeout)
@@ -180,7 +181,10 @@ class LocalStack:
             if self.collector is not None:
                 self.collector.stop(self.stop_timeout)
         finally:
-            self.stack_file.unlink(missing_ok=True)
+            # Only the stack holding the state dir owns its stack.json: one refused for a busy
+            # state dir must leave the running stack's file alone.
+            if self._lock_fd is not None:
+                self.stack_file.unlink(missing_ok=True)
             self._unlock_state_dir()
         parts = [*self.agents, self.worker, self.collector]
         return {s.name: s.proc.returncode for s in parts if s is not None and s.proc is not None}

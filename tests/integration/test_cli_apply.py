@@ -13,7 +13,7 @@ import pytest
 
 from solverfleet.localstack import LocalStack
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "src" / "solverfleet" / "examples"
 CLI = [sys.executable, "-c", "from solverfleet.cli import main; main()"]
 
 
@@ -40,7 +40,7 @@ def cli(stack, *args, env=None, check=True):
 
 
 def keys_by_id(stack):
-    listed = json.loads(cli(stack, "keys", "list", "--json").stdout)["keys"]
+    listed = json.loads(cli(stack, "keys", "list", "--format", "json").stdout)["keys"]
     return {k["id"]: k for k in listed}
 
 
@@ -125,7 +125,7 @@ def test_seed_format_with_env_secrets(stack):
     keys = keys_by_id(stack)
     assert sorted(keys) == ["alice", "bob", "ci"]
     assert {k["balance"] for k in keys.values()} == {"0.00"}
-    users = json.loads(cli(stack, "users", "list", "--json").stdout)["users"]
+    users = json.loads(cli(stack, "users", "list", "--format", "json").stdout)["users"]
     assert {u["id"]: u["daily_limit"] for u in users} == {"alice": 1000, "bob": 200, "ci": 5000}
 
     missing = cli(stack, "apply", str(EXAMPLES / "team-seed.json"), check=False)
@@ -144,8 +144,14 @@ def test_topup_activate_deactivate(stack):
     assert keys_by_id(stack)["alice-web"]["active"] is False
     assert cli(stack, "keys", "activate", "alice-web").stdout.strip() == "key alice-web: active"
     assert cli(stack, "users", "deactivate", "bob").stdout.strip() == "user bob: deactivated"
-    users = json.loads(cli(stack, "users", "list", "--json").stdout)["users"]
+    users = json.loads(cli(stack, "users", "list", "--format", "json").stdout)["users"]
     assert {u["id"]: u["active"] for u in users}["bob"] is False
+
+    account = users[0]["account"]
+    created = cli(stack, "users", "create", "dave", "--account", account, "--format", "csv")
+    assert created.stdout.splitlines()[1] == f"dave,,{account},user,,yes"
+    again = cli(stack, "users", "create", "dave", "--account", account, check=False)
+    assert again.returncode == 1 and "already exists" in again.stderr
 
     unknown = cli(stack, "keys", "topup", "nope", "1", check=False)
     assert unknown.returncode == 1 and unknown.stderr.startswith("error: ")

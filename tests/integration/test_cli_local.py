@@ -64,13 +64,37 @@ def test_local_command_serves_and_stops_cleanly_on_sigterm(tmp_path):
             assert resp.status_code == 200, resp.text
             assert resp.json()["status"] == "success"
 
+        # A second `local` on the same state dir is refused and leaves the running one's file.
+        second = Service("second", argv, env=env, log_dir=tmp_path).start()
+        assert second.proc.wait(60) == 1, second.log_tail()
+        assert "in use by another local stack" in second.log_tail()
+        assert json.loads(stack_file.read_text()) == stack
+
+        # A crashed agent (its gunicorn master killed by pid) is restarted on its port.
+        port = stack["agents"][0].rsplit(":", 1)[1]
+        master = next(
+            p for p in psutil.Process(cli.pid).children() if f"127.0.0.1:{port}" in p.cmdline()
+        )
+        master.kill()
+        wait_until(lambda: "agent-0 exited" in cli.log_tail(400), timeout=30, what="restart")
+        wait_until(
+            lambda: requests.get(f"{stack['agents'][0]}/balance", headers=AUTH, timeout=2).ok,
+            timeout=60,
+            what="the restarted agent-0",
+        )
+        assert master.pid not in [p.pid for p in psutil.Process(cli.pid).children()]
+        parts = psutil.Process(cli.pid).children(recursive=True)
+
         # At once, without waiting for the usage to be shipped: stopping the agents before the
         # collector is what must get it there.
         cli.signal(signal.SIGTERM)
         assert cli.proc.wait(150) == 0, cli.log_tail()
         assert not [p.pid for p in parts if _running(p)]
         output = cli.log_tail(400)
-        assert "Stopped." in output and "warning" not in output, output
+        assert f"dashboard  {stack['collector']}/dashboard/" in output
+        warnings = [line for line in output.splitlines() if "warning" in line]
+        assert "Stopped." in output and len(warnings) == 1, output
+        assert "agent-0 exited (code -9); restarted it (restart 1 of at most 5)" in warnings[0]
         assert not stack_file.exists()
         assert (state / "collector.db").exists()
         assert (state / "logs" / "agent-1.log").exists()

@@ -183,4 +183,4 @@ def test_report_without_a_collector_is_a_clear_error(stack):
         [*CLI, "report", "team", "--collector", "http://127.0.0.1:9", "--token", uuid.uuid4().hex],
         env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert result.returncode == 1 and "cannot reach the collector" in result.stderr
+    assert result.returncode == 3 and "cannot reach the collector" in result.stderr

@@ -25,7 +25,7 @@ GRACE = 10
 
 
 def _cli(stack, *args: str) -> dict:
-    result = CliRunner().invoke(main, [*args, "--json", "--stack", str(stack.state_dir)])
+    result = CliRunner().invoke(main, [*args, "--format", "json", "--stack", str(stack.state_dir)])
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 

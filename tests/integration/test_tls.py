@@ -245,18 +245,18 @@ def test_cli_verifies_the_collector_with_ca_file(fleet: Fleet):
     assert by_env.exit_code == 0, by_env.output
 
     untrusted = _cli(fleet, "keys", "list")  # the system trust store does not know our CA
-    assert untrusted.exit_code == 1
+    assert untrusted.exit_code == 3  # cannot reach it (TLS)
     assert "cannot verify the collector's TLS certificate" in untrusted.stderr
     assert "--ca-file" in untrusted.stderr
     assert fleet.admin_token not in untrusted.output
 
     plain = _cli(fleet, "keys", "list", "--collector", fleet.collector_url.replace("https", "http"))
-    assert plain.exit_code == 1
+    assert plain.exit_code == 3
     assert "cannot reach the collector" in plain.stderr
     assert f"does it serve HTTPS? try {fleet.collector_url}" in plain.stderr
 
     wrong = _cli(fleet, "keys", "list", "--ca-file", str(fleet.other_ca.ca_file))
-    assert wrong.exit_code == 1
+    assert wrong.exit_code == 3
     assert "cannot verify the collector's TLS certificate" in wrong.stderr
     assert str(fleet.other_ca.ca_file) in wrong.stderr
 

@@ -88,6 +88,11 @@ MATRIX: dict[tuple[str, str], Route] = {
     ),
     ("POST", "/admin/v1/keys/<key_id>/activate"): Route(ADMIN, "/admin/v1/keys/carol-web/activate"),
     ("GET", "/admin/v1/users"): Route(ADMIN, "/admin/v1/users"),
+    # An unknown account: every admin caller gets past the role check to the same 400 (a real
+    # create would answer the first admin only); test_collector_users.py creates for real.
+    ("POST", "/admin/v1/users"): Route(
+        ADMIN, "/admin/v1/users", {"id": "dave", "account": "nosuch"}, ok=400
+    ),
     ("POST", "/admin/v1/users/<user_id>/deactivate"): Route(
         ADMIN, "/admin/v1/users/carol/deactivate"
     ),

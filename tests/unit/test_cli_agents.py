@@ -28,15 +28,15 @@ def run(fake, *args):
 
 
 def test_agents_list_shows_a_quarantined_agent(fake_admin):
-    fake_admin.answer(
-        "GET", "/admin/v1/agents", {"agents": [{**AGENT, "last_seen": time.time() - 400}]}
-    )
+    # Seen 400 s before the call, not before collection (which may take a while).
+    seen = {**AGENT, "last_seen": time.time() - 400}
+    fake_admin.answer("GET", "/admin/v1/agents", {"agents": [seen]})
     result = run(fake_admin, "agents", "list")
     assert result.exit_code == 0, result.output
     line = next(x for x in result.stdout.splitlines() if "solver/3" in x)
     for text in ("1.2.3", "400 s ago", "12", "quarantined"):
         assert text in line
-    as_json = run(fake_admin, "agents", "list", "--json")
+    as_json = run(fake_admin, "agents", "list", "--format", "json")
     listed = json.loads(as_json.stdout)["agents"]
     assert [(a["agent_id"], a["leases"], a["spool_backlog"]) for a in listed] == [
         ("solver/3", "quarantined", 12)

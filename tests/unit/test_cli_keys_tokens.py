@@ -70,7 +70,7 @@ def test_keys_create_sends_the_limits_and_prints_the_secret_once(fake_admin):
 
 def test_keys_create_json_and_inactive(fake_admin):
     fake_admin.answer("POST", "/admin/v1/keys", {"key": KEY, "secret": "sk_x"}, 201)
-    result = run(fake_admin, "keys", "create", "alice", "--inactive", "--json")
+    result = run(fake_admin, "keys", "create", "alice", "--inactive", "--format", "json")
     assert result.exit_code == 0, result.output
     assert fake_admin.requests[0].body == {"user_id": "alice", "active": False}
     assert json.loads(result.stdout)["secret"] == "sk_x"
@@ -130,7 +130,7 @@ def test_keys_rotate_with_grace(fake_admin):
     assert result.stdout == (
         "Rotated alice-web.\n"
         "New secret (shown once, store it now): sk_rotated\n"
-        "The old secret works until 2025-12-12 17:05:55Z (3600 s).\n"
+        "The old secret works until 2025-12-12T17:05:55Z (3600 s).\n"
     )
 
 
@@ -211,7 +211,8 @@ def test_tokens_list_and_revoke(fake_admin):
     assert "2 token(s)" in lines[0]
     alice = next(x for x in lines if "alice laptop" in x)
     assert "active" in alice and "2025-12-12 16:05:55Z" in alice
-    assert "revoked 2025-12-12 16:06:40Z" in next(x for x in lines if "service" in x)
+    service = next(x for x in lines if "service" in x)
+    assert "active" not in service and "2025-12-12 16:06:40Z" in service
 
     fake_admin.answer("POST", "/admin/v1/tokens/5/revoke", {"token": revoked})
     result = run(fake_admin, "tokens", "revoke", "5")

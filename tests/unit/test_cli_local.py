@@ -12,10 +12,8 @@ from click.testing import CliRunner
 
 from solverfleet import teamconfig
 from solverfleet.cli import main
-from solverfleet.cli.local_demo import BURST_REQUESTS, burst_plan
+from solverfleet.cli.local_demo import BURST_REQUESTS, burst_plan, find_team_file
 from solverfleet.localstack import LocalStack, StackError, _base_env, _gunicorn
-
-EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "examples")
 
 
 def test_urls_are_stable_and_distinct(tmp_path):
@@ -51,6 +49,7 @@ def test_stop_before_start_is_harmless(tmp_path):
 
 def test_stack_file_is_private_and_complete(tmp_path):
     stack = LocalStack(tmp_path, agents=2)
+    stack._lock_state_dir()  # as start() does: only the holder of the state dir writes it
     stack._write_stack_file()
     mode = stat.S_IMODE(os.stat(stack.stack_file).st_mode)
     assert mode == 0o600
@@ -58,6 +57,19 @@ def test_stack_file_is_private_and_complete(tmp_path):
     assert data == {**stack.urls, "admin_token": stack.admin_token}
     stack.stop()  # removes it: it describes a running stack
     assert not stack.stack_file.exists()
+
+
+def test_a_refused_second_stack_leaves_the_running_ones_file(tmp_path):
+    running = LocalStack(tmp_path, agents=0)
+    running._lock_state_dir()
+    running._write_stack_file()
+    second = LocalStack(tmp_path, agents=0)
+    with pytest.raises(StackError, match="in use by another local stack"):
+        second.start()
+    second.stop()  # what `solverfleet local` does after any failure
+    assert json.loads(running.stack_file.read_text())["admin_token"] == running.admin_token
+    running.stop()
+    assert not running.stack_file.exists()
 
 
 def test_tokens_are_fresh_per_stack(tmp_path):
@@ -100,8 +112,15 @@ def test_local_refuses_bad_arguments(tmp_path, args, message):
     assert not (tmp_path / "logs").exists()  # nothing was started
 
 
+def test_the_demo_team_ships_in_the_package(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no examples/ around: the package's own copy is used
+    team = find_team_file(None)
+    assert teamconfig.load_file(team, env={})["users"]
+    assert "site-packages" in str(team) or str(team).endswith("src/solverfleet/examples/team.yaml")
+
+
 def _demo_config():
-    config = teamconfig.load_file(os.path.join(EXAMPLES, "team.yaml"), env={})
+    config = teamconfig.load_file(find_team_file(None), env={})
     secrets = {k["id"]: f"sk_{k['id']}-0123456789" for u in config["users"] for k in u["keys"]}
     return config, secrets
 
@@ -140,3 +159,36 @@ def test_one_stack_per_state_dir(tmp_path):
         first.stop()
     second._lock_state_dir()  # free again once the first stack stopped
     second.stop()
+
+
+class _Agent:
+    """Stands in for an agent's Service: dead until restarted."""
+
+    def __init__(self) -> None:
+        self.name, self.proc, self.up = "agent-0", type("P", (), {"returncode": -9})(), False
+
+    def alive(self) -> bool:
+        return self.up
+
+    def kill(self) -> None:
+        pass
+
+
+def test_a_crashed_agent_is_restarted_with_backoff_and_then_given_up(tmp_path, capsys):
+    from solverfleet.cli.local import AgentRestarts
+
+    agent = _Agent()
+    stack = type("S", (), {"agents": [agent], "log_dir": tmp_path})()
+    starts: list[float] = []
+
+    def start_agent(i: int, wait: bool) -> None:
+        starts.append(now)
+        agent.up = False  # crashes again at once
+
+    stack.start_agent = start_agent
+    restarts = AgentRestarts(stack)
+    for now in [1000.0 + 0.5 * t for t in range(80)]:  # 40 s, checked every 0.5 s
+        restarts.check(now)
+    assert [s - 1000 for s in starts] == [0, 1, 3, 7, 15]  # at once, then 1, 2, 4, 8 s apart
+    out = capsys.readouterr().out
+    assert out.count("restarted it") == 5 and "not restarting it again" in out

@@ -162,7 +162,7 @@ def test_verify_is_the_ca_file_or_the_system_store_never_false(ca, monkeypatch):
 
 
 def test_admin_client_refuses_a_url_without_scheme():
-    with pytest.raises(AdminError, match=r"no scheme: give https://collector\.test:8400"):
+    with pytest.raises(AdminError, match=r"no scheme: did you mean https://collector\.test:8400\?"):
         AdminClient("collector.test:8400", "tok")
 
 

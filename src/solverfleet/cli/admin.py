@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import re
 from typing import Any
 
 import click
-from rich.table import Table
-from rich.text import Text
 
 from solverfleet.adminclient import AdminClient
 from solverfleet.cli.common import admin_options, console, idempotency_option, money, show_secret
+from solverfleet.cli.output import Column, format_option, iso_time, render
 from solverfleet.money import MoneyError, format_micros, to_micros
+from solverfleet.teamconfig import ROLES
 
 _PLAIN_DECIMAL = re.compile(r"^-?\d+(\.\d+)?$")
 
@@ -25,7 +23,7 @@ def keys_group() -> None:
 
 @click.group("users")
 def users_group() -> None:
-    """Users: list, activate, deactivate."""
+    """Users: create, list, activate, deactivate."""
 
 
 def _amount(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -89,81 +87,109 @@ _set_active_command(keys_group, "key", True, "Accept calls with KEY_ID again.")
 _set_active_command(users_group, "user", False, "Refuse every call with any of USER_ID's keys.")
 _set_active_command(users_group, "user", True, "Accept calls with USER_ID's keys again.")
 
-_json_flag = click.option(
-    "--json", "as_json", is_flag=True, help="Print the API's JSON instead of a table."
+
+def _where(key: dict) -> str:
+    return "/".join(str(key.get(f) or "-") for f in ("project", "environment"))
+
+
+KEY_COLUMNS = (
+    Column("key", "id", "id"),
+    Column("user", "user_id", "id"),
+    Column("account", "account"),
+    Column("project/env", _where, only="table"),
+    Column("project", "project", only="csv"),
+    Column("environment", "environment", only="csv"),
+    Column("balance", "balance", "money"),
+    Column("types", "allowed_types", "list", none="all"),
+    Column("cpm", "cpm", "count"),
+    Column("ips", "ip_allowlist", "list", none="any"),
+    Column("expires_at", "expires_at", "time", only="csv"),  # the list's table stays narrow
+    Column("active", "active", "flag"),
+)
+# One key in a table has room for its expiry.
+SHOW_KEY_COLUMNS = (*KEY_COLUMNS, Column("expires (UTC)", "expires_at", "time", none="never"))
+USER_COLUMNS = (
+    Column("user", "id", "id"),
+    Column("email", "email"),
+    Column("account", "account"),
+    Column("role", "role"),
+    Column("daily limit", "daily_limit", "count", none="none"),
+    Column("active", "active", "flag"),
+)
+SECRET_KEY_COLUMNS = (*KEY_COLUMNS, Column("secret", "secret"))
+ROTATE_COLUMNS = (
+    Column("key", "key"),
+    Column("secret", "secret"),
+    Column("old secret valid until", "previous_valid_until", "time"),
+)
+TRANSACTION_COLUMNS = (
+    Column("id", "id", "count"),
+    Column("when (UTC)", "created", "time"),
+    Column("amount", "amount", "money"),
+    Column("balance after", "balance_after", "money"),
+    Column("reason", "reason"),
+    Column("by", "actor"),
 )
 
 
 @keys_group.command("list")
-@_json_flag
+@format_option
 @admin_options
-def keys_list(client: AdminClient, as_json: bool) -> None:
+def keys_list(client: AdminClient, fmt: str) -> None:
     """Every key with its balance and limits (never secrets)."""
     keys = client.list_keys()
-    if as_json:
-        _print_json({"keys": keys})
-        return
-    table = Table(title=f"{len(keys)} key(s)", title_justify="left")
-    for name in ("key", "user", "account", "project/env", "balance", "types", "cpm", "ips"):
-        table.add_column(
-            name,
-            justify="right" if name in ("balance", "cpm") else "left",
-            no_wrap=name in ("key", "balance", "cpm"),
-        )
-    table.add_column("active", no_wrap=True)
-    for key in keys:
-        where = "/".join(str(key.get(f) or "-") for f in ("project", "environment"))
-        table.add_row(
-            _cell(key.get("id")),
-            _cell(key.get("user_id")),
-            _cell(key.get("account")),
-            Text(where),
-            Text(money(key.get("balance"))),
-            _cell(key.get("allowed_types"), none="all"),
-            _cell(key.get("cpm"), none="-"),
-            _cell(key.get("ip_allowlist"), none="any"),
-            _active(key.get("active")),
-        )
-    console.print(table)
+    render(fmt, keys, KEY_COLUMNS, title=f"{len(keys)} key(s)", data={"keys": keys})
+
+
+@keys_group.command("show")
+@click.argument("key_id")
+@format_option
+@admin_options
+def keys_show(client: AdminClient, key_id: str, fmt: str) -> None:
+    """KEY_ID's balance, limits and state (never its secret)."""
+    key = client.get_key(key_id)
+    render(fmt, [key], SHOW_KEY_COLUMNS, title=f"key {key_id}", data=key)
+
+
+@users_group.command("create")
+@click.argument("user_id")
+@click.option("--account", help="An existing account (default: default).")
+@click.option("--email")
+@click.option("--role", type=click.Choice(ROLES), help="Default: user.")
+@click.option("--daily-limit", type=click.IntRange(min=0), help="Calls per day (default: none).")
+@click.option("--inactive", is_flag=True, help="Create it deactivated.")
+@format_option
+@idempotency_option
+@admin_options
+def users_create(
+    client: AdminClient,
+    user_id: str,
+    account: str | None,
+    email: str | None,
+    role: str | None,
+    daily_limit: int | None,
+    inactive: bool,
+    fmt: str,
+    idempotency_key: str | None,
+) -> None:
+    """Create USER_ID (checked as a team config's user is); give it keys with `keys create`."""
+    fields = {"id": user_id, "account": account, "email": email, "role": role,
+              "daily_limit": daily_limit, "active": False if inactive else None}  # fmt: skip
+    result = client.create_user(fields, idempotency_key=idempotency_key)
+    user = result.get("user") or {}
+    title = f"Created user {user.get('id', user_id)}"
+    if client.last_replayed:
+        title += " (already done: this is the first answer again)"
+    render(fmt, [user], USER_COLUMNS, title=title, data=result)
 
 
 @users_group.command("list")
-@_json_flag
+@format_option
 @admin_options
-def users_list(client: AdminClient, as_json: bool) -> None:
+def users_list(client: AdminClient, fmt: str) -> None:
     """Every user with role, daily limit and state."""
     users = client.list_users()
-    if as_json:
-        _print_json({"users": users})
-        return
-    table = Table(title=f"{len(users)} user(s)", title_justify="left")
-    for name in ("user", "email", "account", "role", "daily limit"):
-        table.add_column(name, justify="right" if name == "daily limit" else "left")
-    table.add_column("active")
-    for user in users:
-        table.add_row(
-            *(_cell(user.get(f)) for f in ("id", "email", "account", "role")),
-            _cell(user.get("daily_limit"), none="none"),
-            _active(user.get("active")),
-        )
-    console.print(table)
-
-
-def _cell(value: Any, none: str = "-") -> Text:
-    if value is None:
-        return Text(none, style="dim")
-    if isinstance(value, list):
-        return Text(", ".join(str(v) for v in value) or "(none)")
-    return Text(str(value))
-
-
-def _active(value: Any) -> Text:
-    return Text("yes", style="green") if value else Text("no", style="red")
-
-
-def _print_json(data: Any) -> None:
-    # default=str keeps Decimal values (from the client's exact parsing) exact in the output.
-    click.echo(json.dumps(data, indent=2, default=str))
+    render(fmt, users, USER_COLUMNS, title=f"{len(users)} user(s)", data={"users": users})
 
 
 # --- key lifecycle: create, set, rotate, transactions ----------------------------------------
@@ -184,13 +210,6 @@ def _csv(value: str | None) -> list[str] | None:
     if value is None:
         return None
     return [item.strip() for item in value.split(",") if item.strip()]
-
-
-def _when(seconds: Any) -> str:
-    if seconds is None:
-        return "-"
-    stamp = dt.datetime.fromtimestamp(float(seconds), dt.UTC)
-    return stamp.strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 _limit_options = [
@@ -249,7 +268,7 @@ def _with_limit_options(fn: Any) -> Any:
 @_with_limit_options
 @click.option("--balance", callback=_balance, help="Opening balance, e.g. 10.00 (default 0).")
 @click.option("--inactive", is_flag=True, help="Create it deactivated.")
-@_json_flag
+@format_option
 @idempotency_option
 @admin_options
 def keys_create(
@@ -267,7 +286,7 @@ def keys_create(
     refill_day: int | None,
     balance: str | None,
     inactive: bool,
-    as_json: bool,
+    fmt: str,
     idempotency_key: str | None,
 ) -> None:
     """Create a key for USER_ID and print its secret (shown this once; stored hashed).
@@ -288,10 +307,11 @@ def keys_create(
         active=False if inactive else None,
         idempotency_key=idempotency_key,
     )
-    if as_json:
-        _print_json(result)
-        return
     key = result.get("key") or {}
+    if fmt != "table":
+        render(fmt, [{**key, "secret": result.get("secret")}], SECRET_KEY_COLUMNS, title="",
+               data=result)  # fmt: skip
+        return
     console.print(
         f"Created key {key.get('id')} for {key.get('user_id')}"
         f" (balance {money(key.get('balance'))}).",
@@ -366,16 +386,17 @@ def keys_delete(client: AdminClient, key_id: str, yes: bool) -> None:
     metavar="SECONDS",
     help="How long the old secret keeps working (0: refused at once).",
 )
-@_json_flag
+@format_option
 @idempotency_option
 @admin_options
 def keys_rotate(
-    client: AdminClient, key_id: str, grace: int, as_json: bool, idempotency_key: str | None
+    client: AdminClient, key_id: str, grace: int, fmt: str, idempotency_key: str | None
 ) -> None:
     """Give KEY_ID a new secret (printed once); the old one works for --grace seconds."""
     result = client.rotate_key(key_id, grace, idempotency_key=idempotency_key)
-    if as_json:
-        _print_json(result)
+    if fmt != "table":
+        row = {"key": key_id, **result}
+        render(fmt, [row], ROTATE_COLUMNS, title="", data=result)
         return
     console.print(f"Rotated {key_id}.", markup=False)
     show_secret("New secret", result)
@@ -383,31 +404,17 @@ def keys_rotate(
     if until is None:
         console.print("The old secret is refused from now on.", markup=False)
     else:
-        console.print(f"The old secret works until {_when(until)} ({grace} s).", markup=False)
+        console.print(f"The old secret works until {iso_time(until)} ({grace} s).", markup=False)
 
 
 @keys_group.command("transactions")
 @click.argument("key_id")
 @click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
-@_json_flag
+@format_option
 @admin_options
-def keys_transactions(client: AdminClient, key_id: str, limit: int, as_json: bool) -> None:
+def keys_transactions(client: AdminClient, key_id: str, limit: int, fmt: str) -> None:
     """KEY_ID's ledger: opening balance and top-ups, newest first, with who and why."""
     rows = client.key_transactions(key_id, limit)
-    if as_json:
-        _print_json({"key": key_id, "transactions": rows})
-        return
-    table = Table(title=f"{key_id}: {len(rows)} transaction(s)", title_justify="left")
-    for name in ("id", "when (UTC)", "amount", "balance after", "reason", "by"):
-        right = name in ("id", "amount", "balance after")
-        table.add_column(name, justify="right" if right else "left", no_wrap=name != "reason")
-    for row in rows:
-        table.add_row(
-            _cell(row.get("id")),
-            Text(_when(row.get("created"))),
-            Text(money(row.get("amount"))),
-            Text(money(row.get("balance_after"))),
-            _cell(row.get("reason")),
-            _cell(row.get("actor")),
-        )
-    console.print(table)
+    title = f"{key_id}: {len(rows)} transaction(s)"
+    data = {"key": key_id, "transactions": rows}
+    render(fmt, rows, TRANSACTION_COLUMNS, title=title, data=data)

@@ -11,12 +11,10 @@ from __future__ import annotations
 import time
 
 import click
-from rich.table import Table
-from rich.text import Text
 
 from solverfleet.adminclient import AdminClient
-from solverfleet.cli.admin import _cell, _json_flag, _print_json
 from solverfleet.cli.common import admin_options, console
+from solverfleet.cli.output import Column, format_option, render
 from solverfleet.money import format_micros
 
 LEASE_STYLE = {"quarantined": "yellow", "held": "green", "none": "dim"}
@@ -27,30 +25,35 @@ def agents_group() -> None:
     """Agents: list them, forget one whose host is gone."""
 
 
+def _ago(agent: dict) -> str | None:
+    seen = agent.get("last_seen")
+    return None if seen is None else f"{max(time.time() - float(seen), 0):.0f} s ago"
+
+
+# The table says how long ago; CSV and JSON carry the time itself.
+AGENT_COLUMNS = (
+    Column("agent", "agent_id", "id"),
+    Column("release", "release"),
+    Column("last sync", _ago, only="table"),
+    Column("last sync (UTC)", "last_seen", "time", only="csv"),
+    Column("in flight", "in_flight", "count"),
+    Column("spool", "spool_backlog", "count"),
+    Column(
+        "leases",
+        lambda a: a.get("leases") or "none",
+        style=lambda v: LEASE_STYLE.get(v, ""),
+        field="leases",
+    ),
+)
+
+
 @agents_group.command("list")
-@_json_flag
+@format_option
 @admin_options
-def agents_list(client: AdminClient, as_json: bool) -> None:
+def agents_list(client: AdminClient, fmt: str) -> None:
     """Every agent: release, last sync, calls in flight, spool backlog, lease state."""
     agents = client.agents()
-    if as_json:
-        _print_json({"agents": agents})
-        return
-    table = Table(title=f"{len(agents)} agent(s)", title_justify="left")
-    for name in ("agent", "release", "last sync", "in flight", "spool", "leases"):
-        table.add_column(name, justify="right" if name in ("in flight", "spool") else "left")
-    now = time.time()
-    for agent in agents:
-        leases = str(agent.get("leases") or "none")
-        table.add_row(
-            _cell(agent.get("agent_id")),
-            _cell(agent.get("release")),
-            Text(f"{max(now - float(agent.get('last_seen') or 0), 0):.0f} s ago"),
-            _cell(agent.get("in_flight")),
-            _cell(agent.get("spool_backlog")),
-            Text(leases, style=LEASE_STYLE.get(leases, "")),
-        )
-    console.print(table)
+    render(fmt, agents, AGENT_COLUMNS, title=f"{len(agents)} agent(s)", data={"agents": agents})
 
 
 @agents_group.command("forget")

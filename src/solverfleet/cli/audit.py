@@ -11,23 +11,46 @@ import json
 from typing import Any
 
 import click
-from rich.text import Text
 
 from solverfleet.adminclient import AdminClient
 from solverfleet.cli.common import admin_options, console
-from solverfleet.cli.output import (
-    cell,
-    csv_value,
-    csv_writer,
-    format_option,
-    new_table,
-    print_json,
-    with_range,
-)
+from solverfleet.cli.output import Column, format_option, render, with_range
 
 MAX_LIMIT = 1_000
-CSV_FIELDS = (
-    "id", "ts", "actor", "action", "target_type", "target_id", "account", "before", "after",
+
+
+def _text(value: Any) -> Any:
+    # before/after are objects: one JSON cell each in CSV.
+    return json.dumps(value, sort_keys=True, default=str) if isinstance(value, dict) else value
+
+
+def _fields(values: Any) -> str | None:
+    if not isinstance(values, dict):
+        return None
+    return ", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in sorted(values.items()))
+
+
+def _both(name: str, field: str) -> tuple[Column, Column]:
+    """``before``/``after``: ``k=v`` pairs in the table, one JSON object per CSV cell."""
+    return (
+        Column(name, lambda e: _fields(e.get(field)), only="table"),
+        Column(name, lambda e: _text(e.get(field)), field=field, only="csv"),
+    )
+
+
+COLUMNS = (
+    Column("id", "id", only="csv"),
+    Column("time (UTC)", lambda e: str(e.get("ts") or "")[:19].replace("T", " "), only="table"),
+    Column("ts", "ts", only="csv"),
+    Column("actor", "actor"),
+    Column("action", "action"),
+    Column("target", lambda e: f"{e.get('target_type')} {e.get('target_id') or ''}".strip(),
+           only="table"),
+    Column("target_type", "target_type", only="csv"),
+    Column("target_id", "target_id", only="csv"),
+    Column("account", "account"),
+    *_both("before", "before"),
+    *_both("after", "after"),
 )  # fmt: skip
 
 
@@ -65,42 +88,9 @@ def audit_command(
         next_cursor = cursor = page.get("next_cursor")
         if not all_pages or not cursor:
             break
-    if fmt == "json":
-        print_json({"entries": entries, "count": len(entries), "next_cursor": next_cursor})
-        return
-    if fmt == "csv":
-        writer = csv_writer()
-        writer.writerow(CSV_FIELDS)
-        for e in entries:
-            writer.writerow(csv_value(_text(e.get(f))) for f in CSV_FIELDS)
-        if next_cursor:
-            click.echo(f"more: --cursor {next_cursor}", err=True)
-        return
-    table = new_table(
-        f"{len(entries)} change(s), newest first",
-        ("time (UTC)", "actor", "action", "target", "account", "before", "after"),
-    )
-    for e in entries:
-        table.add_row(
-            Text(e["ts"][:19].replace("T", " ")),
-            cell(e.get("actor")),
-            cell(e.get("action")),
-            Text(f"{e.get('target_type')} {e.get('target_id') or ''}".strip()),
-            cell(e.get("account")),
-            cell(_fields(e.get("before"))),
-            cell(_fields(e.get("after"))),
-        )
-    console.print(table)
-    if next_cursor:
+    data = {"entries": entries, "count": len(entries), "next_cursor": next_cursor}
+    render(fmt, entries, COLUMNS, title=f"{len(entries)} change(s), newest first", data=data)
+    if next_cursor and fmt == "csv":  # stdout holds only the rows
+        click.echo(f"more: --cursor {next_cursor}", err=True)
+    elif next_cursor and fmt == "table":  # JSON carries it
         console.print(f"more: --cursor {next_cursor}", markup=False)
-
-
-def _text(value: Any) -> Any:
-    # before/after are objects: one JSON cell each in CSV.
-    return json.dumps(value, sort_keys=True, default=str) if isinstance(value, dict) else value
-
-
-def _fields(values: Any) -> str | None:
-    if not isinstance(values, dict):
-        return None
-    return ", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in sorted(values.items()))

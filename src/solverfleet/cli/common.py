@@ -17,6 +17,10 @@ from rich.console import Console
 from solverfleet.adminclient import AdminClient, AdminError, url_problem
 from solverfleet.money import MoneyError, format_micros, to_micros
 
+# Exit codes (docs/operations.md, "CLI"): 0 ok, 1 the collector answered with an error,
+# 2 usage (click's own), 3 the collector could not be reached (refused, timeout, TLS).
+EXIT_UNREACHABLE = 3
+
 # Piped output (logs, CI, tests) is not squeezed into rich's default 80 columns.
 _PIPED_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
 console = Console(highlight=False, width=_PIPED_WIDTH)
@@ -130,7 +134,7 @@ def admin_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             try:
                 return fn(client=client, **kw)
             except AdminError as exc:
-                raise CliError(str(exc)) from None
+                raise CliError(str(exc), EXIT_UNREACHABLE if exc.unreachable else 1) from None
 
     return wrapper
 
@@ -147,9 +151,10 @@ def idempotency_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def show_secret(label: str, result: dict) -> None:
-    """Print a one-time secret, or why a replayed answer has none."""
+    """Print a one-time secret, or why a replayed answer has none. Plain ``click.echo``, not
+    rich: the secret stays on one unbroken line whatever the terminal's width."""
     if result.get("secret") is not None:
-        console.print(f"{label} (shown once, store it now): {result['secret']}", markup=False)
+        click.echo(f"{label} (shown once, store it now): {result['secret']}")
         return
     note = result.get("secret_withheld") or "the answer holds no secret"
     console.print(f"{label}: not shown: {note}", markup=False)

@@ -38,7 +38,7 @@ def _latency(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option(
     "--team",
     type=click.Path(dir_okay=False, exists=True),
-    help="Team config for --demo [default: examples/team.yaml].",
+    help="Team config for --demo [default: the example in the package, solverfleet/examples].",
 )
 @click.option(
     "--agent-port-base",
@@ -114,6 +114,7 @@ def _print_stack(stack: LocalStack) -> None:
     echo = click.echo  # plain text: URLs must stay whole for copying
     echo("")
     echo(f"collector  {urls['collector']}   (admin API; token in {_rel(stack.stack_file)})")
+    echo(f"dashboard  {urls['collector']}/dashboard/   (log in with that admin token)")
     echo(f"worker     {urls['worker']}   (demo solver, latency {stack.worker_latency_ms} ms)")
     for i, url in enumerate(urls["agents"]):
         echo(f"agent {i:<4} {url}   (agent id {stack.agent_id(i)})")
@@ -121,13 +122,57 @@ def _print_stack(stack: LocalStack) -> None:
     echo(f"stop       Ctrl-C here, or: kill -TERM {os.getpid()}")
 
 
+class AgentRestarts:
+    """Restart an agent that exited on its own: at most ``MAX_RESTARTS`` times in a row, the
+    first at once, the next ones 1, 2, 4, 8 s after the previous start; an agent that then ran
+    ``STABLE_SECONDS`` starts the count afresh.
+    The collector and worker are only reported: agents hold no state a restart would lose."""
+
+    MAX_RESTARTS = 5
+    STABLE_SECONDS = 60.0
+
+    def __init__(self, stack: LocalStack) -> None:
+        self.stack = stack
+        self.count: dict[int, int] = {}
+        self.last_start: dict[int, float] = {}
+        self.given_up: set[int] = set()
+
+    def check(self, now: float) -> None:
+        for i, svc in enumerate(self.stack.agents):
+            if svc is None or svc.alive() or i in self.given_up:
+                continue
+            if now - self.last_start.get(i, 0.0) >= self.STABLE_SECONDS:
+                self.count[i] = 0
+            n = self.count.get(i, 0)
+            log = _rel(self.stack.log_dir / f"{svc.name}.log")
+            if n >= self.MAX_RESTARTS:
+                self.given_up.add(i)
+                console.print(
+                    f"[red]warning:[/] {svc.name} exited (code {svc.proc.returncode}) after "
+                    f"{n} restarts; not restarting it again; see {log}"
+                )
+                continue
+            if now - self.last_start.get(i, 0.0) < 2 ** max(n - 1, 0):
+                continue  # back off before the next try
+            code = svc.proc.returncode
+            svc.kill()  # reaps it and any orphaned gunicorn worker still holding the port
+            self.stack.start_agent(i, wait=False)
+            self.count[i], self.last_start[i] = n + 1, now
+            console.print(
+                f"[yellow]warning:[/] {svc.name} exited (code {code}); restarted it "
+                f"(restart {n + 1} of at most {self.MAX_RESTARTS}); see {log}"
+            )
+
+
 def _watch(stack: LocalStack) -> None:
-    """Stay in the foreground; report parts that exit on their own (they are not restarted)."""
+    """Stay in the foreground; restart crashed agents, report the other parts that exit."""
     reported: set[str] = set()
+    restarts = AgentRestarts(stack)
     while True:
         time.sleep(1.0)
+        restarts.check(time.monotonic())
         for name, code in stack.dead_parts():
-            if name not in reported:
+            if name not in reported and not name.startswith("agent-"):
                 reported.add(name)
                 console.print(
                     f"[red]warning:[/] {name} exited (code {code}); "

@@ -13,6 +13,8 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,7 @@ from solverfleet.money import to_micros
 from solverfleet.process import DeadlineExceeded, wait_until
 
 DEMO_KEYS_FILE = "demo-keys.json"
-DEFAULT_TEAM = Path("examples") / "team.yaml"
+DEFAULT_TEAM = "team.yaml"  # in the package: solverfleet/examples/
 BURST_REQUESTS = 50
 BURST_CONCURRENCY = 8
 BURST_DEADLINE = 30.0  # s for the whole burst
@@ -38,18 +40,14 @@ REQUEST_TIMEOUT = 10.0
 TARGET_URL = "https://example.com/login"
 
 
-def find_team_file(explicit: str | None) -> Path:
-    """``--team`` if given, else examples/team.yaml here or in the source tree."""
+def find_team_file(explicit: str | None) -> Path | Traversable:
+    """``--team`` if given, else the example that ships in the package (solverfleet/examples)."""
     if explicit:
         return Path(explicit)
-    source_tree = Path(__file__).resolve().parents[3] / DEFAULT_TEAM
-    for candidate in (DEFAULT_TEAM, source_tree):
-        if candidate.is_file():
-            return candidate
-    raise CliError("no examples/team.yaml here; pass --team FILE", exit_code=2)
+    return resources.files("solverfleet") / "examples" / DEFAULT_TEAM
 
 
-def run_demo(stack: LocalStack, team_file: Path) -> None:
+def run_demo(stack: LocalStack, team_file: Path | Traversable) -> None:
     try:
         config = teamconfig.load_file(team_file)
     except teamconfig.TeamConfigError as exc:

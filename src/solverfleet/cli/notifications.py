@@ -4,18 +4,35 @@ their delivery state, and the crossings waiting for their account's 5-minute win
 from __future__ import annotations
 
 import click
-from rich.text import Text
 
 from solverfleet.adminclient import AdminClient
-from solverfleet.cli.common import admin_options, console, money
-from solverfleet.cli.output import cell, format_option, new_table, print_json, write_csv
+from solverfleet.cli.common import admin_options, console
+from solverfleet.cli.output import Column, format_option, render
 
 MAX_LIMIT = 1_000
-CSV_FIELDS = (
-    "id", "created", "account", "key_id", "kind", "balance", "threshold", "status", "attempts",
-    "last_error",
-)  # fmt: skip
 _STATUS_STYLE = {"delivered": "green", "failed": "red", "pending": "yellow"}
+
+
+def _targets(n: dict) -> str | None:
+    return ", ".join(f"{d['target']} {d['status']}" for d in n.get("deliveries") or []) or None
+
+
+COLUMNS = (
+    Column("id", "id", only="csv"),
+    Column(
+        "time (UTC)", lambda n: str(n.get("created") or "")[:19].replace("T", " "), only="table"
+    ),
+    Column("created", "created", only="csv"),
+    Column("account", "account"),
+    Column("key", "key_id", "id"),
+    Column("kind", "kind", style=lambda v: "red" if v == "zero" else "yellow"),
+    Column("balance", "balance", "money"),
+    Column("threshold", "threshold", "money"),
+    Column("status", "status", style=lambda v: _STATUS_STYLE.get(str(v), "dim")),
+    Column("attempts", "attempts", "count"),
+    Column("targets", _targets, none="none", only="table"),
+    Column("last error", "last_error"),
+)
 
 
 @click.group("notifications")
@@ -37,34 +54,9 @@ def notifications_list(
     """Notifications newest first: key, zero or threshold, balance when it fired, delivery."""
     data = client.notifications(account=account, since=since, limit=limit)
     found = data.get("notifications") or []
-    if fmt == "json":
-        print_json(data)
+    render(fmt, found, COLUMNS, title=f"{len(found)} notification(s), newest first", data=data)
+    if fmt != "table":
         return
-    if fmt == "csv":
-        write_csv(CSV_FIELDS, [[n.get(f) for f in CSV_FIELDS] for n in found])
-        return
-    table = new_table(
-        f"{len(found)} notification(s), newest first",
-        ("time (UTC)", "account", "key", "kind", "balance", "threshold", "status", "attempts",
-         "targets", "last error"),
-        right=("balance", "threshold", "attempts"),
-    )  # fmt: skip
-    for n in found:
-        targets = ", ".join(f"{d['target']} {d['status']}" for d in n.get("deliveries") or [])
-        status = str(n.get("status"))
-        table.add_row(
-            Text(str(n.get("created") or "")[:19].replace("T", " ")),
-            cell(n.get("account")),
-            cell(n.get("key_id")),
-            Text(str(n.get("kind")), style="red" if n.get("kind") == "zero" else "yellow"),
-            Text(money(n.get("balance"))),
-            Text(money(n.get("threshold"))),
-            Text(status, style=_STATUS_STYLE.get(status, "dim")),
-            cell(n.get("attempts")),
-            Text(targets) if targets else cell(None, none="none"),
-            cell(n.get("last_error")),
-        )
-    console.print(table)
     for d in data.get("deferred") or []:
         console.print(
             f"deferred: {d['account']}/{d['key_id']} {d['kind']} (seen {d['detected']});"

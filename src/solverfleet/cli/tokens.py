@@ -7,16 +7,11 @@ agent: the per-host credential). A token is printed once, when created.
 
 from __future__ import annotations
 
-import datetime as dt
-from typing import Any
-
 import click
-from rich.table import Table
-from rich.text import Text
 
 from solverfleet.adminclient import AdminClient
-from solverfleet.cli.admin import _cell, _json_flag, _print_json
 from solverfleet.cli.common import admin_options, console, idempotency_option, show_secret
+from solverfleet.cli.output import Column, format_option, render
 
 ROLES = ("admin", "user", "service")
 
@@ -26,11 +21,17 @@ def tokens_group() -> None:
     """Admin API and fleet tokens: create, list, revoke."""
 
 
-def _when(seconds: Any) -> Text:
-    if seconds is None:
-        return Text("-", style="dim")
-    stamp = dt.datetime.fromtimestamp(float(seconds), dt.UTC)
-    return Text(stamp.strftime("%Y-%m-%d %H:%M:%SZ"))
+TOKEN_COLUMNS = (
+    Column("id", "id", "count"),
+    Column("role", "role"),
+    Column("user", "user_id", "id"),
+    Column("agent", "agent_id", "id"),
+    Column("label", "label"),
+    Column("created (UTC)", "created", "time"),
+    Column("by", "created_by"),
+    Column("last used (UTC)", "last_used", "time"),
+    Column("revoked (UTC)", "revoked", "time", none="active"),
+)
 
 
 @tokens_group.command("create")
@@ -49,7 +50,7 @@ def _when(seconds: Any) -> Text:
     help="Bind a service token to one agent (per-host credential): it may act for no other.",
 )
 @click.option("--label", help="A note for the token list (e.g. who or what holds it).")
-@_json_flag
+@format_option
 @idempotency_option
 @admin_options
 def tokens_create(
@@ -58,7 +59,7 @@ def tokens_create(
     user_id: str | None,
     agent_id: str | None,
     label: str | None,
-    as_json: bool,
+    fmt: str,
     idempotency_key: str | None,
 ) -> None:
     """Create a token and print it (shown this once; stored hashed)."""
@@ -69,10 +70,11 @@ def tokens_create(
     if role != "service" and agent_id:
         raise click.UsageError(f"--agent is only for service tokens, not {role} tokens")
     result = client.create_token(role, user_id, label, agent_id, idempotency_key=idempotency_key)
-    if as_json:
-        _print_json(result)
-        return
     token = result.get("token") or {}
+    if fmt != "table":
+        columns = (*TOKEN_COLUMNS[:-1], Column("token", "secret", field="secret"))
+        render(fmt, [{**token, "secret": result.get("secret")}], columns, title="", data=result)
+        return
     owner = f" for user {token.get('user_id')}" if token.get("user_id") else ""
     if token.get("agent_id"):
         owner = f" bound to agent {token.get('agent_id')}"
@@ -81,34 +83,13 @@ def tokens_create(
 
 
 @tokens_group.command("list")
-@_json_flag
+@format_option
 @admin_options
-def tokens_list(client: AdminClient, as_json: bool) -> None:
+def tokens_list(client: AdminClient, fmt: str) -> None:
     """Every token with its role, owner and use (never the token itself)."""
     tokens = client.list_tokens()
-    if as_json:
-        _print_json({"tokens": tokens})
-        return
-    table = Table(title=f"{len(tokens)} token(s)", title_justify="left")
-    columns = ("id", "role", "user", "agent", "label", "created (UTC)", "by", "last used", "state")
-    for name in columns:
-        table.add_column(name, justify="right" if name == "id" else "left")
-    for token in tokens:
-        revoked = token.get("revoked")
-        table.add_row(
-            _cell(token.get("id")),
-            _cell(token.get("role")),
-            _cell(token.get("user_id")),
-            _cell(token.get("agent_id")),
-            _cell(token.get("label")),
-            _when(token.get("created")),
-            _cell(token.get("created_by")),
-            _when(token.get("last_used")),
-            Text("active", style="green")
-            if revoked is None
-            else Text(f"revoked {_when(revoked)}", style="red"),
-        )
-    console.print(table)
+    title = f"{len(tokens)} token(s)"
+    render(fmt, tokens, TOKEN_COLUMNS, title=title, data={"tokens": tokens})
 
 
 @tokens_group.command("revoke")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from flask import Blueprint, g, jsonify, request
 
-from solverfleet.collector import accounts, audit, auth, keys, leases, teamapply, tokens
+from solverfleet.collector import accounts, audit, auth, keys, leases, teamapply, tokens, users
 from solverfleet.collector.context import current
 from solverfleet.collector.errors import bad_request, read_object
 from solverfleet.collector.idempotency import guard, idempotent
@@ -203,8 +203,19 @@ def activate_user(user_id: str):
 
 
 @bp.get("/users")
-def users():
+def list_users():
     return jsonify({"users": accounts.list_users(current().db)})
+
+
+@bp.post("/users")
+@idempotent
+def create_user():
+    data = read_object(users.CREATE_FIELDS)
+    c = current()
+    created = users.create(
+        c.db, data, now_ms=c.now_ms(), actor=auth.principal().actor, guard=guard()
+    )
+    return jsonify(created), 201
 
 
 @bp.get("/usage")

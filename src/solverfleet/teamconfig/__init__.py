@@ -31,6 +31,7 @@ from solverfleet.teamconfig.parser import (
     parse,
     parse_key,
     parse_micros,
+    parse_user,
 )
 from solverfleet.teamconfig.problems import MAX_ERRORS, TeamConfigError
 
@@ -52,4 +53,5 @@ __all__ = [
     "parse",
     "parse_key",
     "parse_micros",
+    "parse_user",
 ]

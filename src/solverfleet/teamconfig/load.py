@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,12 @@ ENV_PREFIX = "ENV:"
 MAX_DEPTH = 20
 
 
-def read_text(path: str | os.PathLike[str]) -> str:
-    """A file's text; an unreadable or non-UTF-8 file is a ``TeamConfigError``."""
+def read_text(path: str | os.PathLike[str] | Traversable) -> str:
+    """A file's text (a path, or a package resource); an unreadable or non-UTF-8 file is a
+    ``TeamConfigError``."""
+    source = Path(path) if isinstance(path, str | os.PathLike) else path
     try:
-        return Path(path).read_text(encoding="utf-8")
+        return source.read_text(encoding="utf-8")
     except OSError as exc:
         raise TeamConfigError(f"cannot read: {exc.strerror or exc}") from None
     except UnicodeDecodeError:

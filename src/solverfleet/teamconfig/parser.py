@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Collection, Mapping
+from importlib.resources.abc import Traversable
 from typing import Any
 
 from solverfleet.captchatypes import BUILTIN_ALIASES
@@ -56,7 +57,9 @@ _USER_ID_DEPTH = 3
 _KEY_DEPTH = 4
 
 
-def load_file(path: str | os.PathLike[str], env: Mapping[str, str] | None = os.environ) -> dict:
+def load_file(
+    path: str | os.PathLike[str] | Traversable, env: Mapping[str, str] | None = os.environ
+) -> dict:
     """Read a YAML or JSON team config file, resolve ``ENV:`` references from ``env``, validate.
 
     Messages are prefixed with the file name. Returns the normalized document.
@@ -95,6 +98,26 @@ def parse_key(fields: Any, *, user_id: Any, prices: Collection[str] | None = Non
     key = parser.field(parser.key, resolved, "", prices)
     parser.check()
     return key
+
+
+USER_CREATE_FIELDS = ("id", "account", "email", "role", "daily_limit", "active")
+
+
+def parse_user(fields: Any) -> dict:
+    """One user without keys (``POST /admin/v1/users``), checked by the rules a team config's
+    user obeys, plus its ``account`` (default ``"default"``, as in a file). Problems are
+    reported at the fields' own paths: ``role: ...``, ``daily_limit: ...``."""
+    parser = _Parser(None)
+    resolved = resolve_env(fields, None, parser, "", _KEY_DEPTH)
+    if not isinstance(resolved, dict):
+        raise TeamConfigError(f"(top level): a user must be a mapping, not {kind(resolved)}")
+    parser.check_fields(resolved, "", USER_CREATE_FIELDS)
+    account = parser.field(parser.ident, resolved.get("account"), "account", "default")
+    mine = {k: v for k, v in resolved.items() if k != "account"}
+    user = parser.field(parser.user, mine, "", None)
+    parser.check()
+    user.pop("keys")
+    return {**user, "account": account}
 
 
 def _document(config: dict) -> dict:
