@@ -37,7 +37,7 @@ from pathlib import Path
 import psutil
 import requests
 from bench_revocation import _p, _round
-from bench_sync_scale import ACCOUNTS, populate
+from bench_sync_scale import populate
 from common import PRICE, SECRET, machine, rss_mib, table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -292,15 +292,16 @@ def main() -> int:
                  and r["keys"] == base["keys"]), None)  # fmt: skip
     if base and same:
         print(
-            f"\ndeltas vs baseline at {base['agents']} agents × {base['keys']} keys: CPU per change"
-            f" per agent {base['cpu_change_ms'] / max(same['cpu_change_ms'], 1e-3):.0f}× lower,"
+            f"\ndeltas vs baseline at {base['agents']} agents x {base['keys']} keys: CPU per change"
+            f" per agent {base['cpu_change_ms'] / max(same['cpu_change_ms'], 1e-3):.0f}x lower,"
             f" change p99 {base['change_p99_ms']:.1f} → {same['change_p99_ms']:.1f} ms"
         )
     print("\n".join(["", *notes]))
     print(
-        "CPU: gunicorn master + worker (psutil); DB CPU: mariadbd, beside it. Syncs served: the simulated"
-        f" agents' plus {REAL_AGENTS / INTERVAL:.0f}/s for the {REAL_AGENTS} real agents (syncs/s"
-        " column: simulated only). CPU per change: the change phase's CPU above the idle rate, per top-up per agent."
+        "CPU: gunicorn master + worker (psutil); DB CPU: mariadbd, beside it. Syncs served: the"
+        f" simulated agents' plus {REAL_AGENTS / INTERVAL:.0f}/s for the {REAL_AGENTS} real agents"
+        " (syncs/s column: simulated only). CPU per change: the change phase's CPU above the idle"
+        " rate, per top-up per agent."
         " Simulated agents and collector share the machine's cores."
     )
     return 0
