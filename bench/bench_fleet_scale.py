@@ -137,8 +137,8 @@ def current_version(url: str, token: str) -> int:
     return resp.json()["config_version"]
 
 
-def in_window(samples: list, lo: float, hi: float, kinds: tuple[str, ...] | None = None) -> list:
-    return [s for s in samples if lo <= s[0] < hi and (kinds is None or s[2] in kinds)]
+def in_window(samples: list, lo: float, hi: float) -> list:
+    return [s for s in samples if lo <= s[0] < hi]
 
 
 def run_cell(stack: LocalStack, mariadb_pid: int, n: int, deltas: bool, args) -> dict:
@@ -196,7 +196,6 @@ def run_cell(stack: LocalStack, mariadb_pid: int, n: int, deltas: bool, args) ->
         "p50_ms": _p(idle_lat, 0.5) * 1000 if idle_lat else math.nan,
         "p99_ms": _p(idle_lat, 0.99) * 1000 if idle_lat else math.nan,
         "change_p99_ms": _p(carried, 0.99) * 1000 if carried else math.nan,
-        "carried": len(carried),
         "cpu_change_ms": above / args.changes / n * 1000,
         "db_cpu_change_ms": ((m2 - m1) - (m1 - m0) / (t1 - t0) * (t2 - t1))
         / args.changes
