@@ -16,6 +16,7 @@ BENCHES = [
     "bench_obs.py",
     "bench_lease.py",
     "bench_revocation.py",
+    "bench_fleet_scale.py",  # MariaDB, 50 and 200 simulated agents x 10k keys, ~3 min
     "bench_rollout.py",  # root: a lab of namespace hosts, ~15 min
 ]
 
