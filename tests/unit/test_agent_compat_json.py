@@ -286,3 +286,10 @@ def test_every_shared_refusal_has_a_documented_code():
         answers.WRONG_ID_FORMAT, answers.DUPLICATE_REPORT, answers.REPORT_NOT_RECORDED}  # fmt: skip
     for text in texts:
         assert tasks_json.error_code(text) in tasks_json.DESCRIPTIONS, text
+
+
+def test_a_deeply_nested_body_is_a_protocol_error_not_a_crash(ready):  # noqa: F811
+    body = b'{"clientKey": "x", "task": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    response = ready.client.post("/createTask", data=body, content_type="application/json")
+    assert response.status_code == 200
+    assert error("ERROR_BAD_PARAMETERS")(response.get_json())

@@ -19,6 +19,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from solverfleet import jsonbody
 from solverfleet.agent import precheck
 from solverfleet.agent.clientip import client_ip, in_nets, parse_ip
 from solverfleet.agent.compat import answers, tasks_json
@@ -58,8 +59,11 @@ def _ip(agent: Agent) -> str:
 
 def _body() -> dict[str, Any] | None:
     """The request's JSON object; None if the body is not one."""
+    raw = request.get_data(cache=False) or b"null"
+    if jsonbody.depth(raw) > jsonbody.MAX_DEPTH:  # before parsing deeply; fields are checked
+        return None  # by the in.php parser the task is turned into (text, numbers)
     try:
-        body = json.loads(request.get_data(cache=False) or b"null")
+        body = json.loads(raw)
     except ValueError:  # also bad UTF-8
         return None
     return body if isinstance(body, dict) else None
