@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from solverfleet import teamconfig
-from solverfleet.collector import accounts, audit
+from solverfleet.collector import accounts, audit, configdelta
 from solverfleet.collector.problems import ConfigInvalid, Conflict, Invalid
 from solverfleet.collector.store import Database, Tx
 
@@ -52,7 +52,7 @@ def create(
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (user["id"], *row.values(), 1 if user["active"] else 0, now_ms),
         )
-        accounts.bump_version(tx)
+        accounts.bump_version(tx, [(configdelta.USER, user["id"])])
         after = {**row, "active": user["active"]}
         audit.record(
             tx, actor, "user.create", "user", user["id"], user["account"], None, after,
