@@ -1,0 +1,192 @@
+"""Stateful generated requests: sequences that follow the descriptions' OpenAPI links.
+
+schemathesis builds a Hypothesis state machine from the links (a created key's id feeds its
+get, patch, delete, top-up, rotate, flag and ledger calls; a created user's id its flags and a
+new key; a created token's id its revocation; a created task's id its result and reports)
+and sends each step in-process to the WSGI app, with the same checks as the stateless run.
+Each run must have followed links: linked calls answered 200 for ids that an earlier step
+created, so a run that never chains cannot pass.
+
+Deterministic (derandomized, no example database) and bounded in examples and steps.
+"""
+
+from __future__ import annotations
+
+import base64
+import random
+import re
+from collections import Counter
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from hypothesis.stateful import run_state_machine_as_test
+from schemathesis.generation import GenerationMode
+
+from solverfleet import keyhash
+from solverfleet.collector import keys, tokens
+from tests.integration.test_schemathesis import CHECKS
+from tests.support.collector import key_config, make_app, sqlite_url, team_config, user_config
+
+pytestmark = pytest.mark.integration
+
+SETTINGS = settings(
+    max_examples=100,
+    stateful_step_count=10,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+LOOPBACK = {"environ_base": {"REMOTE_ADDR": "127.0.0.1"}}
+KEY_PATH = re.compile(r"^/admin/v1/keys/\{key_id\}")
+
+
+def _machine(schema, fresh, credentials, deepen, produce, consume):
+    """The schema's state machine with credentials, loopback, the stateless run's checks, and a
+    tally of linked calls: `produce(case, response)` returns the id a call created (or None),
+    `consume(case)` the id a call used (or None); a 2xx for a produced id counts.
+
+    `fresh()` gives each scenario a new app state: Hypothesis replays scenarios, and one that
+    met rows of an earlier scenario would draw differently (a flaky strategy)."""
+    produced: set = set()
+    linked: Counter = Counter()
+
+    class Machine(schema.as_state_machine()):
+        def setup(self):
+            produced.clear()
+            fresh()
+
+        def before_call(self, case):
+            headers = {k: v for k, v in (case.headers or {}).items() if k != "Authorization"}
+            headers.update(credentials(case))
+            case.headers = headers
+            deepen(case, produced)
+
+        def get_call_kwargs(self, case):
+            return LOOPBACK
+
+        def after_call(self, response, case):
+            super().after_call(response, case)
+            used = consume(case)
+            if used is not None and used in produced and response.status_code < 300:
+                linked[case.operation.label] += 1
+            new = produce(case, response)
+            if new is not None:
+                produced.add(new)
+
+        def validate_response(self, response, case, additional_checks=None, **kwargs):
+            case.validate_response(response, checks=CHECKS)
+
+    return Machine, linked
+
+
+def _links_only(schema):
+    """The described links only, not the ones schemathesis would infer (this tests ours), and
+    valid requests only: chains start from things that got created; broken requests are the
+    stateless run's (test_schemathesis), one step each."""
+    schema.config.phases.stateful.inference.algorithms = []
+    schema.config.generation.update(modes=[GenerationMode.POSITIVE])
+
+
+# ---- collector -----------------------------------------------------------------------------
+
+COLLECTOR_PRODUCERS = {
+    ("POST", "/admin/v1/keys"): ("key", "id"),
+    ("POST", "/admin/v1/users"): ("user", "id"),
+    ("POST", "/admin/v1/tokens"): ("token", "id"),
+}
+# Each family of links, by what the linked operations' labels contain, and how many distinct
+# linked operations of it must have answered a created id (which ones depends on the draws).
+COLLECTOR_LINKED = {"{key_id}": 7, "{user_id}": 2, "{token_id}": 1, "POST /admin/v1/keys": 1}
+
+
+def _assert_followed(linked: Counter, families: dict[str, int]) -> None:
+    for family, least in families.items():
+        followed = [label for label in linked if family in label]
+        assert len(followed) >= least, f"{family}: links followed {followed}; all: {linked}"
+
+
+class _SeededSecrets:
+    """`secrets` for the collector's modules, the same in every scenario: generated key ids and
+    secrets come back in answers, and schemathesis feeds answers into later draws."""
+
+    def __init__(self):
+        self.random = random.Random()
+
+    def token_hex(self, nbytes):
+        return self.random.randbytes(nbytes).hex()
+
+    def token_urlsafe(self, nbytes):
+        return base64.urlsafe_b64encode(self.random.randbytes(nbytes)).rstrip(b"=").decode()
+
+
+def test_collector_follows_links(tmp_path, monkeypatch):
+    current: dict = {}
+    scenarios = iter(range(1_000_000))
+    seeded = _SeededSecrets()
+    for module in (keyhash, keys, tokens):
+        monkeypatch.setattr(module, "secrets", seeded)
+
+    def fresh():
+        seeded.random.seed(0)
+        if "harness" in current:
+            current["harness"].db.close()
+        number = next(scenarios)
+        harness = make_app(sqlite_url(tmp_path / f"collector-{number}.db"))
+        harness.apply(team_config([user_config("alice", [key_config("alice-web")])]))
+        current.update(harness=harness, users=iter(range(1_000_000)))
+
+    def app(environ, start_response):
+        return current["harness"].app(environ, start_response)
+
+    fresh()
+    try:
+        # Only the linked resources: the stateless run covers the rest, and here every step
+        # spent elsewhere is one less chance to follow a link.
+        schema = schemathesis.openapi.from_wsgi("/openapi.json", app).include(
+            path_regex=r"^/admin/v1/(keys|users|tokens)"
+        )
+        _links_only(schema)
+
+        def credentials(case):
+            harness = current["harness"]
+            fleet = case.operation.path.startswith("/agent/")
+            return {
+                "Authorization": f"Bearer {harness.fleet_token if fleet else harness.admin_token}"
+            }
+
+        def deepen(case, produced):
+            body = case.body if isinstance(case.body, dict) else None
+            if body is None:
+                return
+            # A fresh, well-formed user in the team's account: its id then feeds the links.
+            if (case.method.upper(), case.path) == ("POST", "/admin/v1/users"):
+                body.update(id=f"user{next(current['users'])}", account="acme")
+            # A key for a user that exists; a user created by an earlier step stays.
+            create_key = (case.method.upper(), case.path) == ("POST", "/admin/v1/keys")
+            if create_key and body.get("user_id") not in produced:
+                body["user_id"] = "alice"
+
+        def produce(case, response):
+            field = COLLECTOR_PRODUCERS.get((case.method.upper(), case.path))
+            if field is None or response.status_code != 201:
+                return None
+            kind, name = field
+            return response.json()[kind][name]
+
+        def consume(case):
+            params = case.path_parameters or {}
+            for name in ("key_id", "user_id", "token_id"):
+                if name in params:
+                    return params[name]
+            if (case.method.upper(), case.path) == ("POST", "/admin/v1/keys"):
+                return case.body.get("user_id") if isinstance(case.body, dict) else None
+            return None
+
+        machine, linked = _machine(schema, fresh, credentials, deepen, produce, consume)
+        run_state_machine_as_test(machine, settings=SETTINGS)
+        print(f"collector linked calls: {sorted(linked.items())}")
+        _assert_followed(linked, COLLECTOR_LINKED)
+    finally:
+        current["harness"].db.close()
