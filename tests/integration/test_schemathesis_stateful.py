@@ -25,8 +25,15 @@ from schemathesis.generation import GenerationMode
 
 from solverfleet import keyhash
 from solverfleet.collector import keys, tokens
-from tests.integration.test_schemathesis import CHECKS
+from tests.integration.test_schemathesis import CHECKS, JSON_TASK
 from tests.support.collector import key_config, make_app, sqlite_url, team_config, user_config
+from tests.support.fake_collector import (  # noqa: F401
+    agent_app,
+    agent_settings,
+    fake_collector,
+    fake_worker,
+    standard_setup,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +52,8 @@ KEY_PATH = re.compile(r"^/admin/v1/keys/\{key_id\}")
 def _machine(schema, fresh, credentials, deepen, produce, consume):
     """The schema's state machine with credentials, loopback, the stateless run's checks, and a
     tally of linked calls: `produce(case, response)` returns the id a call created (or None),
-    `consume(case)` the id a call used (or None); a 2xx for a produced id counts.
+    `consume(case, response)` the id a call used with success (or None); a 2xx for a produced
+    id counts.
 
     `fresh()` gives each scenario a new app state: Hypothesis replays scenarios, and one that
     met rows of an earlier scenario would draw differently (a flaky strategy)."""
@@ -68,7 +76,7 @@ def _machine(schema, fresh, credentials, deepen, produce, consume):
 
         def after_call(self, response, case):
             super().after_call(response, case)
-            used = consume(case)
+            used = consume(case, response)
             if used is not None and used in produced and response.status_code < 300:
                 linked[case.operation.label] += 1
             new = produce(case, response)
@@ -175,7 +183,7 @@ def test_collector_follows_links(tmp_path, monkeypatch):
             kind, name = field
             return response.json()[kind][name]
 
-        def consume(case):
+        def consume(case, response):
             params = case.path_parameters or {}
             for name in ("key_id", "user_id", "token_id"):
                 if name in params:
@@ -190,3 +198,66 @@ def test_collector_follows_links(tmp_path, monkeypatch):
         _assert_followed(linked, COLLECTOR_LINKED)
     finally:
         current["harness"].db.close()
+
+
+def _json(response) -> dict:
+    """The answer's JSON object, or {} (these protocols also answer text)."""
+    try:
+        answer = response.json()
+    except ValueError:
+        return {}
+    return answer if isinstance(answer, dict) else {}
+
+
+# ---- agent ---------------------------------------------------------------------------------
+
+AGENT_LINKED = {"/getTaskResult": 1, "/report": 1, "/res.php": 1}
+
+
+def test_agent_follows_links(agent_app):  # noqa: F811
+    app, secrets = agent_app
+    good = secrets["alice-web"]
+    # The task protocols only; the agent's state (tasks, balances) outlives a scenario, and
+    # nothing a scenario draws depends on it.
+    schema = schemathesis.openapi.from_wsgi("/openapi.json", app).include(
+        path_regex=r"^/(createTask|getTaskResult|report|in\.php|res\.php)"
+    )
+    _links_only(schema)
+
+    def deepen(case, produced):
+        # A valid key and task, so tasks get created and their ids feed the links.
+        if isinstance(case.body, dict) and case.operation.path != "/createTask":
+            case.body["clientKey"] = good
+        if case.operation.path == "/createTask":
+            case.body = {"clientKey": good, "task": dict(JSON_TASK)}
+        if case.operation.path in ("/in.php", "/res.php"):
+            case.query = {**(case.query or {}), "key": good, "json": "1"}
+        if case.operation.path == "/res.php":
+            case.query.setdefault("action", "get")
+        if case.operation.path == "/in.php":
+            case.query.update(method="turnstile", pageurl="https://shop.example/", sitekey="0x4A")
+
+    def produce(case, response):
+        answer = _json(response)
+        if case.operation.path == "/createTask" and answer.get("errorId") == 0:
+            return answer["taskId"]
+        if case.operation.path == "/in.php" and answer.get("status") == 1:
+            return int(answer["request"])
+        return None
+
+    def consume(case, response):
+        answer = _json(response)
+        if case.operation.path == "/res.php":
+            value = (case.query or {}).get("id")
+            found = answer.get("status") == 1 or answer.get("request") == "CAPCHA_NOT_READY"
+        elif isinstance(case.body, dict) and case.operation.path != "/createTask":
+            value = case.body.get("taskId")
+            found = answer.get("errorCode") != "ERROR_NO_SUCH_CAPCHA_ID"
+        else:
+            return None
+        return int(value) if found and str(value).isdigit() else None
+
+    machine, linked = _machine(schema, lambda: None, lambda case: {}, deepen, produce, consume)
+    run_state_machine_as_test(machine, settings=SETTINGS)
+    print(f"agent linked calls: {sorted(linked.items())}")
+    _assert_followed(linked, AGENT_LINKED)
