@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import random
-import re
 from collections import Counter
 
 import pytest
@@ -46,7 +45,6 @@ SETTINGS = settings(
     suppress_health_check=list(HealthCheck),
 )
 LOOPBACK = {"environ_base": {"REMOTE_ADDR": "127.0.0.1"}}
-KEY_PATH = re.compile(r"^/admin/v1/keys/\{key_id\}")
 
 
 def _machine(schema, fresh, credentials, deepen, produce, consume):
