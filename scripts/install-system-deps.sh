@@ -23,8 +23,12 @@ echo "install-system-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q >/dev/null
 apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-# Only promtool is wanted: do not leave the Prometheus server the package starts running.
-if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null \
-  && [ -d /run/systemd/system ]; then
-  systemctl disable --now prometheus >/dev/null 2>&1 || true
+# Only promtool is wanted: do not leave the Prometheus server the package enables (and starts,
+# where systemd runs) enabled; lab hosts boot this machine's /etc (the lab masks it as well).
+if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null; then
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
+  else
+    systemctl disable prometheus >/dev/null 2>&1 || true
+  fi
 fi
