@@ -242,3 +242,25 @@ def test_a_duplicated_sync_strands_its_grant_with_the_asker() -> None:
         ("probe", 0, "k1"),
     ]
     _replay(ops, 902040319)
+
+
+def test_a_quarantine_kept_a_lowered_limits_order_from_its_agent() -> None:
+    """Seed 236065936 (11 ops), found by CI's exploration. u0's daily limit is lowered to 3
+    while a1 holds 3 tokens and its requests are held up in the network; a1 stays silent past
+    lease_ttl, so the next sync quarantines its leases, and quarantining dropped its pending
+    reclaim orders (as voiding did). Back online, a1 never heard of the lowered limit and spent
+    its tokens: 4 successes on a day limited to 3. Fixed: a quarantined agent's orders wait."""
+    ops = [
+        ("probe", 2, "k1"),
+        ("call", 2, "k1", 2),
+        ("call", 1, "k1", 2),
+        ("faults", 1, 5, 797233752),
+        ("tick",),
+        ("daily", "u0", 3),
+        ("advance", 130),
+        ("faults", 1, 0, 681096808),
+        ("tick",),
+        ("call", 1, "k1", 2),
+        ("finish", 1, 96, True),
+    ]
+    _replay(ops, 236065936)

@@ -9,10 +9,11 @@ remainder returns to the pool. Usage spent from a voided lease that still arrive
 that the collector has not seen (a host down, a partition): giving its remainder to other
 agents would let the fleet spend that money or those daily tokens twice when the spool ships.
 So a silent agent's leases are *quarantined* instead: they stay out of the pool, but no reclaim
-waits for them (marked settled, orders dropped), so calls that only they could cover are
-refused at once rather than after ``lease_wait``. The quarantine ends when the agent syncs
-again (it is alive: its leases are its own again), resets, or is forgotten; daily tokens end
-with their day anyway. ``agents.holds``: 0 nothing held, 1 may hold leases, 2 quarantined.
+waits for them (marked settled), so calls that only they could cover are refused at once
+rather than after ``lease_wait``; its pending orders wait for it. The quarantine ends when
+the agent syncs again (it is alive: its leases are its own again), resets, or is forgotten;
+daily tokens end with their day anyway. ``agents.holds``: 0 nothing held, 1 may hold
+leases, 2 quarantined.
 
 Writers hold the locks of leases.py's lock order (agents → api_keys → users → lease rows).
 """
@@ -87,9 +88,12 @@ def silent(tx: Tx, me: str | None, cutoff_ms: int) -> list[str]:
 
 
 def quarantine(tx: Tx, agents: list[str]) -> None:
-    """Keep ``agents``' leases out of the pool, but stop waiting for them (rows locked)."""
+    """Keep ``agents``' leases out of the pool, but stop waiting for them (rows locked).
+
+    Their pending reclaim orders stay: an order for a lowered limit must reach the agent when
+    it comes back, or it would spend what the new limit no longer leaves it (simulator seed
+    236065936)."""
     _settle_all(tx, agents, 1)
-    reclaim.forget_agents(tx, agents)
     if agents:
         tx.execute(
             f"UPDATE agents SET holds = ? WHERE agent_id IN ({marks(len(agents))})",
