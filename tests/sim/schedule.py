@@ -313,10 +313,11 @@ def explore(
     steps: int = STEPS,
     out: Callable[[str], None] = print,
     shrink_budget: float = 30.0,
+    schedules: int | None = None,
 ) -> dict:
-    """Run consecutive seeds for ``seconds`` (one seed when ``seconds`` <= 0). A failing seed is
-    printed with its replay line; the first failure of each kind is shrunk and its schedule
-    printed. Figures (and ``failures``) back."""
+    """Run consecutive seeds for ``seconds`` (one seed when ``seconds`` <= 0), or exactly
+    ``schedules`` of them when given. A failing seed is printed with its replay line; the first
+    failure of each kind is shrunk and its schedule printed. Figures (and ``failures``) back."""
     start = time.monotonic()
     seed = first_seed if first_seed is not None else random.SystemRandom().randrange(1 << 31)
     totals: dict = {
@@ -366,7 +367,10 @@ def explore(
         for k, v in sim.max_overshoot.items():
             totals["max_overshoot"][k] = max(totals["max_overshoot"][k], v)
         seed += 1
-        if time.monotonic() - start >= seconds:
+        if schedules is not None:
+            if totals["schedules"] >= schedules:
+                break
+        elif time.monotonic() - start >= seconds:
             break
     totals["seconds"] = round(time.monotonic() - start, 1)
     totals["last_seed"] = seed - 1
