@@ -17,9 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.test_mariadb_restart import _ingested, _usage_refusals
 from tests.support.chaos import Load, Tracker, outcome_counts, wait_for
-from tests.support.chaosledger import assert_ledger, wait_leases
+from tests.support.chaosledger import (
+    assert_ledger,
+    usage_refusals,
+    wait_ingest_resumes,
+    wait_leases,
+)
 from tests.support.fleet import key, new_secret, team, user
 from tests.support.mariadb import MariaDBServer, binaries
 
@@ -99,25 +103,19 @@ def test_mariadb_disk_full_mid_ingest(fleet_factory, small_disk: Path):
     ) as load:
         load.wait_successes(100, timeout=30, what="load before the disk fills")
         wait_leases(stack, load, calls=50)
-        refused = _usage_refusals(stack)
+        refused = usage_refusals(stack)
         filler = _fill(small_disk)
         # Mid-ingest: usage batches now need space the server cannot get.
         wait_for(
-            lambda: _usage_refusals(stack) >= refused + 5,
+            lambda: usage_refusals(stack) >= refused + 5,
             timeout=30,
             what="usage batches refused while the disk is full",
             guard=load.check,
         )
         load.wait_successes(50, timeout=30, what="agents serving while the disk is full")
-        refused_full = _usage_refusals(stack) - refused
+        refused_full = usage_refusals(stack) - refused
         filler.unlink()
-        ingested = _ingested(stack)
-        wait_for(
-            lambda: _ingested(stack) >= ingested + 100,
-            timeout=60,
-            what="ingest to resume once space returns",
-            guard=load.check,
-        )
+        wait_ingest_resumes(stack, load)
         load.wait_successes(100, timeout=60, what="load after the fault")
         load.check()
     print(

@@ -12,10 +12,15 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.chaos import Load, Tracker, outcome_counts, wait_for
-from tests.support.chaosledger import assert_ledger, wait_leases
+from tests.support.chaosledger import (
+    assert_ledger,
+    ingested,
+    usage_refusals,
+    wait_ingest_resumes,
+    wait_leases,
+)
 from tests.support.fleet import key, new_secret, team, user
 from tests.support.mariadb import MariaDBServer, running_server
 
@@ -42,27 +47,6 @@ def store_url(own_mariadb: MariaDBServer) -> str:
     return own_mariadb.create_database()
 
 
-def _ingested(stack) -> int:
-    with stack.admin_client(timeout=5) as admin:
-        return admin.summary()["successes"]
-
-
-def _usage_refusals(stack) -> int:
-    """Usage batches the collector answered 503 (database unavailable), from its /metrics."""
-    text = requests.get(f"{stack.collector_url}/metrics", timeout=5).text
-    return int(
-        sum(
-            sample.value
-            for family in text_string_to_metric_families(text)
-            if family.name == "solverfleet_collector_http_requests"
-            for sample in family.samples
-            if sample.name.endswith("_total")
-            and sample.labels.get("endpoint") == "agent.usage"
-            and sample.labels.get("code") == "503"
-        )
-    )
-
-
 def _readyz(stack) -> int:
     return requests.get(f"{stack.collector_url}/readyz", timeout=5).status_code
 
@@ -81,12 +65,12 @@ def test_mariadb_restart_mid_ingest(fleet_factory, own_mariadb: MariaDBServer):
     ) as load:
         load.wait_successes(100, timeout=30, what="load before the restart")
         wait_leases(stack, load, calls=50)
-        refused = _usage_refusals(stack)
+        refused = usage_refusals(stack)
         for n in range(RESTARTS):
             # Mid-ingest: the collector is storing the load's usage as it arrives.
-            ingested = _ingested(stack)
+            before = ingested(stack)
             wait_for(
-                lambda n=ingested: _ingested(stack) >= n + 50,
+                lambda n=before: ingested(stack) >= n + 50,
                 timeout=30,
                 what=f"ingest to flow before restart {n + 1}",
                 guard=load.check,
@@ -96,7 +80,7 @@ def test_mariadb_restart_mid_ingest(fleet_factory, own_mariadb: MariaDBServer):
             own_mariadb.service.stop(timeout=30)  # SIGTERM: mariadbd's own shutdown
             # The outage reaches ingest: usage batches are refused (and stay in the spools).
             wait_for(
-                lambda r=refused: _usage_refusals(stack) > r,
+                lambda r=refused: usage_refusals(stack) > r,
                 timeout=30,
                 what=f"usage batches refused during outage {n + 1}",
                 guard=load.check,
@@ -110,14 +94,8 @@ def test_mariadb_restart_mid_ingest(fleet_factory, own_mariadb: MariaDBServer):
                 what=f"the collector to reconnect after restart {n + 1}",
                 guard=load.check,
             )
-            refused = _usage_refusals(stack)
-        ingested = _ingested(stack)
-        wait_for(
-            lambda: _ingested(stack) >= ingested + 100,
-            timeout=60,
-            what="ingest to resume",
-            guard=load.check,
-        )
+            refused = usage_refusals(stack)
+        wait_ingest_resumes(stack, load)
         load.wait_successes(100, timeout=60, what="load after the restarts")
         load.check()
     calls = tracker.snapshot()

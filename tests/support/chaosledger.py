@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from solverfleet.localstack import LocalStack
 from tests.support.chaos import UNKNOWN, Load, Tracker, outcome_counts, wait_for
@@ -43,6 +44,39 @@ def wait_leases(stack: LocalStack, load: Load, calls: int, timeout: float = 30.0
         ),
         timeout=timeout,
         what=f"every agent to hold credit for {calls} calls",
+        guard=load.check,
+    )
+
+
+def ingested(stack: LocalStack) -> int:
+    """Successes the collector has stored (its summary)."""
+    with stack.admin_client(timeout=5) as admin:
+        return admin.summary()["successes"]
+
+
+def usage_refusals(stack: LocalStack) -> int:
+    """Usage batches the collector answered 503 (database unavailable), from its /metrics."""
+    text = requests.get(f"{stack.collector_url}/metrics", timeout=5).text
+    return int(
+        sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "solverfleet_collector_http_requests"
+            for sample in family.samples
+            if sample.name.endswith("_total")
+            and sample.labels.get("endpoint") == "agent.usage"
+            and sample.labels.get("code") == "503"
+        )
+    )
+
+
+def wait_ingest_resumes(stack: LocalStack, load: Load, events: int = 100) -> None:
+    """After a database fault: ``events`` more successes stored while the load runs."""
+    before = ingested(stack)
+    wait_for(
+        lambda: ingested(stack) >= before + events,
+        timeout=60,
+        what="ingest to resume after the fault",
         guard=load.check,
     )
 
