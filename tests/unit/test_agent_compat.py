@@ -11,6 +11,7 @@ import json
 import re
 import threading
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -340,14 +341,44 @@ def test_task_cap_gives_no_slot_and_frees_with_expiry(env):
     assert env.submit().startswith("OK|")
 
 
-def test_stop_releases_undelivered_holds_and_returns_leases(ready):
-    task_id = ready.task_id()
-    wait_until(lambda: ready.agent.tasks.get(task_id).state == "solved", timeout=5, what="solved")
-    ready.agent.shutdown()
-    assert ready.collector.leased("alice-web") == 0
-    assert [(e["status"], e["error"]) for e in ready.collector.events.values()] == [
-        ("failed", "not_delivered")]  # fmt: skip
-    assert ready.get(task_id) == "ERROR_WRONG_CAPTCHA_ID"
+def test_graceful_restart_keeps_an_undelivered_answer_charged_once(env):
+    env.start(stub=True)
+    task_id = env.task_id()
+    wait_until(lambda: env.agent.tasks.get(task_id).state == "solved", timeout=5, what="solved")
+    env.stub.fail = True
+    failed_id = env.task_id()
+    wait_until(lambda: env.agent.in_flight == 0, timeout=5, what="solves done")
+    first = env.apps.pop()
+    agent_of(first).shutdown()
+    assert env.collector.leased("alice-web") == 0  # the hold released, the lease returned
+    assert env.collector.successes() == []  # nothing charged at stop
+    kept = Path(agent_of(first).settings.state_dir) / "compat-tasks.json"
+    assert kept.stat().st_mode & 0o777 == 0o600
+    assert env.get(task_id) == "ERROR_WRONG_CAPTCHA_ID"  # the stopping process delivers no more
+    agent_of(first).close()
+    env.start()
+    assert not kept.exists()  # read once: a crash now loses answers, never charges them
+    assert env.answer(task_id) == "OK|token-for-turnstile"  # a new hold, then the charge
+    assert env.get(task_id) == "OK|token-for-turnstile"  # again: free
+    assert env.get(failed_id) == "ERROR_CAPTCHA_UNSOLVABLE"
+    env.shipped(2)  # the failure (free), the success
+    [event] = env.collector.successes()
+    assert (event["request_id"], event["cost_micros"]) == (task_id, 2000)
+    assert env.collector.balance("alice-web") == 998_000
+
+
+def test_restart_under_another_node_id_drops_kept_tasks(env):
+    env.start()
+    task_id = env.task_id()
+    assert env.answer(task_id) == "OK|token-for-turnstile"
+    second = env.task_id()
+    wait_until(lambda: env.agent.tasks.get(second).state == "solved", timeout=5, what="solved")
+    first = env.apps.pop()
+    agent_of(first).shutdown()
+    agent_of(first).close()
+    env.start(node_id=43)  # these ids would not route here any more
+    assert env.get(second) == "ERROR_WRONG_CAPTCHA_ID"
+    assert len(env.collector.successes()) == 1
 
 
 def test_other_keys_cannot_see_a_task(ready):

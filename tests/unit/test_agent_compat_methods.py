@@ -121,4 +121,4 @@ def test_delivery_is_claimed_once():
     assert store.claim_delivery(task)
     store.end_delivery(task, recorded=True)
     assert task.delivered and not store.claim_delivery(task)
-    assert store.take_all() == []  # delivered: nothing left to release
+    assert store.take_for_restart() == ([], [])  # delivered: nothing to keep or release

@@ -47,6 +47,10 @@ class AgentSettings:
     node_id: int = 0  # 1..999, leading digits of task ids (LB routes res.php by it); 0 = derive
     compat_result_ttl: float = 600.0  # s a finished task's result stays fetchable
     compat_max_tasks: int = 10_000  # pending + finished tasks kept in memory; over it: no slot
+    # res.php anywhere (docs/PROTOCOLS.md): the address other agents fetch this agent's tasks
+    # from (https://host:port; verified with collector_ca_file); empty: not registered.
+    advertise_url: str = ""
+    peer_timeout: float = 3.0  # s per request to another agent
     # Brute force (bans.py): this many unknown keys within ban_window s from one address (IPv6:
     # one /64) ban it for ban_duration s; at most ban_max_ips addresses tracked. 0 = off.
     ban_threshold: int = 5
@@ -90,6 +94,13 @@ class AgentSettings:
             object.__setattr__(self, "node_id", 1 + zlib.crc32(self.agent_id.encode()) % 999)
         if not 1 <= self.node_id <= 999:
             raise SettingsError("node_id: must be 1..999 (or 0 to derive it from agent_id)")
+        url = self.advertise_url.rstrip("/")
+        object.__setattr__(self, "advertise_url", url)
+        scheme, _, rest = url.partition("://")
+        if url and (scheme not in ("http", "https") or not rest or any(c in rest for c in "/?#@ ")):
+            raise SettingsError(f"advertise_url: must be http(s)://host[:port], got {url!r}")
+        if self.peer_timeout <= 0:
+            raise SettingsError("peer_timeout: must be > 0")
         if self.compat_result_ttl <= 0:
             raise SettingsError("compat_result_ttl: must be > 0")
         if self.compat_max_tasks < 1:

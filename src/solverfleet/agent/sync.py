@@ -70,6 +70,10 @@ class FleetLoop:
         self.refused = False
         self.last_ok: float | None = None  # monotonic time of the last successful sync
         self.balances: dict[str, int] = {}  # key id -> balance outside this agent's leases
+        # node id -> address of every live agent that registered one (res.php anywhere);
+        # replaced whole by each sync answer, read without a lock.
+        self.peers: dict[int, str] = {}
+        self._conflict: list[str] = []
         self._watch: dict[str, float] = {}
         self._trigger = threading.Event()
         self._stop = threading.Event()
@@ -185,6 +189,12 @@ class FleetLoop:
             **({"snapshot_after": self._pages.after} if self._pages else {}),
             "watch": self._watch_list(),
             "stats": self.stats(),
+            "node_id": self.settings.node_id,
+            **(
+                {"advertise_url": self.settings.advertise_url}
+                if self.settings.advertise_url
+                else {}
+            ),
         }
         unanswered = self._unanswered
         if unanswered is not None:
@@ -227,6 +237,7 @@ class FleetLoop:
             self._note_error(f"sync answer malformed: {exc!r}")
             return False
         self._take_config(snap, answer)
+        self._take_peers(answer)
         self.reset_done = True
         self.online = True
         self.refused = False
@@ -265,6 +276,24 @@ class FleetLoop:
         if fresh is not None:
             self.keystore.replace(fresh)
             self.limiter.refresh(snap, fresh)
+
+    def _take_peers(self, answer: dict[str, Any]) -> None:
+        peers = answer.get("peers")
+        if isinstance(peers, dict):
+            try:
+                self.peers = {int(node): str(url) for node, url in peers.items()}
+            except (TypeError, ValueError):
+                self._note_error("sync answer malformed: peers")
+        conflict = [str(a) for a in answer.get("node_conflict") or []]
+        if conflict != self._conflict:
+            self._conflict = conflict
+            if conflict:
+                log.error(
+                    "node_id %d is also claimed by live agent(s) %s: task ids of this node are"
+                    " ambiguous and not fetched across agents; set a distinct node_id",
+                    self.settings.node_id,
+                    ", ".join(conflict),
+                )
 
     def _watch_list(self) -> list[str]:
         cutoff = self.monotonic() - WATCH_TTL

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from solverfleet.collector import audit, configdelta, reclaim, requestorder, voiding
+from solverfleet.collector import audit, configdelta, peers, reclaim, requestorder, voiding
 from solverfleet.collector.heartbeat import Heartbeats
 from solverfleet.collector.prices import Accepted
 from solverfleet.collector.protocol import LeaseRequest, ReleaseRequest, SyncRequest
@@ -224,12 +224,18 @@ def _upsert(tx: Tx, table: str, key_cols: tuple, key: tuple, granted: int, settl
 
 
 def _touch_agent(tx: Tx, req: SyncRequest, now_ms: int) -> None:
-    columns = ("agent_id", "instance", "release_ver", "last_seen_ms", "in_flight", "spool_backlog")
+    columns = (
+        "agent_id", "instance", "release_ver", "last_seen_ms", "in_flight", "spool_backlog",
+        "node_id", "advertise_url",
+    )  # fmt: skip
     updates = {c: tx.dialect.new(c) for c in columns[1:]}
     tx.execute(
         tx.dialect.upsert("agents", columns, ("agent_id",), updates),
-        (req.agent_id, req.instance, req.release, now_ms, req.in_flight, req.spool_backlog),
-    )
+        (
+            req.agent_id, req.instance, req.release, now_ms, req.in_flight, req.spool_backlog,
+            req.node_id, req.advertise_url,
+        ),
+    )  # fmt: skip
 
 
 def sync_leases(db: Database, req: SyncRequest, *, now_ms: int, ttl_ms: int) -> dict:
@@ -328,7 +334,10 @@ def sync(
     read transaction (see heartbeat.py)."""
 
     def config(tx: Tx) -> dict:
-        return configdelta.answer(tx, req.config_version, req.deltas, req.snapshot_after)
+        return {
+            **configdelta.answer(tx, req.config_version, req.deltas, req.snapshot_after),
+            **peers.answer(tx, req.agent_id, now_ms, ttl_ms),
+        }
 
     if heartbeats is not None and heartbeats.idle(req, now_ms):
 

@@ -94,6 +94,22 @@ class SyncRequest:
     in_flight: int | None = None
     spool_backlog: int | None = None
     seq: int | None = None  # per-process request number (requestorder.py)
+    node_id: int | None = None  # the agent's task-id prefix (res.php anywhere)
+    advertise_url: str | None = None  # where other agents fetch its tasks
+
+
+MAX_URL = 512
+
+
+def advertised(value: Any) -> str | None:
+    """An agent's advertised address: an http(s) URL without path, query or credentials."""
+    url = text(value, "advertise_url", required=False, limit=MAX_URL)
+    if url is None:
+        return None
+    scheme, _, rest = url.partition("://")
+    if scheme not in ("http", "https") or not rest or any(c in rest for c in "/?#@ "):
+        raise Invalid("advertise_url: must be http(s)://host[:port], nothing after it")
+    return url
 
 
 def flag(value: Any, path: str) -> bool:
@@ -169,6 +185,10 @@ def sync_request(data: Any) -> SyncRequest:
         in_flight=integer(stats.get("in_flight"), "stats.in_flight", default=0),
         spool_backlog=integer(stats.get("spool_backlog"), "stats.spool_backlog", default=0),
         seq=sequence(data.get("seq")),
+        node_id=None
+        if data.get("node_id") is None
+        else integer(data.get("node_id"), "node_id", low=1, high=999),
+        advertise_url=advertised(data.get("advertise_url")),
     )
 
 

@@ -4,7 +4,9 @@
 routes.py speaks the classic HTTP, routes_json.py the JSON one (tasks_json.py: its task types
 and words); methods.py turns parameters into a solve body, solve.py runs a task's life on the
 native solve machinery, tasks.py keeps tasks in memory (one store for both protocols),
-answers.py spells every classic protocol text. ``register`` attaches all of it to an app.
+answers.py spells every classic protocol text; forward.py fetches another agent's task from
+it, persist.py keeps undelivered tasks over a graceful restart. ``register`` attaches all of
+it to an app.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from solverfleet.agent.compat import routes, routes_json, solve
+from solverfleet.agent.compat import forward, persist, routes, routes_json
 from solverfleet.agent.compat.tasks import TaskStore
 from solverfleet.agent.gauges import gauge
 
@@ -42,11 +44,14 @@ class TasksCollector(Collector):
 
 
 def register(app: Flask, agent: Agent, registry: CollectorRegistry) -> None:
-    """The routes, the agent's task store (``agent.tasks``), its gauge, and the stop hook that
-    releases every undelivered answer."""
+    """The routes, the agent's task store (``agent.tasks``, with the tasks the previous process
+    kept), its gauge, and the stop hook that releases every hold and keeps the undelivered
+    answers for the next start (persist.py)."""
     settings = agent.settings
     agent.tasks = TaskStore(settings.node_id, settings.compat_result_ttl, settings.compat_max_tasks)
+    agent.tasks.kept = persist.load(agent)
+    agent.peers = forward.Peers(settings.collector_ca_file, settings.peer_timeout)
     registry.register(TasksCollector(agent.tasks))
     app.register_blueprint(routes.bp)
     app.register_blueprint(routes_json.bp)
-    agent.stop_hooks.append(lambda: solve.abandon_all(agent))
+    agent.stop_hooks.append(lambda: persist.stop(agent))

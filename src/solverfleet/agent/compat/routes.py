@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from solverfleet.agent import precheck
 from solverfleet.agent.clientip import client_ip, in_nets, parse_ip
-from solverfleet.agent.compat import answers
+from solverfleet.agent.compat import answers, forward, persist
 from solverfleet.agent.compat import solve as compat_solve
 from solverfleet.agent.compat.methods import MAX_IMAGE, parse_task
 from solverfleet.agent.lifecycle import Agent
@@ -143,12 +143,19 @@ def res_php() -> Response:
     if key.ip_allowlist is not None and not in_nets(parse_ip(_ip(agent)), key.ip_allowlist):
         return fail(answers.IP_NOT_ALLOWED)
     compat_solve.sweep(agent)
+    persist.ensure(agent)
     action = fields.get("action", "").strip().lower()
     if action == "getbalance":
         return reply(format_micros(balance_micros(agent, key)), True, prefixed=False)
+    if action == "get" and fields.get("ids", "").strip():
+        return _get_many(agent, key, fields)
+    if action in ("get", "reportgood", "reportbad") and _ID(fields.get("id", "").strip()):
+        elsewhere = forward.res_one(agent, fields, request.headers, _ip(agent))
+        if isinstance(elsewhere, forward.Reply):
+            return _passed_on(elsewhere)
+        if elsewhere is not None:
+            return fail(elsewhere)
     if action == "get":
-        if fields.get("ids", "").strip():
-            return _get_many(agent, key, fields["ids"])
         return _get_one(agent, key, fields.get("id", ""))
     if action in ("reportgood", "reportbad"):
         task_id = fields.get("id", "").strip()
@@ -173,17 +180,29 @@ def _get_one(agent: Agent, key: Any, task_id: str) -> Response:
     return reply(text, ok)
 
 
-def _get_many(agent: Agent, key: Any, ids: str) -> Response:
-    """``ids=1,2,3`` -> ``answer1|CAPCHA_NOT_READY|ERROR_...``, one slot per id, in order."""
-    wanted = [part.strip() for part in ids.split(",")]
+def _passed_on(owner: forward.Reply) -> Response:
+    """The owning agent's answer to a forwarded request, as this agent's own."""
+    resp = Response(owner.body, 200, content_type=owner.mimetype)
+    if getattr(g, "compat_acao", False):
+        resp.headers["Access-Control-Allow-Origin"] = "*"
+    return resp
+
+
+def _get_many(agent: Agent, key: Any, fields: dict[str, str]) -> Response:
+    """``ids=1,2,3`` -> ``answer1|CAPCHA_NOT_READY|ERROR_...``, one slot per id, in order;
+    other agents' ids are fetched from them (forward.py)."""
+    wanted = [part.strip() for part in fields["ids"].split(",")]
     if len(wanted) > MAX_IDS:
         return fail(answers.BAD_PARAMETERS)
     if not all(_ID(task_id) for task_id in wanted):
         return fail(answers.WRONG_ID_FORMAT)
+    elsewhere = forward.res_many(agent, fields, request.headers, wanted, _ip(agent))
     slots = []
     for task_id in wanted:
+        if task_id in elsewhere:
+            slots.append(elsewhere[task_id])
+            continue
         task = compat_solve.find(agent.tasks, key, task_id)
-        # A foreign agent's id is unknown here: see "ids= across agents" in the protocol doc.
         slot = answers.WRONG_ID if task is None else compat_solve.deliver(agent, task)[1]
         slots.append(slot)
     return reply("|".join(slots), True, prefixed=False)

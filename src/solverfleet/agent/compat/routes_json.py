@@ -22,7 +22,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from solverfleet import jsonbody
 from solverfleet.agent import precheck
 from solverfleet.agent.clientip import client_ip, in_nets, parse_ip
-from solverfleet.agent.compat import answers, tasks_json
+from solverfleet.agent.compat import answers, forward, persist, tasks_json
 from solverfleet.agent.compat import solve as compat_solve
 from solverfleet.agent.compat.methods import parse_task
 from solverfleet.agent.lifecycle import Agent
@@ -151,6 +151,14 @@ def _callers_task(agent: Agent) -> Any:
     if task_id is None:
         return fail(answers.WRONG_ID_FORMAT)
     compat_solve.sweep(agent)
+    persist.ensure(agent)
+    elsewhere = forward.json_task(agent, body, task_id, request.path, request.headers, _ip(agent))
+    if isinstance(elsewhere, forward.Reply):  # the owning agent's answer, as our own
+        return Response(elsewhere.body, 200, content_type=elsewhere.mimetype)
+    if elsewhere == answers.NOT_READY:
+        return _answer({"errorId": 0, "status": "processing"})
+    if elsewhere is not None:
+        return fail(elsewhere)
     task = compat_solve.find(agent.tasks, auth[0], task_id)
     return fail(answers.WRONG_ID) if task is None else task
 

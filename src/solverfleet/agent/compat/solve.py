@@ -9,8 +9,9 @@ Money follows the native rules, stretched over two requests:
   delivers it spools the ``success`` usage event (the same event ``/solve`` writes) and only
   then commits the hold and answers: record before answer, so kill -9 cannot lose a charge,
   and an answer nobody fetched is never charged.
-- Expiry (or stop) before delivery: the hold is released and a ``failed`` event with error
-  ``not_delivered`` (cost 0) logs the worker call.
+- Expiry before delivery: the hold is released and a ``failed`` event with error
+  ``not_delivered`` (cost 0) logs the worker call. A graceful stop releases the hold and keeps
+  the answer for the next process (persist.py), which holds again before charging it.
 
 Every function returns a protocol text (answers.py); none raises on bad input.
 """
@@ -22,7 +23,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from solverfleet.agent.compat import answers
+from solverfleet.agent.compat import answers, persist
 from solverfleet.agent.compat.methods import TaskSpec
 from solverfleet.agent.compat.tasks import FAILED, PENDING, Task, TaskStore
 from solverfleet.agent.solvepath import admit_waiting, spool_event, usage_event
@@ -118,6 +119,9 @@ def deliver(agent: Agent, task: Task) -> tuple[bool, str]:
         return True, task.answer or ""
     if not agent.tasks.claim_delivery(task):
         return False, answers.NOT_READY  # another res.php is recording it right now
+    if task.restored and not persist.rehold(agent, task):  # kept over a restart: hold again
+        agent.tasks.end_delivery(task, False)
+        return False, answers.NOT_READY
     recorded = _record(agent, task, ok=True)  # on disk before the answer leaves
     if recorded:
         agent.limiter.commit(task.decision.hold)
@@ -139,7 +143,7 @@ def report(agent: Agent, task: Task, good: bool) -> str:
     return answers.REPORT_OK
 
 
-# ---- expiry and stop ------------------------------------------------------------------------
+# ---- expiry -------------------------------------------------------------------------------
 
 
 def _abandon(agent: Agent, task: Task, why: str) -> None:
@@ -153,9 +157,3 @@ def sweep(agent: Agent) -> None:
     """Drop expired tasks; an answer nobody fetched is released, never charged."""
     for task in agent.tasks.expired():
         _abandon(agent, task, "the answer expired before it was fetched")
-
-
-def abandon_all(agent: Agent) -> None:
-    """At stop: every undelivered answer dies with the process, uncharged."""
-    for task in agent.tasks.take_all():
-        _abandon(agent, task, "the agent stopped before the answer was fetched")

@@ -41,6 +41,7 @@ class Task:
     delivered: bool = False  # charged and answered once; later gets answer again for free
     reported: bool = False
     gone: bool = False  # expired or abandoned: can no longer be delivered (or charged)
+    restored: bool = False  # loaded after a restart (persist.py): needs a new hold to deliver
 
 
 def id_pattern(node_id: int) -> str:
@@ -59,6 +60,7 @@ class TaskStore:
         self._lock = threading.Lock()
         self._tasks: dict[str, Task] = {}
         self._finished: deque[Task] = deque()  # finish order = expiry order (one ttl)
+        self.kept: list[dict[str, Any]] = []  # the previous process's tasks (persist.py)
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -77,6 +79,19 @@ class TaskStore:
 
     def get(self, task_id: str) -> Task | None:
         return self._tasks.get(task_id)
+
+    def restore(self, tasks: list[Task], expires: list[float]) -> None:
+        """Put finished tasks of the previous process back, each fetchable until its own
+        ``expires`` (monotonic, at most ``ttl`` from now), in expiry order among the others.
+        Over the cap, the rest are dropped (uncharged)."""
+        with self._lock:
+            for task, when in zip(tasks, expires, strict=True):
+                if len(self._tasks) >= self.cap or task.id in self._tasks:
+                    continue
+                task.expires = min(when, self.clock() + self.ttl)
+                self._tasks[task.id] = task
+                self._finished.append(task)
+            self._finished = deque(sorted(self._finished, key=lambda t: t.expires))
 
     def finish(self, task: Task, ok: bool, answer: str | None, duration_ms: int) -> None:
         with self._lock:
@@ -125,14 +140,25 @@ class TaskStore:
                     gone.append(task)
         return gone
 
-    def take_all(self) -> list[Task]:
-        """At stop: remove every task; return those whose hold is still open (pending, or
-        solved and never delivered). One being delivered right now finishes its delivery."""
+    def take_for_restart(self) -> tuple[list[Task], list[Task]]:
+        """At a graceful stop: remove every task; return ``(kept, open)``: the finished,
+        undelivered ones to write for the next process, and every one whose hold is still open
+        (pending, or solved and undelivered). All are gone here from now on, so no later
+        res.php can deliver (and charge) what the next process will deliver. One being
+        delivered right now finishes its delivery and is not kept."""
         with self._lock:
-            tasks = [t for t in self._tasks.values() if not t.delivering and self._settle(t)]
+            kept: list[Task] = []
+            held: list[Task] = []
+            for task in self._tasks.values():
+                if task.delivering:
+                    continue
+                if task.state != PENDING and not task.delivered:
+                    kept.append(task)
+                if self._settle(task):
+                    held.append(task)
             self._tasks.clear()
             self._finished.clear()
-            return tasks
+            return kept, held
 
     @staticmethod
     def _settle(task: Task) -> bool:

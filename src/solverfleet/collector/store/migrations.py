@@ -135,6 +135,10 @@ def _v14_dashboard_sessions(tx: Tx) -> None:
     _create_tables(tx, schema_billing.V14_TABLES)
 
 
+def _v16_agent_addresses(tx: Tx) -> None:
+    _add_columns(tx, schema_billing.V16_COLUMNS)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial schema", _v1_initial),
     Migration(4, "key rotation, ledger actor, admin API tokens", _v4_keys_tokens_access),
@@ -149,6 +153,7 @@ MIGRATIONS: list[Migration] = [
     Migration(11, "config change log (sync deltas)", _v11_config_changes),
     Migration(13, "sync request order: per-process request numbers", _v13_request_order),
     Migration(14, "server-side dashboard sessions", _v14_dashboard_sessions),
+    Migration(16, "agents' node ids and addresses (res.php anywhere)", _v16_agent_addresses),
 ]
 
 

@@ -201,3 +201,11 @@ V14_TABLES = [
         },
     ),
 ]
+
+
+# --- version 16: agents' addresses for res.php anywhere (docs/FLEET-PROTOCOL.md) ----------------
+
+V16_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    # The task-id prefix and the https address other agents fetch this agent's tasks from.
+    "agents": [("node_id", "INTEGER"), ("advertise_url", "VARCHAR(512)")]
+}
