@@ -98,7 +98,7 @@ def test_public_client_solves_and_pays_exactly(fleet_factory):
     with pytest.raises(AnticaptchaException) as refused:
         clients[0].createTask(ImageToTextTask(base64.b64decode("aGk=")))
     assert refused.value.error_code == "ERROR_ZERO_CAPTCHA_FILESIZE"
-    # A task of the other agent is unknown here (no cross-agent fetch: docs/PROTOCOLS.md).
+    # Agents without advertise_url are no peers: their tasks are unknown elsewhere.
     with pytest.raises(AnticaptchaException) as refused:
         clients[1].getTaskResult(jobs[0][1].task_id)
     assert refused.value.error_code == "ERROR_NO_SUCH_CAPCHA_ID"

@@ -111,9 +111,10 @@ class Fleet:
         _start(svc, lambda: http_ok(f"{self.worker_url}/healthz"), "worker ready")
 
     def start_agent(
-        self, name: str, ca_file: Path, *, wait_ready: bool = True
+        self, name: str, ca_file: Path, *, wait_ready: bool = True, port: int = 0, **extra: str
     ) -> tuple[str, Service]:
-        port = free_port()
+        """``extra``: more agent settings; ``port``: a chosen one (0: a free one)."""
+        port = port or free_port()
         cert, keyfile = self.ca.server(name, HOST)
         env = _env(
             collector_url=self.collector_url,
@@ -126,6 +127,7 @@ class Fleet:
             drain_grace="2",
             tls_cert_file=str(cert),
             tls_key_file=str(keyfile),
+            **extra,
         )
         argv = _gunicorn("solverfleet.agent:create_app()", "solverfleet.agent.gunicorn_conf", port)
         svc = Service(name, argv, env=env, log_dir=self.logs)

@@ -79,3 +79,45 @@ def test_an_idle_agent_still_gets_its_reclaim_orders(collector_app: AppHarness) 
     assert h.sync("a1", config_version=version)["reclaim"] == [
         {"kind": "balance", "key_id": "alice-web"}
     ]
+
+
+def test_agents_register_their_address_and_learn_the_peers(collector_app: AppHarness) -> None:
+    h = collector_app
+    h.apply(team_config())
+    a1 = h.sync("a1", node_id=11, advertise_url="https://10.0.0.1:8600")
+    assert a1["peers"] == {"11": "https://10.0.0.1:8600"}
+    h.sync("a2", node_id=12)  # no address: known, but not fetched from
+    h.sync("a3", node_id=13, advertise_url="https://10.0.0.3:8600")
+    answer = h.sync("a1", node_id=11, advertise_url="https://10.0.0.1:8600")
+    assert answer["peers"] == {"11": "https://10.0.0.1:8600", "13": "https://10.0.0.3:8600"}
+    assert "node_conflict" not in answer
+    # A moved address is written at once (idle syncs compare it), not after the interval.
+    h.clock.advance(1)
+    answer = h.sync("a3", node_id=13, advertise_url="https://10.0.0.33:8600")
+    assert answer["peers"]["13"] == "https://10.0.0.33:8600"
+    # Two live agents on one node id: the id leaves the map, both are told.
+    clash = h.sync("a4", node_id=11, advertise_url="https://10.0.0.4:8600")
+    assert "11" not in clash["peers"] and clash["node_conflict"] == ["a1"]
+    assert h.sync("a1", node_id=11, reset=True)["node_conflict"] == ["a4"]
+    # An agent silent for the lease TTL is no longer a peer.
+    h.clock.advance(h.state.ttl_ms / 1000 + 1)
+    assert h.sync("a3", node_id=13, advertise_url="https://10.0.0.33:8600")["peers"] == {
+        "13": "https://10.0.0.33:8600"
+    }
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"node_id": 0},
+        {"node_id": 1000},
+        {"node_id": "7"},
+        {"advertise_url": "ftp://x"},
+        {"advertise_url": "https://x/path"},
+        {"advertise_url": "https://user@x"},
+        {"advertise_url": ""},
+    ],
+)
+def test_bad_registration_is_refused(collector_app: AppHarness, body: dict) -> None:
+    resp = collector_app.agent("POST", "/agent/v1/sync", json={"agent_id": "a1", **body})
+    assert resp.status_code == 400, resp.get_json()

@@ -58,7 +58,23 @@ LEASE_WAIT_TIMEOUTS = Counter(
     ["limit"],
     registry=None,
 )
-SHARED = (SOLVES, SOLVE_SECONDS, SPOOL_ERRORS, HTTP_REQUESTS, IP_BANS, LEASE_WAIT_TIMEOUTS)
+# res.php / getTaskResult requests for another agent's task (agent/compat/forward.py), by
+# outcome: answered (the owner's answer passed on) or unreachable (the client polls again).
+FORWARDS = Counter(
+    "solverfleet_agent_compat_forwards",
+    "Requests for another agent's task sent to that agent, by outcome.",
+    ["outcome"],
+    registry=None,
+)
+SHARED = (
+    SOLVES,
+    SOLVE_SECONDS,
+    SPOOL_ERRORS,
+    HTTP_REQUESTS,
+    IP_BANS,
+    LEASE_WAIT_TIMEOUTS,
+    FORWARDS,
+)
 _REPORTS = frozenset(("report_good", "report_bad"))
 # (type, status) -> (counter child, histogram child or None): labels() costs a lock and a
 # tuple build per call; this cache is a dict hit. Bounded by configured types x statuses.

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import requests
+from flask import Response
 
+from solverfleet.agent import metrics
 from solverfleet.agent.compat import answers
 from solverfleet.agent.compat.tasks import SUFFIX_DIGITS
 from solverfleet.agent.fleetclient import failure_reason, tls_verify
@@ -78,10 +80,13 @@ class Peers:
             )  # fmt: skip
         except requests.RequestException as exc:
             log.warning("peer %s not reachable (%s)", url, failure_reason(exc))
+            metrics.FORWARDS.labels("unreachable").inc()
             return None
-        if resp.status_code != 200:
+        if resp.status_code != 200:  # 503: the owner has no key data yet (``unready``)
             log.warning("peer %s answered HTTP %d", url, resp.status_code)
+            metrics.FORWARDS.labels("unreachable").inc()
             return None
+        metrics.FORWARDS.labels("answered").inc()
         return Reply(resp.content, resp.headers.get("Content-Type", "text/plain"))
 
     def close(self) -> None:
@@ -90,6 +95,15 @@ class Peers:
 
 def _is_forwarded(headers: Mapping[str, str]) -> bool:
     return headers.get(FORWARDED) == "1"
+
+
+def unready(agent: Agent, headers: Mapping[str, str]) -> Response | None:
+    """A forwarded request to an agent without key data yet (just restarted) gets HTTP 503,
+    which the forwarding agent answers as not ready: its client polls again, instead of
+    being told ``ERROR_NO_SLOT_AVAILABLE`` for a task that is waiting here."""
+    if _is_forwarded(headers) and agent.keystore.snapshot is None:
+        return Response("no key data yet", 503, mimetype="text/plain")
+    return None
 
 
 def res_one(agent: Agent, fields: dict[str, str], headers: Mapping[str, str], ip: str) -> Any:

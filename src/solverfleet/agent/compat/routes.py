@@ -136,6 +136,9 @@ def res_php() -> Response:
     _flags(fields)
     if _bad_text(fields):
         return fail(answers.BAD_PARAMETERS)
+    unready = forward.unready(agent, request.headers)
+    if unready is not None:
+        return unready
     auth = _authenticate(agent, fields)
     if isinstance(auth, Response):
         return auth

@@ -135,6 +135,9 @@ def _caller(agent: Agent) -> tuple[dict, Any] | Response:
     body = _body()
     if body is None:
         return fail(answers.BAD_PARAMETERS)
+    unready = forward.unready(agent, request.headers)
+    if unready is not None:
+        return unready
     auth = _authenticate(agent, body, allowlist=True)
     if isinstance(auth, Response):
         return auth
