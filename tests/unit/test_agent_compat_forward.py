@@ -182,3 +182,27 @@ def test_peers_client_never_follows_redirects():
         peers.close()
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("https://10.0.0.1:8600/", True),
+        ("http://solver1:8600", True),
+        ("", True),
+        ("10.0.0.1:8600", False),
+        ("https://10.0.0.1:8600/agent", False),
+        ("https://user@10.0.0.1", False),
+    ],
+)
+def test_advertise_url_setting(tmp_path, value, ok):
+    from solverfleet.settings import SettingsError
+
+    if ok:
+        settings = agent_settings(tmp_path, "http://127.0.0.1:9", advertise_url=value)
+        assert settings.advertise_url == value.rstrip("/")
+    else:
+        with pytest.raises(SettingsError, match="advertise_url"):
+            agent_settings(tmp_path, "http://127.0.0.1:9", advertise_url=value)
+    with pytest.raises(SettingsError, match="peer_timeout"):
+        agent_settings(tmp_path, "http://127.0.0.1:9", peer_timeout=0)
