@@ -381,6 +381,15 @@ def test_restart_under_another_node_id_drops_kept_tasks(env):
     assert len(env.collector.successes()) == 1
 
 
+def test_an_unreadable_kept_tasks_file_is_dropped(env, tmp_path):
+    kept = tmp_path / "agent-state" / "compat-tasks.json"
+    kept.parent.mkdir(parents=True)
+    kept.write_text('{"format": 1, "node_id": 42, "tasks": 7}')
+    env.start()
+    assert not kept.exists() and len(env.agent.tasks) == 0 and env.agent.tasks.kept == []
+    assert env.get(str(42 * 10**SUFFIX_DIGITS + 1)) == "ERROR_WRONG_CAPTCHA_ID"
+
+
 def test_other_keys_cannot_see_a_task(ready):
     task_id = ready.task_id()
     ready.answer(task_id)
