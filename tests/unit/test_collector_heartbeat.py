@@ -91,6 +91,9 @@ def test_agents_register_their_address_and_learn_the_peers(collector_app: AppHar
     answer = h.sync("a1", node_id=11, advertise_url="https://10.0.0.1:8600")
     assert answer["peers"] == {"11": "https://10.0.0.1:8600", "13": "https://10.0.0.3:8600"}
     assert "node_conflict" not in answer
+    listed = {a["agent_id"]: a for a in h.admin("GET", "/admin/v1/agents").get_json()["agents"]}
+    assert (listed["a1"]["node_id"], listed["a1"]["advertise_url"]) == (11, "https://10.0.0.1:8600")
+    assert (listed["a2"]["node_id"], listed["a2"]["advertise_url"]) == (12, None)
     # A moved address is written at once (idle syncs compare it), not after the interval.
     h.clock.advance(1)
     answer = h.sync("a3", node_id=13, advertise_url="https://10.0.0.33:8600")

@@ -331,6 +331,8 @@ def test_agents_are_listed(collector_app: AppHarness) -> None:
             "in_flight": 3,
             "spool_backlog": 7,
             "leases": "none",
+            "node_id": None,
+            "advertise_url": None,
         }
     ]
 

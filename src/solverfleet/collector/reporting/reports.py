@@ -91,7 +91,7 @@ def agents(db: Database) -> list[dict]:
     rows = db.read(
         lambda tx: tx.dicts(
             "SELECT agent_id, instance, release_ver, last_seen_ms, in_flight, spool_backlog,"
-            " holds FROM agents ORDER BY agent_id"
+            " holds, node_id, advertise_url FROM agents ORDER BY agent_id"
         )
     )
     return [
@@ -104,6 +104,10 @@ def agents(db: Database) -> list[dict]:
             "spool_backlog": r["spool_backlog"],
             # quarantined: silent past lease_ttl; its leases wait for it (collector/voiding.py)
             "leases": LEASE_STATES.get(int(r["holds"]), "held"),
+            # res.php anywhere (collector/peers.py): a node id twice among live agents is a
+            # misconfiguration their logs name too.
+            "node_id": r["node_id"],
+            "advertise_url": r["advertise_url"],
         }
         for r in rows
     ]
