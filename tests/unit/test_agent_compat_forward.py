@@ -54,6 +54,9 @@ class PeerStub:
             return None
         return Reply(resp.get_data(), resp.content_type)
 
+    def close(self):
+        pass
+
 
 @pytest.fixture
 def pair(tmp_path, fake_collector, fake_worker):  # noqa: F811

@@ -232,6 +232,8 @@ class Agent:
         self.spool.close()
         self.client.close()
         self.worker.close()
+        if self.peers is not None:
+            self.peers.close()
         os.close(self._lock_fd)
         if self in _AGENTS:
             _AGENTS.remove(self)
