@@ -354,7 +354,10 @@ def test_graceful_restart_keeps_an_undelivered_answer_charged_once(env):
     assert env.collector.successes() == []  # nothing charged at stop
     kept = Path(agent_of(first).settings.state_dir) / "compat-tasks.json"
     assert kept.stat().st_mode & 0o777 == 0o600
-    assert env.get(task_id) == "ERROR_WRONG_CAPTCHA_ID"  # the stopping process delivers no more
+    # The stopping process delivers no more; the task waits for the next one.
+    assert env.get(task_id) == "CAPCHA_NOT_READY"
+    assert env.call("/res.php", action="get", ids=f"{task_id},{failed_id}") == (
+        "CAPCHA_NOT_READY|CAPCHA_NOT_READY")  # fmt: skip
     agent_of(first).close()
     env.start()
     assert not kept.exists()  # read once: a crash now loses answers, never charges them

@@ -8,6 +8,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
+from solverfleet.agent import agent_of
 from solverfleet.agent.compat import forward
 from solverfleet.agent.compat.forward import FORWARDED, LOCAL, UNKNOWN, Reply, node_of, route
 from solverfleet.agent.compat.tasks import SUFFIX_DIGITS
@@ -160,6 +161,18 @@ def test_a_forwarded_request_to_an_agent_without_key_data_is_503(pair, monkeypat
     resp = owner.client.post("/res.php", headers={FORWARDED: "1"}, data={"action": "get"})
     assert resp.status_code == 503
     assert forward.unready(owner.agent, {}) is None  # a client's own request: protocol text
+
+
+def test_a_stopping_owner_hands_its_tasks_over(pair):
+    here, owner, _ = pair
+    task_id = owner.task_id()
+    owner.answer(task_id)
+    agent_of(owner.apps[0]).tasks.take_for_restart()  # what the stop hook does first
+    assert here.get(task_id) == "CAPCHA_NOT_READY"  # 503 from the owner: poll again
+    assert owner.get(task_id) == "CAPCHA_NOT_READY"  # directly too
+    body = {"clientKey": owner.secrets["alice-web"], "taskId": int(task_id)}
+    assert owner.client.post("/getTaskResult", json=body).get_json() == {
+        "errorId": 0, "status": "processing"}  # fmt: skip
 
 
 def test_peers_client_never_follows_redirects():

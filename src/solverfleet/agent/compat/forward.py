@@ -98,10 +98,11 @@ def _is_forwarded(headers: Mapping[str, str]) -> bool:
 
 
 def unready(agent: Agent, headers: Mapping[str, str]) -> Response | None:
-    """A forwarded request to an agent without key data yet (just restarted) gets HTTP 503,
-    which the forwarding agent answers as not ready: its client polls again, instead of
-    being told ``ERROR_NO_SLOT_AVAILABLE`` for a task that is waiting here."""
-    if _is_forwarded(headers) and agent.keystore.snapshot is None:
+    """A forwarded request to an agent without key data yet (just restarted), or stopping (its
+    tasks handed over to the next process), gets HTTP 503, which the forwarding agent answers
+    as not ready: its client polls again, instead of being told ``ERROR_NO_SLOT_AVAILABLE``
+    or ``ERROR_WRONG_CAPTCHA_ID`` for a task that is waiting for this node."""
+    if _is_forwarded(headers) and (agent.keystore.snapshot is None or agent.tasks.handed_over):
         return Response("no key data yet", 503, mimetype="text/plain")
     return None
 

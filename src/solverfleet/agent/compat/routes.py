@@ -178,9 +178,15 @@ def _get_one(agent: Agent, key: Any, task_id: str) -> Response:
         return fail(answers.WRONG_ID_FORMAT)
     task = compat_solve.find(agent.tasks, key, task_id)
     if task is None:
-        return fail(answers.WRONG_ID)
+        return fail(_missing(agent))
     ok, text = compat_solve.deliver(agent, task)
     return reply(text, ok)
+
+
+def _missing(agent: Agent) -> str:
+    """The answer for an id not here: unknown, or, while stopping, maybe handed over to the
+    next process (persist.py), so the client polls again."""
+    return answers.NOT_READY if agent.tasks.handed_over else answers.WRONG_ID
 
 
 def _passed_on(owner: forward.Reply) -> Response:
@@ -206,7 +212,7 @@ def _get_many(agent: Agent, key: Any, fields: dict[str, str]) -> Response:
             slots.append(elsewhere[task_id])
             continue
         task = compat_solve.find(agent.tasks, key, task_id)
-        slot = answers.WRONG_ID if task is None else compat_solve.deliver(agent, task)[1]
+        slot = _missing(agent) if task is None else compat_solve.deliver(agent, task)[1]
         slots.append(slot)
     return reply("|".join(slots), True, prefixed=False)
 

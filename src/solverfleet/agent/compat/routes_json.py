@@ -163,6 +163,8 @@ def _callers_task(agent: Agent) -> Any:
     if elsewhere is not None:
         return fail(elsewhere)
     task = compat_solve.find(agent.tasks, auth[0], task_id)
+    if task is None and agent.tasks.handed_over and request.path == "/getTaskResult":
+        return _answer({"errorId": 0, "status": "processing"})  # stopping: maybe handed over
     return fail(answers.WRONG_ID) if task is None else task
 
 

@@ -61,6 +61,8 @@ class TaskStore:
         self._tasks: dict[str, Task] = {}
         self._finished: deque[Task] = deque()  # finish order = expiry order (one ttl)
         self.kept: list[dict[str, Any]] = []  # the previous process's tasks (persist.py)
+        # Stopping: the tasks went to the next process; an id not found here may be there.
+        self.handed_over = False
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -147,6 +149,7 @@ class TaskStore:
         res.php can deliver (and charge) what the next process will deliver. One being
         delivered right now finishes its delivery and is not kept."""
         with self._lock:
+            self.handed_over = True
             kept: list[Task] = []
             held: list[Task] = []
             for task in self._tasks.values():
