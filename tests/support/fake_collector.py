@@ -75,6 +75,7 @@ class FakeCollector:
         self.log: list[tuple[str, dict[str, Any]]] = []  # (endpoint, payload), in order
         self.sync_down = False
         self.sync_status = 503  # what a down sync answers (401: the credential is refused)
+        self.sync_extra: dict[str, Any] = {}  # merged into every sync answer (e.g. peers)
         self.usage_down = False
         self.usage_fail_next = 0
         self.usage_status = 503
@@ -177,6 +178,7 @@ class FakeCollector:
             "grants": [g for g in grants if g is not None],
             "balances": balances,
             "server_time": time.time(),
+            **self.sync_extra,
         }
 
     def _void(self, agent: str) -> None:

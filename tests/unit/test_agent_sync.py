@@ -260,3 +260,28 @@ def test_a_paged_snapshot_is_installed_only_whole(setup):
     assert collector.calls("sync")[1]["snapshot_after"] == first[-1]["id"]
     assert set(agent.keystore.snapshot.keys) == {k["id"] for k in config["keys"]}
     assert admit(agent, secrets["alice-web"]).code != "invalid_key"  # known now
+
+
+def test_registration_is_sent_and_the_peer_map_follows_the_answers(setup, caplog):
+    collector, _, make = setup
+    agent = make(node_id=42, advertise_url="https://10.0.0.42:8600")
+    collector.sync_extra = {"peers": {"42": "https://10.0.0.42:8600", "7": "https://b:1"}}
+    assert agent.loop.run_once()
+    sent = collector.calls("sync")[-1]
+    assert (sent["node_id"], sent["advertise_url"]) == (42, "https://10.0.0.42:8600")
+    assert agent.loop.peers == {42: "https://10.0.0.42:8600", 7: "https://b:1"}
+    collector.sync_extra = {"peers": {"42": "https://10.0.0.42:8600"}, "node_conflict": ["x"]}
+    assert agent.loop.run_once() and agent.loop.run_once()
+    assert agent.loop.peers == {42: "https://10.0.0.42:8600"}  # node 7 left: no longer asked
+    conflicts = [r for r in caplog.records if "also claimed" in r.getMessage()]
+    assert len(conflicts) == 1 and conflicts[0].levelname == "ERROR"  # once, not every sync
+    collector.sync_extra = {"peers": "not a map"}
+    assert agent.loop.run_once()
+    assert agent.loop.peers == {42: "https://10.0.0.42:8600"}  # a bad answer keeps the map
+
+
+def test_no_address_no_registration(setup):
+    collector, _, make = setup
+    agent = make(node_id=42)
+    assert agent.loop.run_once()
+    assert "advertise_url" not in collector.calls("sync")[-1]
