@@ -19,6 +19,7 @@ from tests.support.fake_collector import (  # noqa: F401
     fake_worker,
     standard_setup,
 )
+from tests.support.tls import TestCA
 from tests.unit.test_agent_compat import Env
 
 OWNER, OTHER = "https://owner.test:8600", "https://other.test:8600"
@@ -220,5 +221,11 @@ def test_advertise_url_setting(tmp_path, value, ok):
     else:
         with pytest.raises(SettingsError, match="advertise_url"):
             agent_settings(tmp_path, "http://127.0.0.1:9", advertise_url=value)
+    tls = tmp_path / "tls"
+    tls.mkdir(exist_ok=True)
+    cert, key = TestCA(tls).server("agent", "127.0.0.1")
+    with pytest.raises(SettingsError, match="advertise_url: must be https"):
+        agent_settings(tmp_path, "http://127.0.0.1:9", advertise_url="http://a:1",
+                       tls_cert_file=str(cert), tls_key_file=str(key))  # fmt: skip
     with pytest.raises(SettingsError, match="peer_timeout"):
         agent_settings(tmp_path, "http://127.0.0.1:9", peer_timeout=0)

@@ -99,6 +99,8 @@ class AgentSettings:
         scheme, _, rest = url.partition("://")
         if url and (scheme not in ("http", "https") or not rest or any(c in rest for c in "/?#@ ")):
             raise SettingsError(f"advertise_url: must be http(s)://host[:port], got {url!r}")
+        if scheme == "http" and self.tls_cert_file:  # this agent serves only https
+            raise SettingsError("advertise_url: must be https:// when tls_cert_file is set")
         if self.peer_timeout <= 0:
             raise SettingsError("peer_timeout: must be > 0")
         if self.compat_result_ttl <= 0:
