@@ -12,7 +12,10 @@ server, no gunicorn):
   the full snapshot (an agent that does not send ``deltas``).
 - agent: parsing the full snapshot beside applying the one-key delta; tracemalloc's bytes per
   key of a parsed snapshot of ``--memory-keys`` keys, baseline: repeated strings not shared;
-  and the peak while it comes in pages (``configdelta.PAGE_KEYS``) beside one body.
+  and the peak while it comes in pages (``configdelta.PAGE_KEYS``) beside one body;
+  applying a 10-key delta to that snapshot (persistent maps) beside copying its two key dicts
+  (the code before); and a full GC pass with it installed, frozen (``gc.freeze``, as the
+  agent does for big snapshots) beside not frozen.
 
     .venv/bin/python bench/bench_sync_scale.py [--keys 20000] [--syncs 400] [--changes 5]
         [--memory-keys 100000] [--stores sqlite,mariadb]
@@ -21,6 +24,7 @@ server, no gunicorn):
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import sys
@@ -98,7 +102,41 @@ def agent_memory(keys: int, page: int | None = None) -> tuple[float, float]:
     kept, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert len(snap.keys) == keys
-    return kept / keys, peak / keys
+    return kept / keys, peak / keys, snap
+
+
+def agent_stalls(snap: keystore.Snapshot) -> list[list[str]]:
+    """Milliseconds the agent holds the GIL (every request waits): a 10-key delta, and a full
+    GC pass, each beside its baseline."""
+    changed = [
+        {"id": key.id, "secret_hash": key.secret_hash.hex(), "user_id": key.user_id,
+         "balance_micros": key.balance_micros + 1}
+        for key in list(snap.keys.values())[:10]
+    ]  # fmt: skip
+
+    keys, by_hash = dict(snap.keys), dict(snap.by_hash)
+
+    def copy_dicts() -> None:
+        dict(keys), dict(by_hash)
+
+    def delta() -> None:
+        keystore.apply_delta(snap, snap.version + 1, {"keys": changed})
+
+    def full_gc() -> float:
+        start = time.perf_counter()
+        gc.collect()
+        return (time.perf_counter() - start) * 1000
+
+    copy_ms, delta_ms = wall_ms(copy_dicts, 5), wall_ms(delta, 5)
+    gc.collect()
+    loose = min(full_gc() for _ in range(3))
+    gc.freeze()
+    frozen = min(full_gc() for _ in range(3))
+    gc.unfreeze()
+    return [
+        ["apply a 10-key delta (ms, GIL held)", f"{copy_ms:.2f}", f"{delta_ms:.2f}"],
+        ["full GC pass, snapshot installed (ms)", f"{loose:.1f}", f"{frozen:.1f}"],
+    ]
 
 
 def cpu_ms(fn, n: int) -> float:
@@ -198,10 +236,12 @@ def main() -> None:
 
     shared = keystore._shared
     keystore._shared = lambda value: value  # baseline: every key holds its own strings
-    mem_old = agent_memory(args.memory_keys)
+    mem_old = agent_memory(args.memory_keys)[:2]
     keystore._shared = shared
-    mem_new = agent_memory(args.memory_keys)
-    mem_paged = agent_memory(args.memory_keys, configdelta.PAGE_KEYS)
+    *mem_new, snap = agent_memory(args.memory_keys)
+    stalls = agent_stalls(snap)
+    del snap
+    mem_paged = agent_memory(args.memory_keys, configdelta.PAGE_KEYS)[:2]
     print(f"\nagent, {args.memory_keys} keys (tracemalloc)")
     print(
         table(
@@ -214,13 +254,15 @@ def main() -> None:
                     f"{mem_new[1]:.0f}",
                     f"{mem_paged[1]:.0f}",
                 ],
+                *stalls,
             ],
         )
     )
     print(
         "\nbaseline: an idle sync writes its heartbeat; a top-up ships the full snapshot (parsed"
         " whole by the agent); key strings not shared. now: heartbeats in memory; the delta;"
-        " shared strings. CPU: this process (the database server's not counted)."
+        " shared strings; a delta shares what it did not change; big snapshots frozen."
+        " CPU: this process (the database server's not counted)."
     )
 
 

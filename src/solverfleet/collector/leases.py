@@ -333,11 +333,23 @@ def sync(
     if heartbeats is not None and heartbeats.idle(req, now_ms):
 
         def idle(tx: Tx) -> dict:
+            # One round trip for the version and the orders (from others' syncs): on MariaDB
+            # each query costs the collector more CPU than the rest of an idle sync.
+            rows = tx.all(
+                "SELECT c.version, r.kind, r.ident, r.period FROM config_state c"
+                " LEFT JOIN lease_reclaim r ON r.agent_id = ? WHERE c.id = 1",
+                (req.agent_id,),
+            )
+            current = req.snapshot_after is None and req.config_version == int(rows[0][0])
             return {
-                **config(tx),
+                **(
+                    {"config_version": req.config_version, "config": None}
+                    if current
+                    else config(tx)
+                ),
                 "grants": [],
-                "balances": _balances(tx, req.agent_id, req.watch),
-                "reclaim": reclaim.pending(tx, req.agent_id),  # orders from others' syncs
+                "balances": _balances(tx, req.agent_id, req.watch) if req.watch else {},
+                "reclaim": reclaim.items(row[1:] for row in rows if row[1] is not None),
             }
 
         return {**db.read(idle), "server_time": now_ms / 1000}
