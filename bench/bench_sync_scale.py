@@ -7,7 +7,8 @@ sync code directly, or its Flask app through the test client (routing, auth, JSO
 server, no gunicorn):
 
 - idle sync: an agent up to date, nothing leased; baseline: every sync writes its heartbeat
-  (``heartbeats=None``, or a persist interval of 0: the code before collector/heartbeat.py).
+  (``heartbeats=None``, or a persist interval of 0: the code before collector/heartbeat.py);
+  now: heartbeats in memory and the answer from ``IdleView`` (no store read).
 - admin change: one top-up, then each agent's sync answer built and JSON-encoded; baseline:
   the full snapshot (an agent that does not send ``deltas``).
 - agent: parsing the full snapshot beside applying the one-key delta; tracemalloc's bytes per
@@ -41,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from solverfleet.agent import keystore  # noqa: E402
 from solverfleet.agent.keystore import apply_delta, parse_snapshot  # noqa: E402
 from solverfleet.collector import configdelta, leases  # noqa: E402
-from solverfleet.collector.heartbeat import Heartbeats  # noqa: E402
+from solverfleet.collector.heartbeat import Heartbeats, IdleView  # noqa: E402
 from solverfleet.collector.protocol import sync_request  # noqa: E402
 from tests.support.collector import (  # noqa: E402
     key_config,
@@ -164,14 +165,14 @@ def collector_rows(db_url: str, args: argparse.Namespace) -> list[list[str]]:
     def body(deltas: bool, at: int) -> dict:
         return {"agent_id": "a1", "instance": "i", "config_version": at, "deltas": deltas}
 
-    beats = Heartbeats(ttl)
+    beats, view = Heartbeats(ttl), IdleView(db)
     idle_req = sync_request(body(True, version))
 
     def idle_old() -> None:
         leases.sync(db, idle_req, now_ms=now(), ttl_ms=ttl)
 
     def idle_new() -> None:
-        leases.sync(db, idle_req, now_ms=now(), ttl_ms=ttl, heartbeats=beats)
+        leases.sync(db, idle_req, now_ms=now(), ttl_ms=ttl, heartbeats=beats, view=view)
 
     def idle_app() -> None:
         h.sync("a1", config_version=version, deltas=True)
@@ -181,6 +182,8 @@ def collector_rows(db_url: str, args: argparse.Namespace) -> list[list[str]]:
     app_old = cpu_ms(idle_app, args.syncs)
     app_beats.interval_ms = interval
     app_new = cpu_ms(idle_app, args.syncs)
+    code = [cpu_ms(idle_old, args.syncs), cpu_ms(idle_new, args.syncs)]
+    code_wall = [wall_ms(idle_old, args.syncs), wall_ms(idle_new, args.syncs)]
 
     def change_then_sync(deltas: bool) -> float:
         total = 0.0
@@ -198,10 +201,8 @@ def collector_rows(db_url: str, args: argparse.Namespace) -> list[list[str]]:
     h.admin("POST", "/admin/v1/keys/k0-0-0/topup", json={"amount": "1.00"})
     delta = h.sync("a1", config_version=version, deltas=True)["delta"]
     rows = [
-        ["collector CPU per idle sync, sync code (ms)", cpu_ms(idle_old, args.syncs),
-         cpu_ms(idle_new, args.syncs)],
-        ["wall time per idle sync, sync code (ms)", wall_ms(idle_old, args.syncs),
-         wall_ms(idle_new, args.syncs)],
+        ["collector CPU per idle sync, sync code (ms)", *code],
+        ["wall time per idle sync, sync code (ms)", *code_wall],
         ["collector CPU per idle sync, Flask app (ms)", app_old, app_new],
         ["collector CPU per agent per top-up (ms)", change_full, change_delta],
         ["agent CPU per top-up (ms)", cpu_ms(lambda: parse_snapshot(version, config), 3),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from solverfleet.collector import heartbeat
+from solverfleet.collector.store import Database
 from tests.support.collector import AppHarness, team_config
 
 pytest_plugins = ["tests.support.collector", "tests.support.mariadb"]
@@ -79,3 +81,64 @@ def test_an_idle_agent_still_gets_its_reclaim_orders(collector_app: AppHarness) 
     assert h.sync("a1", config_version=version)["reclaim"] == [
         {"kind": "balance", "key_id": "alice-web"}
     ]
+
+
+@pytest.fixture
+def reads(collector_app: AppHarness, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the collector's read transactions."""
+    db, count = collector_app.db, [0]
+    read = db.read
+
+    def counted(work):
+        count[0] += 1
+        return read(work)
+
+    monkeypatch.setattr(db, "read", counted)
+    return count
+
+
+def idle_agent(h: AppHarness) -> int:
+    h.apply(team_config())
+    version = h.sync("a1", config_version=None, deltas=True)["config_version"]
+    h.sync("a1", config_version=version, deltas=True)  # persists the heartbeat
+    h.sync("a1", config_version=version, deltas=True)  # reads the view
+    return version
+
+
+def test_an_up_to_date_idle_sync_reads_nothing(collector_app: AppHarness, reads: list[int]):
+    h = collector_app
+    version = idle_agent(h)
+    before = reads[0]
+    answer = h.sync("a1", config_version=version, deltas=True)
+    assert reads[0] == before  # answered from the idle view
+    assert answer["config_version"] == version and answer["config"] is None
+    assert answer["grants"] == [] and answer["reclaim"] == [] and answer["balances"] == {}
+    h.sync("a1", config_version=version, deltas=True, watch=["alice-web"])
+    assert reads[0] == before + 1  # a balance asked for is read
+
+
+def test_a_change_in_this_process_is_seen_at_once(collector_app: AppHarness, reads: list[int]):
+    h = collector_app
+    version = idle_agent(h)
+    h.admin("POST", "/admin/v1/keys/alice-web/topup", json={"amount": "1.00"})
+    answer = h.sync("a1", config_version=version, deltas=True)
+    assert answer["config_version"] > version and answer["delta"]["keys"][0]["id"] == "alice-web"
+
+
+def test_another_process_change_is_seen_within_the_view_age(
+    collector_app: AppHarness, collector_db_url: str
+) -> None:
+    """A write by another collector process (here: another Database on the same store) does
+    not move this process's write count: the view is read again once VIEW_MS has passed."""
+    h = collector_app
+    now = [100.0]
+    h.state.idle_view.monotonic = lambda: now[0]
+    version = idle_agent(h)
+    other = Database(collector_db_url)
+    other.transaction(
+        lambda tx: tx.execute("UPDATE config_state SET version = version + 1 WHERE id = 1")
+    )
+    assert h.sync("a1", config_version=version, deltas=True)["config_version"] == version
+    now[0] += heartbeat.VIEW_MS / 1000 + 0.001
+    assert h.sync("a1", config_version=version, deltas=True)["config_version"] == version + 1
+    other.close()
