@@ -29,6 +29,7 @@ PAGES = [
     "/dashboard/",
     "/dashboard/keys/alice-web",
     "/dashboard/usage",
+    "/dashboard/activity?account=acme",
     "/dashboard/solves",
     "/dashboard/notifications",
     "/dashboard/fleet",
@@ -502,7 +503,9 @@ def test_usage_page_shows_the_reports_exactly(h: AppHarness, admin: Browser):
     html = admin.get("/dashboard/usage").get_data(as_text=True)
     total = re.search(r"<tfoot><tr><th>TOTAL</th><th></th>(.*?)</tr>", html, re.S).group(1)
     assert '<th class="num">2</th><th class="num">1</th><th class="num">0.002001</th>' in total
-    assert re.search(r"<td>web</td><td class=\"num\">2</td>", html)
+    # The project's row links to its charts.
+    link = '<a href="/dashboard/activity?project=web">web</a>'
+    assert f'<td>{link}</td><td class="num">2</td>' in html
 
 
 def test_keys_show_their_effective_state_and_low_or_zero_balances(h: AppHarness, admin: Browser):

@@ -16,7 +16,13 @@ from typing import Any
 from flask import Flask
 
 from solverfleet.collector.context import Collector
-from solverfleet.collector.dashboard import actions, login, pages, sessions  # noqa: F401 (routes)
+from solverfleet.collector.dashboard import (  # noqa: F401 (routes)
+    actions,
+    chartviews,
+    login,
+    pages,
+    sessions,
+)
 from solverfleet.collector.dashboard.base import bp
 from solverfleet.collector.dashboard.loginlimit import LoginLimiter
 from solverfleet.textcheck import scrub

@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 
 from solverfleet.collector.context import current
 from solverfleet.collector.dashboard import sessions
-from solverfleet.collector.problems import Problem
+from solverfleet.collector.problems import Invalid, Problem
 from solverfleet.collector.reporting.timerange import iso
 from solverfleet.collector.store import StoreError, StoreUnavailable
 
@@ -124,3 +124,23 @@ def _helpers() -> dict[str, Any]:
         "utc": utc,
         "ago": ago,
     }
+
+
+MAX_PARAM = 256
+
+
+def query_args(allowed: tuple[str, ...]) -> dict[str, str]:
+    """The query string's values by name: strict like the admin API's (an unknown, repeated
+    or overlong parameter is ``Invalid``: a 400)."""
+    args = request.args
+    unknown = sorted(set(args) - set(allowed))
+    if unknown:
+        raise Invalid(f"unknown query parameter(s): {', '.join(unknown)}", "unknown_parameter")
+    repeated = sorted(name for name in args if len(args.getlist(name)) > 1)
+    if repeated:
+        raise Invalid(f"query parameter given twice: {', '.join(repeated)}")
+    too_long = sorted(name for name, value in args.items() if len(value) > MAX_PARAM)
+    if too_long:
+        raise Invalid(f"query parameter too long: {', '.join(too_long)}")
+    # Forms send empty fields: empty means "no filter".
+    return {name: value.strip() for name, value in args.items() if value.strip()}
