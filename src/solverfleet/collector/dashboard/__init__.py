@@ -39,5 +39,5 @@ def register(app: Flask, collector: Collector) -> None:
     sessions.configure(app, secret or secrets.token_urlsafe(32))
     # Rows stored before text was checked may hold NULs or escapes: never into the HTML raw.
     app.jinja_env.finalize = _scrubbed
-    app.extensions[login.LIMITER] = LoginLimiter()
+    app.extensions[login.LIMITER] = LoginLimiter(collector.db)
     app.register_blueprint(bp)
