@@ -207,9 +207,9 @@ def test_dashboard_login_solves_and_key_switch_in_chromium(fleet_factory, browse
     # Its charts count both solves (re-read live too): figures from the SVG's data attributes.
     _wait_chart(page, "key-solves-hourly", 2)
     _wait_chart(page, "key-spend-daily", 2 * micros(PRICE))
-    assert page.locator('svg[data-chart="key-balance"]').get_attribute("data-total") == str(
-        micros(balance.inner_text())
-    )
+    for grain in ("hourly", "daily"):  # the balance now ends both histories
+        chart = page.locator(f'svg[data-chart="key-balance-{grain}"]')
+        assert chart.get_attribute("data-total") == str(micros(balance.inner_text()))
 
     # Deactivate from the page (a confirm dialog, accepted): the agent refuses the next solve.
     started = time.monotonic()

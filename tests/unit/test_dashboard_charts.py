@@ -200,8 +200,9 @@ def test_balance_history_walks_back_from_the_balance_now(collector_app: AppHarne
     h.usage([event(cost=3000, ts=h.clock.now)])
     now_ms = int(h.clock.now * 1000)
     history = chartdata.balance_history(h.db, "alice-web", DAILY, now_ms)
-    assert len(history) == 30
-    assert [b.cost_micros for b in history[-4:]] == [0, 10_000_000, 9_998_000, 12_495_000]
+    # From the day the key opened (T0), not before: three points.
+    assert [b.cost_micros for b in history] == [10_000_000, 9_998_000, 12_495_000]
+    assert [b.label for b in history] == ["2025-12-12", "2025-12-13", "2025-12-14"]
     assert h.admin("GET", "/admin/v1/keys/alice-web").get_json()["balance"] == "12.495"
     assert chartdata.balance_history(h.db, "no-such-key", DAILY, now_ms) == []
 
@@ -215,7 +216,7 @@ def test_pages_carry_the_charts_figures(h: AppHarness):
     assert 'data-chart="fleet-spend-daily" data-total="30000"' in overview
     key = admin.get("/dashboard/keys/bob-api").get_data(as_text=True)
     assert 'data-chart="key-solves-daily" data-total="1"' in key
-    assert 'data-chart="key-balance"' in key
+    assert 'data-chart="key-balance-daily"' in key
     page = admin.get("/dashboard/activity?project=web")
     assert page.status_code == 200
     assert 'data-chart="scope-solves-daily" data-total="4"' in page.get_data(as_text=True)

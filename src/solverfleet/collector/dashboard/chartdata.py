@@ -91,7 +91,8 @@ def activity(db: Database, grain: Grain, now_ms: int, **scope: str) -> list[Buck
 
 def balance_history(db: Database, key_id: str, grain: Grain, now_ms: int) -> list[Bucket]:
     """The key's balance at the end of each bucket (the last one: now), oldest first, in
-    ``cost_micros``; None when the key does not exist.
+    ``cost_micros``, from the bucket of its opening ledger row on; empty when the key does
+    not exist.
 
     Walked back from the balance now: before a bucket, the balance was higher by what was
     spent in it and lower by what the ledger added in it (top-ups, refills, corrections). A
@@ -101,8 +102,10 @@ def balance_history(db: Database, key_id: str, grain: Grain, now_ms: int) -> lis
     since, until = grain.window(now_ms)
     width = int(grain.width_ms)
 
-    def read(tx: Tx) -> tuple[tuple | None, list[tuple], list[tuple]]:
+    def read(tx: Tx) -> tuple[tuple | None, tuple | None, list[tuple], list[tuple]]:
         balance = tx.one("SELECT balance_micros FROM api_keys WHERE id = ?", (key_id,))
+        # The key's first ledger row is its opening balance: no point before that day.
+        opened = tx.one("SELECT MIN(created_ms) FROM transactions WHERE key_id = ?", (key_id,))
         spent = tx.all(
             f"SELECT ts_ms - ts_ms % {width} AS bucket, SUM(cost_micros)"
             f" FROM {source(tx, USAGE_REPORT_INDEX)}"
@@ -114,9 +117,9 @@ def balance_history(db: Database, key_id: str, grain: Grain, now_ms: int) -> lis
             " FROM transactions WHERE key_id = ? AND created_ms >= ? GROUP BY bucket",
             (key_id, since),
         )
-        return balance, spent, added
+        return balance, opened, spent, added
 
-    balance, spent, added = db.read(read)
+    balance, opened, spent, added = db.read(read)
     if balance is None:
         return []
     # Later than ``until`` (a clock ahead of ours) counts into the last bucket.
@@ -134,4 +137,7 @@ def balance_history(db: Database, key_id: str, grain: Grain, now_ms: int) -> lis
         out.append(Bucket(start, grain.label(start), 0, level))
         level -= change.get(start, 0)
     out.reverse()
+    if opened is not None and opened[0] is not None:
+        first = int(opened[0]) - int(opened[0]) % width
+        out = [b for b in out if b.start_ms >= first] or out[-1:]
     return out

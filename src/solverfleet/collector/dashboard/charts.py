@@ -92,10 +92,16 @@ def column_chart(
     for i, p in enumerate(points):
         h = max(0.0, p.value) / top * inner_h
         x = PAD_LEFT + i * step + step * 0.1
+        tip = f"<title>{escape(p.label)}: {escape(p.shown)}</title>"
+        # A transparent column under each bar: an empty bucket has a tooltip too.
+        parts.append(
+            f'<rect class="hit" x="{PAD_LEFT + i * step:.1f}" y="{PAD_TOP}" width="{step:.1f}"'
+            f' height="{inner_h}">{tip}</rect>'
+        )
         parts.append(
             f'<rect class="bar" x="{x:.1f}" y="{base - h:.1f}" width="{step * 0.8:.1f}"'
             f' height="{h:.1f}" data-label="{_attr(p.label)}" data-value="{p.value}">'
-            f"<title>{escape(p.label)}: {escape(p.shown)}</title></rect>"
+            f"{tip}</rect>"
         )
     for i in sorted({0, len(points) // 2, len(points) - 1}):
         anchor = "start" if i == 0 else ("end" if i == len(points) - 1 else "middle")
@@ -157,31 +163,38 @@ def line_chart(name: str, title: str, points: Sequence[Point]) -> Markup:
         return _empty(parts, HEIGHT)
     low = min(0, min(p.value for p in points))
     high = max(max(p.value for p in points), low + 1)
-    inner_w = WIDTH - PAD_LEFT - PAD_RIGHT - 80
-    inner_h = HEIGHT - PAD_TOP - PAD_BOTTOM
+    top = PAD_TOP + 6  # the highest dot stays clear of the caption
+    inner_w = WIDTH - PAD_LEFT - PAD_RIGHT - 8
+    inner_h = HEIGHT - top - PAD_BOTTOM
     step = inner_w / max(1, len(points) - 1)
+    # One point (a key opened today) sits at the right end: it is "now".
+    x0 = PAD_LEFT + 4 + (inner_w if len(points) == 1 else 0)
 
     def y(value: int) -> float:
-        return PAD_TOP + (high - value) / (high - low) * inner_h
+        return top + (high - value) / (high - low) * inner_h
 
     parts.append(
-        f'<line class="axis" x1="{PAD_LEFT}" y1="{y(0):.1f}" x2="{PAD_LEFT + inner_w}"'
+        f'<text class="peak" x="{WIDTH - PAD_RIGHT}" y="14" text-anchor="end">'
+        f"now {escape(last.shown)}</text>"
+        f'<line class="axis" x1="{PAD_LEFT}" y1="{y(0):.1f}" x2="{WIDTH - PAD_RIGHT}"'
         f' y2="{y(0):.1f}"/>'
     )
-    coords = [(PAD_LEFT + i * step, y(p.value)) for i, p in enumerate(points)]
+    coords = [(x0 + i * step, y(p.value)) for i, p in enumerate(points)]
     path = " ".join(f"{x:.1f},{yy:.1f}" for x, yy in coords)
     parts.append(f'<polyline class="trace" points="{path}"/>')
     for (x, yy), p in zip(coords, points, strict=True):
         parts.append(
-            f'<circle class="dot" cx="{x:.1f}" cy="{yy:.1f}" r="3"'
+            f'<circle class="dot" cx="{x:.1f}" cy="{yy:.1f}" r="3.5"'
             f' data-label="{_attr(p.label)}" data-value="{p.value}">'
             f"<title>{escape(p.label)}: {escape(p.shown)}</title></circle>"
         )
+    if len(points) > 1:
+        parts.append(
+            f'<text class="tick" x="{PAD_LEFT}" y="{HEIGHT - 8}">'
+            f"{escape(_short(points[0].label))}</text>"
+        )
     parts.append(
-        f'<text class="value" x="{coords[-1][0] + 6:.1f}" y="{coords[-1][1] + 4:.1f}">'
-        f"{escape(last.shown)}</text>"
-        f'<text class="tick" x="{PAD_LEFT}" y="{HEIGHT - 8}">{escape(_short(points[0].label))}'
-        f'</text><text class="tick" x="{PAD_LEFT + inner_w}" y="{HEIGHT - 8}"'
-        f' text-anchor="end">{escape(_short(last.label))}</text></svg>'
+        f'<text class="tick" x="{WIDTH - PAD_RIGHT}" y="{HEIGHT - 8}" text-anchor="end">'
+        f"{escape(_short(last.label))}</text></svg>"
     )
     return Markup("".join(parts))

@@ -51,10 +51,19 @@ def activity(db: Database, now_ms: int, name: str, **scope: str) -> list[Markup]
     return out
 
 
-def balance(db: Database, key_id: str, now_ms: int) -> Markup:
-    buckets = chartdata.balance_history(db, key_id, DAILY, now_ms)
-    points = [charts.Point(b.label, b.cost_micros, format_micros(b.cost_micros)) for b in buckets]
-    return charts.line_chart("key-balance", "Balance at the end of each day, last 30 days", points)
+def balance(db: Database, key_id: str, now_ms: int) -> list[Markup]:
+    """The key's balance at the end of each hour (48 h) and each day (30 days)."""
+    out = []
+    for grain, title in (
+        (HOURLY, "Balance at the end of each hour, last 48 hours"),
+        (DAILY, "Balance at the end of each day, last 30 days"),
+    ):
+        buckets = chartdata.balance_history(db, key_id, grain, now_ms)
+        points = [
+            charts.Point(b.label, b.cost_micros, format_micros(b.cost_micros)) for b in buckets
+        ]
+        out.append(charts.line_chart(f"key-balance-{grain.name}", title, points))
+    return out
 
 
 def per_type(stats: dict[str, Any]) -> list[Markup]:

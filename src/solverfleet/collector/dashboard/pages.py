@@ -64,7 +64,7 @@ def key(key_id: str) -> Response:
         transactions=keys.transactions(db, key_id, limit=KEY_RECENT),
         events=recent["events"],
         newest_usage_ms=queries.newest_usage_ms(db),
-        balance_chart=chartviews.balance(db, key_id, c.now_ms()),
+        balance_charts=chartviews.balance(db, key_id, c.now_ms()),
         charts=chartviews.activity(db, c.now_ms(), "key", key=key_id),
     )
 
