@@ -105,13 +105,16 @@ def balance_history(db: Database, key_id: str, grain: Grain, now_ms: int) -> lis
     def read(tx: Tx) -> tuple[tuple | None, tuple | None, list[tuple], list[tuple]]:
         balance = tx.one("SELECT balance_micros FROM api_keys WHERE id = ?", (key_id,))
         # The key's first ledger row is its opening balance: no point before that day.
-        opened = tx.one("SELECT MIN(created_ms) FROM transactions WHERE key_id = ?", (key_id,))
+        opened = tx.one(
+            "SELECT created_ms FROM transactions WHERE key_id = ? ORDER BY id LIMIT 1", (key_id,)
+        )
         spent = tx.all(
             f"SELECT ts_ms - ts_ms % {width} AS bucket, SUM(cost_micros)"
             f" FROM {source(tx, USAGE_REPORT_INDEX)}"
             " WHERE ts_ms >= ? AND key_id = ? AND status = 'success' GROUP BY bucket",
             (since, key_id),
         )
+        # The key's ledger rows (transactions_key): top-ups and refills, a few a month.
         added = tx.all(
             f"SELECT created_ms - created_ms % {width} AS bucket, SUM(amount_micros)"
             " FROM transactions WHERE key_id = ? AND created_ms >= ? GROUP BY bucket",
