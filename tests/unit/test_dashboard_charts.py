@@ -217,6 +217,10 @@ def test_pages_carry_the_charts_figures(h: AppHarness):
     key = admin.get("/dashboard/keys/bob-api").get_data(as_text=True)
     assert 'data-chart="key-solves-daily" data-total="1"' in key
     assert 'data-chart="key-balance-daily"' in key
+    # dashboard.js's re-read of a live page: the tables, no charts (the page keeps its own).
+    for path in ("/dashboard/", "/dashboard/keys/bob-api"):
+        reread = admin.get(path, headers={"X-Dashboard-Refresh": "1"}).get_data(as_text=True)
+        assert "<svg" not in reread and 'id="as-of" data-live' in reread
     page = admin.get("/dashboard/activity?project=web")
     assert page.status_code == 200
     assert 'data-chart="scope-solves-daily" data-total="4"' in page.get_data(as_text=True)

@@ -64,6 +64,12 @@ def _headers(response: Response) -> Response:
     return response
 
 
+def refreshing() -> bool:
+    """This request is ``dashboard.js`` re-reading a live page (it swaps the ``data-live``
+    elements the answer has and keeps the others as they are)."""
+    return request.headers.get("X-Dashboard-Refresh") == "1"
+
+
 def render(template: str, status: int = 200, /, **context: Any) -> Response:
     return make_response(render_template(f"dashboard/{template}", **context), status)
 
