@@ -37,7 +37,6 @@ def _marks(root: ET.Element) -> list[tuple[str, int]]:
 # --- the SVG builders -------------------------------------------------------------------------
 
 
-@pytest.mark.unit
 @pytest.mark.parametrize(
     "build",
     [
@@ -54,7 +53,6 @@ def test_an_empty_chart_says_so_and_is_still_a_named_image(build):
     assert "No data in this range." in "".join(root.itertext())
 
 
-@pytest.mark.unit
 def test_one_point_fills_the_chart_and_carries_its_figures():
     point = charts.Point("2025-12-12 16:00", 3, "3")
     for markup in (
@@ -69,7 +67,6 @@ def test_one_point_fills_the_chart_and_carries_its_figures():
         assert mark.find(f"{SVG}title").text == "2025-12-12 16:00: 3"
 
 
-@pytest.mark.unit
 def test_large_values_stay_exact_and_inside_the_drawing():
     huge = 9_007_199_254_740_993  # above 2**53: a float would round it
     points = [charts.Point("a", huge, "huge"), charts.Point("b", 1, "1"), charts.Point("c", 0, "0")]
@@ -92,7 +89,6 @@ def test_large_values_stay_exact_and_inside_the_drawing():
         )
 
 
-@pytest.mark.unit
 def test_labels_and_names_are_escaped():
     nasty = "<script>alert(\"x\")</script> & 'quoted'"
     point = charts.Point(nasty, 1, f"{nasty} shown")
@@ -108,7 +104,6 @@ def test_labels_and_names_are_escaped():
         assert root.get("id").startswith("chart-") and "<" not in root.get("id")
 
 
-@pytest.mark.unit
 def test_long_labels_are_cut_on_the_drawing_and_kept_whole_in_the_tooltip():
     label = "recaptcha-v3-enterprise-with-a-very-long-name"
     root = _svg(charts.bar_chart("t", "Latency", [charts.Point(label, 5, "5 ms")]))
@@ -153,7 +148,6 @@ def _totals(buckets: list[chartdata.Bucket]) -> tuple[int, int]:
     return sum(b.solves for b in buckets), sum(b.cost_micros for b in buckets)
 
 
-@pytest.mark.unit
 def test_activity_sums_solves_and_spend_per_bucket_for_every_scope(h: AppHarness):
     now_ms = int(h.clock.now * 1000)
     hourly = chartdata.activity(h.db, HOURLY, now_ms)
@@ -186,7 +180,6 @@ def test_activity_sums_solves_and_spend_per_bucket_for_every_scope(h: AppHarness
         chartdata.activity(h.db, HOURLY, now_ms, agent="a1")
 
 
-@pytest.mark.unit
 def test_balance_history_walks_back_from_the_balance_now(collector_app: AppHarness):
     h = collector_app
     h.apply(team_config())  # alice-web opens at 10.00 today (T0)
@@ -207,7 +200,6 @@ def test_balance_history_walks_back_from_the_balance_now(collector_app: AppHarne
     assert chartdata.balance_history(h.db, "no-such-key", DAILY, now_ms) == []
 
 
-@pytest.mark.unit
 def test_pages_carry_the_charts_figures(h: AppHarness):
     admin = Browser(h.app)
     assert admin.login(h.admin_token).status_code == 303
