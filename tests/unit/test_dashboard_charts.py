@@ -220,6 +220,8 @@ def test_pages_carry_the_charts_figures(h: AppHarness):
     # Today: alice 3 solves and 1 failed, bob and carol 1 solve each: 5 of 6 calls.
     assert 'data-label="turnstile" data-value="8333"' in usage  # 83.33 %
     assert 'data-label="turnstile p50" data-value="412"' in usage
+    assert 'data-chart="type-success" data-total="8333"' in usage  # every type together
+    assert 'data-chart="type-latency" data-total="412"' in usage
     for bad, status in [
         ("/dashboard/activity?account=acme&user=alice", 400),
         ("/dashboard/activity?agent=a1", 400),

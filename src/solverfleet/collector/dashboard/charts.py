@@ -119,12 +119,19 @@ def column_chart(
 
 
 def bar_chart(
-    name: str, title: str, points: Sequence[Point], *, scale_max: int | None = None
+    name: str,
+    title: str,
+    points: Sequence[Point],
+    *,
+    scale_max: int | None = None,
+    total: int | None = None,
 ) -> Markup:
     """Horizontal bars, one row per category (a captcha type), in the order given, the value
-    written after the bar; ``scale_max`` fixes the full length (100 for a percentage)."""
+    written after the bar; ``scale_max`` fixes the full length (10000 for a rate in hundredths
+    of a percent). ``data-total``: ``total`` (the figure over every category, where a sum
+    means nothing, as for a rate), else the sum."""
     height = PAD_TOP + max(1, len(points)) * ROW + 6
-    total = sum(p.value for p in points)
+    total = sum(p.value for p in points) if total is None else total
     parts = _open(name, title, f"{len(points)} rows", str(total), height, "bars")
     if not points:
         return _empty(parts, height)

@@ -75,16 +75,35 @@ def per_type(stats: dict[str, Any]) -> list[Markup]:
     for row in stats["types"]:
         label = row["type"] or "(none)"
         if row["success_rate"] is not None:
-            hundredths = int(Decimal(row["success_rate"]) * 100)
-            rates.append(charts.Point(label, hundredths, f"{row['success_rate']} %"))
+            rates.append(
+                charts.Point(label, _hundredths(row["success_rate"]), f"{row['success_rate']} %")
+            )
         for pct in ("p50", "p95"):
             ms = row[f"{pct}_ms"]
             if ms is not None:
                 latency.append(charts.Point(f"{label} {pct}", int(ms), f"{ms} ms"))
+    overall = stats["total"]
     return [
-        charts.bar_chart("type-success", "Success rate by type (%)", rates, scale_max=100 * 100),
-        charts.bar_chart("type-latency", "Latency by type, p50 and p95 (ms)", latency),
+        charts.bar_chart(
+            "type-success",
+            "Success rate by type (%)",
+            rates,
+            scale_max=100 * 100,
+            total=_hundredths(overall["success_rate"] or "0"),
+        ),
+        # data-total: the p95 over every type's calls.
+        charts.bar_chart(
+            "type-latency",
+            "Latency by type, p50 and p95 (ms)",
+            latency,
+            total=int(overall["p95_ms"] or 0),
+        ),
     ]
+
+
+def _hundredths(rate: str) -> int:
+    """``"83.33"`` (percent, two decimals, as the reports give it) -> 8333, exactly."""
+    return int(Decimal(rate) * 100)
 
 
 @bp.get("/activity")
