@@ -135,6 +135,10 @@ def _v14_dashboard_sessions(tx: Tx) -> None:
     _create_tables(tx, schema_billing.V14_TABLES)
 
 
+def _v15_login_failures(tx: Tx) -> None:
+    _create_tables(tx, schema_billing.V15_TABLES)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial schema", _v1_initial),
     Migration(4, "key rotation, ledger actor, admin API tokens", _v4_keys_tokens_access),
@@ -149,6 +153,7 @@ MIGRATIONS: list[Migration] = [
     Migration(11, "config change log (sync deltas)", _v11_config_changes),
     Migration(13, "sync request order: per-process request numbers", _v13_request_order),
     Migration(14, "server-side dashboard sessions", _v14_dashboard_sessions),
+    Migration(15, "failed dashboard logins shared by every worker", _v15_login_failures),
 ]
 
 
