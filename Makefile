@@ -12,9 +12,11 @@ SECONDS ?= 600
 
 .PHONY: venv system-deps demo demo-local test lint test-unit test-integration sim wheelhouse bench clean role-readmes
 
-$(STAMP): pyproject.toml constraints.txt requirements-ansible.txt
+# Both distributions, editable: the runtime (what fleet hosts install) and solverfleet-dev (dev/:
+# the lab, the local stack and the demos, which add `solverfleet lab` and `solverfleet local`).
+$(STAMP): pyproject.toml dev/pyproject.toml constraints.txt requirements-ansible.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -c constraints.txt -e '.[dev]'
+	$(PIP) install -c constraints.txt -e '.[dev]' -e ./dev
 	$(PIP) install -c constraints.txt -r requirements-ansible.txt
 	touch $@
 
@@ -57,7 +59,8 @@ sim: venv
 role-readmes: venv
 	$(BIN)/python scripts/role_readmes.py
 
-# The project wheel and every runtime dependency wheel in one directory, for offline host installs.
+# The runtime wheel (never solverfleet-dev) and every runtime dependency wheel in one directory,
+# for offline host installs.
 wheelhouse: venv
 	rm -rf wheelhouse
 	$(PIP) wheel -c constraints.txt -w wheelhouse .

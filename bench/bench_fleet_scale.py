@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from solverfleet.agent.settings import AgentSettings  # noqa: E402
-from solverfleet.localstack import LocalStack  # noqa: E402
+from solverfleet_dev.localstack import LocalStack  # noqa: E402
 from tests.support.collector import key_config, make_app, team_config, user_config  # noqa: E402
 from tests.support.mariadb import MariaDBServer, binaries  # noqa: E402
 

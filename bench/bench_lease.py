@@ -35,7 +35,7 @@ import requests
 from common import machine, table
 
 from solverfleet import teamconfig
-from solverfleet.localstack import LocalStack
+from solverfleet_dev.localstack import LocalStack
 
 PRICE_MICROS = 10_000  # "0.010"
 OPENING_SOLVES = 40

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo's tests
 
 from common import machine, table
 
-from solverfleet.lab import preflight
+from solverfleet_dev.lab import preflight
 from tests.support.ansible import build_wheelhouse, controller_request, run_playbook
 from tests.support.chaos import wait_for
 from tests.support.labfleet import (

@@ -7,12 +7,16 @@ sync code directly, or its Flask app through the test client (routing, auth, JSO
 server, no gunicorn):
 
 - idle sync: an agent up to date, nothing leased; baseline: every sync writes its heartbeat
-  (``heartbeats=None``, or a persist interval of 0: the code before collector/heartbeat.py).
+  (``heartbeats=None``, or a persist interval of 0: the code before collector/heartbeat.py);
+  now: heartbeats in memory and the answer from ``IdleView`` (no store read).
 - admin change: one top-up, then each agent's sync answer built and JSON-encoded; baseline:
   the full snapshot (an agent that does not send ``deltas``).
 - agent: parsing the full snapshot beside applying the one-key delta; tracemalloc's bytes per
   key of a parsed snapshot of ``--memory-keys`` keys, baseline: repeated strings not shared;
-  and the peak while it comes in pages (``configdelta.PAGE_KEYS``) beside one body.
+  and the peak while it comes in pages (``configdelta.PAGE_KEYS``) beside one body;
+  applying a 10-key delta to that snapshot (persistent maps) beside copying its two key dicts
+  (the code before); and a full GC pass with it installed, frozen (``gc.freeze``, as the
+  agent does for big snapshots) beside not frozen.
 
     .venv/bin/python bench/bench_sync_scale.py [--keys 20000] [--syncs 400] [--changes 5]
         [--memory-keys 100000] [--stores sqlite,mariadb]
@@ -21,6 +25,7 @@ server, no gunicorn):
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import sys
@@ -37,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from solverfleet.agent import keystore  # noqa: E402
 from solverfleet.agent.keystore import apply_delta, parse_snapshot  # noqa: E402
 from solverfleet.collector import configdelta, leases  # noqa: E402
-from solverfleet.collector.heartbeat import Heartbeats  # noqa: E402
+from solverfleet.collector.heartbeat import Heartbeats, IdleView  # noqa: E402
 from solverfleet.collector.protocol import sync_request  # noqa: E402
 from tests.support.collector import (  # noqa: E402
     key_config,
@@ -98,7 +103,41 @@ def agent_memory(keys: int, page: int | None = None) -> tuple[float, float]:
     kept, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert len(snap.keys) == keys
-    return kept / keys, peak / keys
+    return kept / keys, peak / keys, snap
+
+
+def agent_stalls(snap: keystore.Snapshot) -> list[list[str]]:
+    """Milliseconds the agent holds the GIL (every request waits): a 10-key delta, and a full
+    GC pass, each beside its baseline."""
+    changed = [
+        {"id": key.id, "secret_hash": key.secret_hash.hex(), "user_id": key.user_id,
+         "balance_micros": key.balance_micros + 1}
+        for key in list(snap.keys.values())[:10]
+    ]  # fmt: skip
+
+    keys, by_hash = dict(snap.keys), dict(snap.by_hash)
+
+    def copy_dicts() -> None:
+        dict(keys), dict(by_hash)
+
+    def delta() -> None:
+        keystore.apply_delta(snap, snap.version + 1, {"keys": changed})
+
+    def full_gc() -> float:
+        start = time.perf_counter()
+        gc.collect()
+        return (time.perf_counter() - start) * 1000
+
+    copy_ms, delta_ms = wall_ms(copy_dicts, 5), wall_ms(delta, 5)
+    gc.collect()
+    loose = min(full_gc() for _ in range(3))
+    gc.freeze()
+    frozen = min(full_gc() for _ in range(3))
+    gc.unfreeze()
+    return [
+        ["apply a 10-key delta (ms, GIL held)", f"{copy_ms:.2f}", f"{delta_ms:.2f}"],
+        ["full GC pass, snapshot installed (ms)", f"{loose:.1f}", f"{frozen:.1f}"],
+    ]
 
 
 def cpu_ms(fn, n: int) -> float:
@@ -126,14 +165,14 @@ def collector_rows(db_url: str, args: argparse.Namespace) -> list[list[str]]:
     def body(deltas: bool, at: int) -> dict:
         return {"agent_id": "a1", "instance": "i", "config_version": at, "deltas": deltas}
 
-    beats = Heartbeats(ttl)
+    beats, view = Heartbeats(ttl), IdleView(db)
     idle_req = sync_request(body(True, version))
 
     def idle_old() -> None:
         leases.sync(db, idle_req, now_ms=now(), ttl_ms=ttl)
 
     def idle_new() -> None:
-        leases.sync(db, idle_req, now_ms=now(), ttl_ms=ttl, heartbeats=beats)
+        leases.sync(db, idle_req, now_ms=now(), ttl_ms=ttl, heartbeats=beats, view=view)
 
     def idle_app() -> None:
         h.sync("a1", config_version=version, deltas=True)
@@ -143,6 +182,8 @@ def collector_rows(db_url: str, args: argparse.Namespace) -> list[list[str]]:
     app_old = cpu_ms(idle_app, args.syncs)
     app_beats.interval_ms = interval
     app_new = cpu_ms(idle_app, args.syncs)
+    code = [cpu_ms(idle_old, args.syncs), cpu_ms(idle_new, args.syncs)]
+    code_wall = [wall_ms(idle_old, args.syncs), wall_ms(idle_new, args.syncs)]
 
     def change_then_sync(deltas: bool) -> float:
         total = 0.0
@@ -160,10 +201,8 @@ def collector_rows(db_url: str, args: argparse.Namespace) -> list[list[str]]:
     h.admin("POST", "/admin/v1/keys/k0-0-0/topup", json={"amount": "1.00"})
     delta = h.sync("a1", config_version=version, deltas=True)["delta"]
     rows = [
-        ["collector CPU per idle sync, sync code (ms)", cpu_ms(idle_old, args.syncs),
-         cpu_ms(idle_new, args.syncs)],
-        ["wall time per idle sync, sync code (ms)", wall_ms(idle_old, args.syncs),
-         wall_ms(idle_new, args.syncs)],
+        ["collector CPU per idle sync, sync code (ms)", *code],
+        ["wall time per idle sync, sync code (ms)", *code_wall],
         ["collector CPU per idle sync, Flask app (ms)", app_old, app_new],
         ["collector CPU per agent per top-up (ms)", change_full, change_delta],
         ["agent CPU per top-up (ms)", cpu_ms(lambda: parse_snapshot(version, config), 3),
@@ -198,10 +237,12 @@ def main() -> None:
 
     shared = keystore._shared
     keystore._shared = lambda value: value  # baseline: every key holds its own strings
-    mem_old = agent_memory(args.memory_keys)
+    mem_old = agent_memory(args.memory_keys)[:2]
     keystore._shared = shared
-    mem_new = agent_memory(args.memory_keys)
-    mem_paged = agent_memory(args.memory_keys, configdelta.PAGE_KEYS)
+    *mem_new, snap = agent_memory(args.memory_keys)
+    stalls = agent_stalls(snap)
+    del snap
+    mem_paged = agent_memory(args.memory_keys, configdelta.PAGE_KEYS)[:2]
     print(f"\nagent, {args.memory_keys} keys (tracemalloc)")
     print(
         table(
@@ -214,13 +255,15 @@ def main() -> None:
                     f"{mem_new[1]:.0f}",
                     f"{mem_paged[1]:.0f}",
                 ],
+                *stalls,
             ],
         )
     )
     print(
         "\nbaseline: an idle sync writes its heartbeat; a top-up ships the full snapshot (parsed"
         " whole by the agent); key strings not shared. now: heartbeats in memory; the delta;"
-        " shared strings. CPU: this process (the database server's not counted)."
+        " shared strings; a delta shares what it did not change; big snapshots frozen."
+        " CPU: this process (the database server's not counted)."
     )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 
 from solverfleet import teamconfig
-from solverfleet.localstack import LocalStack
+from solverfleet_dev.localstack import LocalStack
 
 PRICE = "0.001"
 SECRET = "sk_bench-0123456789abcdef0123456789"

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from solverfleet.localstack import LocalStack
+from solverfleet_dev.localstack import LocalStack
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "src" / "solverfleet" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "dev" / "src" / "solverfleet_dev" / "examples"
 CLI = [sys.executable, "-c", "from solverfleet.cli import main; main()"]
 
 

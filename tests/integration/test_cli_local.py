@@ -13,8 +13,8 @@ import pytest
 import requests
 
 from solverfleet.adminclient import AdminClient
-from solverfleet.localstack import LocalStack, StackError
 from solverfleet.process import Service, wait_until
+from solverfleet_dev.localstack import LocalStack, StackError
 
 CLI = [sys.executable, "-c", "from solverfleet.cli import main; main()"]
 SECRET = "sk_local-stack-test-0123456789abcdef"

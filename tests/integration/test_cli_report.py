@@ -15,7 +15,7 @@ import uuid
 import pytest
 import requests
 
-from solverfleet.localstack import LocalStack
+from solverfleet_dev.localstack import LocalStack
 from tests.support.collector import event, key_config, team_config, user_config
 
 CLI = [sys.executable, "-c", "from solverfleet.cli import main; main()"]

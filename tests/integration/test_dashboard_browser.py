@@ -1,6 +1,7 @@
 """The admin dashboard in a real headless browser against a real fleet (gunicorn collector,
 worker and agent on loopback): log in, find a solve made seconds before, watch a balance move
-without reloading, switch the key off from its page and see the agent refuse the next solve;
+without reloading, see the solves in the key's and the fleet's charts (their SVG data
+attributes), switch the key off from its page and see the agent refuse the next solve;
 every page at 1366 and 800 px wide with no id broken across lines (screenshots kept under the
 test's tmp dir, ``screenshots/``); after logout a copied session cookie gets the login page.
 
@@ -69,7 +70,16 @@ def _watch(page: Page) -> list[str]:
     return problems
 
 
-PAGES = ["", "keys/alice-web", "usage", "solves", "notifications", "fleet", "audit"]
+PAGES = [
+    "",
+    "keys/alice-web",
+    "usage",
+    "activity?user=alice",
+    "solves",
+    "notifications",
+    "fleet",
+    "audit",
+]
 WIDTHS = (1366, 800)
 # Every id cell whose text the browser laid out on more than one line.
 _BROKEN_IDS = """() => [...document.querySelectorAll(".id")].filter((cell) => {
@@ -87,7 +97,8 @@ def _screenshots(page: Page, base: str, out: Path) -> None:
         page.set_viewport_size({"width": width, "height": 900})
         for path in PAGES:
             page.goto(f"{base}/{path}")
-            name = (path.replace("/", "-") or "overview") + f"-{width}.png"
+            name = path.replace("/", "-").replace("?", "-").replace("=", "-") or "overview"
+            name += f"-{width}.png"
             page.screenshot(path=str(out / name), full_page=True)
             assert page.evaluate(_BROKEN_IDS) == [], f"{path} at {width} px"
 
@@ -99,6 +110,19 @@ def _reload_until(page: Page, selector: str, timeout: float = 10.0) -> None:
         return page.locator(selector).count() > 0
 
     wait_until(shown, timeout=timeout, interval=0.2, what=f"{selector} on {page.url}")
+
+
+def _wait_chart(page: Page, chart: str, total: int) -> None:
+    """Until the chart's ``data-total`` is ``total`` (charts are drawn when a page loads)."""
+    svg = page.locator(f'svg[data-chart="{chart}"]')
+
+    def shown() -> bool:
+        if svg.get_attribute("data-total") == str(total):
+            return True
+        page.reload()
+        return False
+
+    wait_until(shown, timeout=15, interval=0.2, what=f"{chart} to total {total}")
 
 
 def test_dashboard_login_solves_and_key_switch_in_chromium(fleet_factory, browser, tmp_path):
@@ -182,6 +206,13 @@ def test_dashboard_login_solves_and_key_switch_in_chromium(fleet_factory, browse
     assert micros(before) - micros(balance.inner_text()) == micros(PRICE)
     for text in never_in_html:
         assert text not in page.content()
+    # Its charts, drawn on a load, count both solves: figures from the SVG's data attributes.
+    page.reload()
+    _wait_chart(page, "key-solves-hourly", 2)
+    _wait_chart(page, "key-spend-daily", 2 * micros(PRICE))
+    for grain in ("hourly", "daily"):  # the balance now ends both histories
+        chart = page.locator(f'svg[data-chart="key-balance-{grain}"]')
+        assert chart.get_attribute("data-total") == str(micros(balance.inner_text()))
 
     # Deactivate from the page (a confirm dialog, accepted): the agent refuses the next solve.
     started = time.monotonic()
@@ -222,6 +253,28 @@ def test_dashboard_login_solves_and_key_switch_in_chromium(fleet_factory, browse
     assert 'via: "dashboard"' in rows.nth(0).locator("td.after").inner_text()
     for text in never_in_html:
         assert text not in page.content()
+
+    # The fleet's chart on the overview: every stored success, the ones above included (solves
+    # the agent took while the switch was on its way are counted too: compared with the API's).
+    page.click("nav >> text=Accounts & keys")
+    chart = page.locator('svg[data-chart="fleet-solves-hourly"]')
+    with stack.admin_client() as admin:
+
+        def agrees() -> bool:
+            stored = admin.summary()["successes"]
+            if stored >= 3 and chart.get_attribute("data-total") == str(stored):
+                return True
+            page.reload()  # not waiting for the 5 s re-read
+            return False
+
+        wait_until(agrees, timeout=15, interval=0.2, what="the fleet chart to count every solve")
+    bars = chart.locator("rect[data-value]")
+    values = [int(v) for v in bars.evaluate_all("rs => rs.map(r => r.dataset.value)")]
+    assert len(values) == 48 and sum(values) == int(chart.get_attribute("data-total"))
+    assert bars.nth(47).locator("title").text_content().endswith(f": {values[47]}")
+    page.click("nav >> text=Usage")
+    rate = page.locator('svg[data-chart="type-success"] rect[data-label="turnstile"]')
+    assert rate.get_attribute("data-value") == "10000"  # 100.00 %: every call succeeded
 
     _screenshots(page, base, tmp_path / "screenshots")
 

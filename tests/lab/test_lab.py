@@ -16,8 +16,8 @@ import psutil
 import pytest
 from click.testing import CliRunner
 
-from solverfleet.lab import Lab, LabConfig, LabError, hosts, inventory, netns, nspawn, preflight
-from solverfleet.lab.cli import lab_group
+from solverfleet_dev.lab import Lab, LabConfig, LabError, hosts, inventory, netns, nspawn, preflight
+from solverfleet_dev.lab.cli import lab_group
 from tests.support.lab import (
     lab_fixture,  # noqa: F401 - provides the `lab` fixture
     lab_name,

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from solverfleet.lab import Lab
 from solverfleet.process import Service
+from solverfleet_dev.lab import Lab
 from tests.support.ansible import REPO, VENV_BIN, build_wheelhouse
 from tests.support.lab import lab_name, reap_stale_test_labs
 from tests.support.labfleet import SKIP

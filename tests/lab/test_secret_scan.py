@@ -243,8 +243,8 @@ status, refused = fetch("/dashboard/login", {"csrf": csrf(form), "token": spec["
 assert status == 401, (status, refused[:300])
 status, overview = fetch("/dashboard/login", {"csrf": csrf(refused), "token": spec["token"]})
 assert status == 200 and "Log in" not in overview.split("</title>")[0], (status, overview[:300])
-paths = ["/dashboard/", "/dashboard/usage", "/dashboard/solves", "/dashboard/notifications",
-         "/dashboard/fleet"]
+paths = ["/dashboard/", "/dashboard/usage", "/dashboard/activity", "/dashboard/solves",
+         "/dashboard/notifications", "/dashboard/fleet"]
 paths += ["/dashboard/keys/" + urllib.parse.quote(k) for k in spec["keys"]]
 paths += ["/dashboard/solves?key=" + urllib.parse.quote(k) for k in spec["keys"]]
 for path in paths:

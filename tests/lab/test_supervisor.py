@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from solverfleet.lab.lab import SUPERVISOR_CONFIG
 from solverfleet.process import wait_until
+from solverfleet_dev.lab.lab import SUPERVISOR_CONFIG
 from tests.support.ansible import run_playbook
 from tests.support.lab import lab_name
 from tests.support.labfleet import (

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from solverfleet.lab import controller
-from solverfleet.lab.controller import Response, controller_request
+from solverfleet_dev.lab import controller
+from solverfleet_dev.lab.controller import Response, controller_request
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOKS = REPO / "playbooks"

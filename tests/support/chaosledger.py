@@ -20,7 +20,7 @@ from pathlib import Path
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from solverfleet.localstack import LocalStack
+from solverfleet_dev.localstack import LocalStack
 from tests.support.chaos import UNKNOWN, Load, Tracker, outcome_counts, wait_for
 from tests.support.fleet import PRICE, micros
 

@@ -210,6 +210,7 @@ def wipe_collector_db(url: str) -> None:
                 *schema_billing.V10_TABLES,
                 *schema_billing.V11_TABLES,
                 *schema_billing.V14_TABLES,
+                *schema_billing.V15_TABLES,
             ]:
                 tx.execute(f"DELETE FROM {table.name}")
             tx.execute("INSERT INTO config_state (id, version) VALUES (1, 1)")

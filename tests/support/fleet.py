@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from solverfleet import teamconfig
-from solverfleet.localstack import LocalStack
+from solverfleet_dev.localstack import LocalStack
 from tests.support.mariadb import MariaDBServer
 
 PRICE = "0.010"

@@ -23,9 +23,9 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from solverfleet.lab import Lab, preflight
-from solverfleet.lab.config import DEFAULT_PREFIX, MEMBER_RE
-from solverfleet.lab.netns import list_netns
+from solverfleet_dev.lab import Lab, preflight
+from solverfleet_dev.lab.config import DEFAULT_PREFIX, MEMBER_RE
+from solverfleet_dev.lab.netns import list_netns
 
 SOLVERS = int(os.environ.get("SOLVERFLEET_LAB_TEST_SOLVERS", "3"))
 _TEST_LAB_RE = re.compile(rf"^{re.escape(DEFAULT_PREFIX)}(t(\d+)(?:-[a-z0-9_]+)?)-([a-z0-9]+)$")

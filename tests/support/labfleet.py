@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from solverfleet.lab import Lab
+from solverfleet_dev.lab import Lab
 from tests.support.ansible import (
     PlaybookRun,
     build_wheelhouse,

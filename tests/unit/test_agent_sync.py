@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import time
 
 import pytest
 
-from solverfleet.agent import precheck
+from solverfleet.agent import precheck, sync
 from solverfleet.agent.lifecycle import Agent
 from solverfleet.agent.spool import Spool
 from tests.support.fake_collector import (  # noqa: F401
@@ -260,6 +261,35 @@ def test_a_paged_snapshot_is_installed_only_whole(setup):
     assert collector.calls("sync")[1]["snapshot_after"] == first[-1]["id"]
     assert set(agent.keystore.snapshot.keys) == {k["id"] for k in config["keys"]}
     assert admit(agent, secrets["alice-web"]).code != "invalid_key"  # known now
+
+
+def test_a_big_snapshot_is_frozen_out_of_the_cyclic_gc(setup, monkeypatch):
+    """A whole snapshot at or over FREEZE_SNAPSHOT_KEYS is gc.freeze()d (a full GC pass over a
+    million keys stalled every request); a delta is not (its few new objects are young)."""
+    collector, _, make = setup
+    agent = make()
+    gc.unfreeze()
+    try:
+        monkeypatch.setattr(sync, "FREEZE_SNAPSHOT_KEYS", len(collector.keys) + 1)
+        assert agent.loop.run_once()
+        assert gc.get_freeze_count() == 0  # under the threshold: left to the collector
+        monkeypatch.setattr(sync, "FREEZE_SNAPSHOT_KEYS", len(collector.keys))
+        collector.update_key("alice-web", active=False)  # a new whole snapshot (fake: no deltas)
+        assert agent.loop.run_once()
+        assert gc.get_freeze_count() > 0
+        gc.unfreeze()
+        before = agent.keystore.snapshot
+        real_sync = collector.sync
+        collector.sync = lambda body: {
+            **real_sync(body),
+            "config_version": before.version + 1,
+            "config": None,
+            "delta": {"deleted_keys": ["bob-web"]},
+        }
+        assert agent.loop.run_once()
+        assert agent.keystore.snapshot is not before and gc.get_freeze_count() == 0
+    finally:
+        gc.unfreeze()
 
 
 def test_registration_is_sent_and_the_peer_map_follows_the_answers(setup, caplog):

@@ -129,6 +129,7 @@ MATRIX: dict[tuple[str, str], Route] = {
         DASHBOARD, "/dashboard/keys/carol-web/activate", ok=303
     ),
     ("GET", "/dashboard/usage"): Route(DASHBOARD, "/dashboard/usage", ok=302),
+    ("GET", "/dashboard/activity"): Route(DASHBOARD, "/dashboard/activity", ok=302),
     ("GET", "/dashboard/solves"): Route(DASHBOARD, "/dashboard/solves", ok=302),
     ("GET", "/dashboard/notifications"): Route(DASHBOARD, "/dashboard/notifications", ok=302),
     ("GET", "/dashboard/fleet"): Route(DASHBOARD, "/dashboard/fleet", ok=302),

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from solverfleet import teamconfig
 from solverfleet.cli import main
-from solverfleet.cli.local_demo import BURST_REQUESTS, burst_plan, find_team_file
-from solverfleet.localstack import LocalStack, StackError, _base_env, _gunicorn
+from solverfleet_dev.local_demo import BURST_REQUESTS, burst_plan, find_team_file
+from solverfleet_dev.localstack import LocalStack, StackError, _base_env, _gunicorn
 
 
 def test_urls_are_stable_and_distinct(tmp_path):
@@ -116,7 +116,7 @@ def test_the_demo_team_ships_in_the_package(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no examples/ around: the package's own copy is used
     team = find_team_file(None)
     assert teamconfig.load_file(team, env={})["users"]
-    assert "site-packages" in str(team) or str(team).endswith("src/solverfleet/examples/team.yaml")
+    assert "site-packages" in str(team) or str(team).endswith("solverfleet_dev/examples/team.yaml")
 
 
 def _demo_config():
@@ -175,7 +175,7 @@ class _Agent:
 
 
 def test_a_crashed_agent_is_restarted_with_backoff_and_then_given_up(tmp_path, capsys):
-    from solverfleet.cli.local import AgentRestarts
+    from solverfleet_dev.local import AgentRestarts
 
     agent = _Agent()
     stack = type("S", (), {"agents": [agent], "log_dir": tmp_path})()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from solverfleet.collector import heartbeat
+from solverfleet.collector.store import Database
 from tests.support.collector import AppHarness, team_config
 
 pytest_plugins = ["tests.support.collector", "tests.support.mariadb"]
@@ -81,6 +83,67 @@ def test_an_idle_agent_still_gets_its_reclaim_orders(collector_app: AppHarness) 
     ]
 
 
+@pytest.fixture
+def reads(collector_app: AppHarness, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the collector's read transactions."""
+    db, count = collector_app.db, [0]
+    read = db.read
+
+    def counted(work):
+        count[0] += 1
+        return read(work)
+
+    monkeypatch.setattr(db, "read", counted)
+    return count
+
+
+def idle_agent(h: AppHarness) -> int:
+    h.apply(team_config())
+    version = h.sync("a1", config_version=None, deltas=True)["config_version"]
+    h.sync("a1", config_version=version, deltas=True)  # persists the heartbeat
+    h.sync("a1", config_version=version, deltas=True)  # reads the view
+    return version
+
+
+def test_an_up_to_date_idle_sync_reads_nothing(collector_app: AppHarness, reads: list[int]):
+    h = collector_app
+    version = idle_agent(h)
+    before = reads[0]
+    answer = h.sync("a1", config_version=version, deltas=True)
+    assert reads[0] == before  # answered from the idle view
+    assert answer["config_version"] == version and answer["config"] is None
+    assert answer["grants"] == [] and answer["reclaim"] == [] and answer["balances"] == {}
+    h.sync("a1", config_version=version, deltas=True, watch=["alice-web"])
+    assert reads[0] == before + 1  # a balance asked for is read
+
+
+def test_a_change_in_this_process_is_seen_at_once(collector_app: AppHarness, reads: list[int]):
+    h = collector_app
+    version = idle_agent(h)
+    h.admin("POST", "/admin/v1/keys/alice-web/topup", json={"amount": "1.00"})
+    answer = h.sync("a1", config_version=version, deltas=True)
+    assert answer["config_version"] > version and answer["delta"]["keys"][0]["id"] == "alice-web"
+
+
+def test_another_process_change_is_seen_within_the_view_age(
+    collector_app: AppHarness, collector_db_url: str
+) -> None:
+    """A write by another collector process (here: another Database on the same store) does
+    not move this process's write count: the view is read again once VIEW_MS has passed."""
+    h = collector_app
+    now = [100.0]
+    h.state.idle_view.monotonic = lambda: now[0]
+    version = idle_agent(h)
+    other = Database(collector_db_url)
+    other.transaction(
+        lambda tx: tx.execute("UPDATE config_state SET version = version + 1 WHERE id = 1")
+    )
+    assert h.sync("a1", config_version=version, deltas=True)["config_version"] == version
+    now[0] += heartbeat.VIEW_MS / 1000 + 0.001
+    assert h.sync("a1", config_version=version, deltas=True)["config_version"] == version + 1
+    other.close()
+
+
 def test_agents_register_their_address_and_learn_the_peers(collector_app: AppHarness) -> None:
     h = collector_app
     h.apply(team_config())
@@ -124,3 +187,23 @@ def test_agents_register_their_address_and_learn_the_peers(collector_app: AppHar
 def test_bad_registration_is_refused(collector_app: AppHarness, body: dict) -> None:
     resp = collector_app.agent("POST", "/agent/v1/sync", json={"agent_id": "a1", **body})
     assert resp.status_code == 400, resp.get_json()
+
+
+def test_an_idle_sync_from_the_view_carries_the_peers(
+    collector_app: AppHarness, reads: list[int]
+) -> None:
+    """The peer map comes with every answer, the ones the idle view gives without a store read
+    too, so an agent learns a new peer within a sync, not at its next heartbeat write."""
+    h = collector_app
+    h.state.idle_view.monotonic = lambda: 100.0  # the view never ages: only writes refresh it
+    h.apply(team_config())
+    me = {"deltas": True, "node_id": 11, "advertise_url": "https://10.0.0.1:8600"}
+    version = h.sync("a1", config_version=None, **me)["config_version"]
+    h.sync("a1", config_version=version, **me)
+    h.sync("a2", config_version=version, deltas=True, node_id=12,
+           advertise_url="https://10.0.0.2:8600")  # fmt: skip
+    h.sync("a1", config_version=version, **me)  # the view is read again after that write
+    before = reads[0]
+    answer = h.sync("a1", config_version=version, **me)
+    assert reads[0] == before  # from the view
+    assert answer["peers"] == {"11": "https://10.0.0.1:8600", "12": "https://10.0.0.2:8600"}

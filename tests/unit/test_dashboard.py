@@ -19,6 +19,7 @@ from tests.support.collector import (
     AppHarness,
     event,
     key_config,
+    make_app,
     team_config,
     user_config,
 )
@@ -29,6 +30,7 @@ PAGES = [
     "/dashboard/",
     "/dashboard/keys/alice-web",
     "/dashboard/usage",
+    "/dashboard/activity?account=acme",
     "/dashboard/solves",
     "/dashboard/notifications",
     "/dashboard/fleet",
@@ -305,16 +307,42 @@ def test_dashboard_secret_must_be_long_and_stays_out_of_repr():
     assert "x" * 32 not in repr(settings)
 
 
-def test_the_failed_login_count_is_bounded_in_addresses_and_time():
-    limiter = loginlimit.LoginLimiter()
-    for n in range(loginlimit.MAX_FAILURES):
-        limiter.failed("192.0.2.1", T0 * 1000 + n)
-    assert limiter.retry_after_s("192.0.2.1", T0 * 1000 + 10) == loginlimit.WINDOW_MS // 1000
-    for n in range(loginlimit.MAX_ADDRESSES):
-        limiter.failed(f"10.{n >> 16}.{(n >> 8) & 255}.{n & 255}", T0 * 1000 + 10)
-    # The address failing least recently was forgotten first: memory stays bounded.
-    assert limiter.retry_after_s("192.0.2.1", T0 * 1000 + 10) == 0
-    assert len(limiter._failures) == loginlimit.MAX_ADDRESSES
+def test_the_failed_login_count_holds_across_workers_and_forgets_old_failures(
+    h: AppHarness, collector_db_url: str
+):
+    # A second app on the same store: another gunicorn worker, or another collector.
+    other = make_app(collector_db_url, h.clock)
+    try:
+        for n in range(loginlimit.MAX_FAILURES):
+            app = (h.app, other.app)[n % 2]  # the failures alternate between the two
+            assert Browser(app).login("sft_wrong").status_code == 401
+        for app in (h.app, other.app):
+            refused = Browser(app).login(h.admin_token)
+            assert refused.status_code == 429
+            assert int(refused.headers["Retry-After"]) == loginlimit.WINDOW_MS // 1000
+        h.clock.advance(60)
+        later = Browser(other.app).login(h.admin_token)
+        assert later.status_code == 429
+        assert int(later.headers["Retry-After"]) == loginlimit.WINDOW_MS // 1000 - 60
+        h.clock.advance(loginlimit.WINDOW_MS / 1000 - 60)
+        # Past the window: another address's failure deletes the expired rows.
+        elsewhere = {"REMOTE_ADDR": "192.0.2.9"}
+        stranger = Browser(other.app)
+        assert (
+            stranger.post(
+                "/dashboard/login",
+                {"token": "sft_wrong", "csrf": stranger.csrf()},
+                environ_overrides=elsewhere,
+            ).status_code
+            == 401
+        )
+        rows = h.db.read(
+            lambda tx: tx.all("SELECT address FROM dashboard_login_failures ORDER BY id")
+        )
+        assert [r[0] for r in rows] == ["192.0.2.9"]
+        assert Browser(h.app).login(h.admin_token).status_code == 303
+    finally:
+        other.db.close()
 
 
 # --- CSRF and the key switch ------------------------------------------------------------------
@@ -502,7 +530,9 @@ def test_usage_page_shows_the_reports_exactly(h: AppHarness, admin: Browser):
     html = admin.get("/dashboard/usage").get_data(as_text=True)
     total = re.search(r"<tfoot><tr><th>TOTAL</th><th></th>(.*?)</tr>", html, re.S).group(1)
     assert '<th class="num">2</th><th class="num">1</th><th class="num">0.002001</th>' in total
-    assert re.search(r"<td>web</td><td class=\"num\">2</td>", html)
+    # The project's row links to its charts.
+    link = '<a href="/dashboard/activity?project=web">web</a>'
+    assert f'<td>{link}</td><td class="num">2</td>' in html
 
 
 def test_keys_show_their_effective_state_and_low_or_zero_balances(h: AppHarness, admin: Browser):

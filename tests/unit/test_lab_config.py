@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from solverfleet.lab.config import LabConfig, LabError
+from solverfleet_dev.lab.config import LabConfig, LabError
 
 
 @pytest.mark.parametrize("name", ["", "demo\n", "Demo", "-demo", "a" * 25, "demo/x"])

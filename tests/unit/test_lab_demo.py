@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from solverfleet.lab.demo import DemoKey, demo_team
 from solverfleet.teamconfig import parse
+from solverfleet_dev.lab.demo import DemoKey, demo_team
 
 
 def test_demo_team_is_valid_and_carries_no_secret_values() -> None:

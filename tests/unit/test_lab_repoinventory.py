@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from solverfleet.lab import inventory, repoinventory
-from solverfleet.lab.lab import Lab
+from solverfleet_dev.lab import inventory, repoinventory
+from solverfleet_dev.lab.lab import Lab
 
 pytestmark = pytest.mark.unit
 

@@ -13,7 +13,7 @@ import yaml
 from solverfleet.teamconfig import TeamConfigError, load_file, loads, parse
 from tests.support.teamconfig import with_key
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "src" / "solverfleet" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "dev" / "src" / "solverfleet_dev" / "examples"
 SECRET = "sk_alice-secret-from-env-0123456789"
 
 ISSUE_YAML = """\

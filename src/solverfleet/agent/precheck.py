@@ -92,7 +92,7 @@ def authenticate(
     until then (``now``: unix time, default this host's clock: no sync needed)."""
     if not secret:
         return Decision("invalid_key", "missing API key (Authorization: Bearer <key>)")
-    digest = hashlib.sha256(secret.encode()).hexdigest()
+    digest = hashlib.sha256(secret.encode()).digest()
     key = snap.by_hash.get(digest)
     if key is None or (
         digest != key.secret_hash and not key.accepts(digest, time.time() if now is None else now)

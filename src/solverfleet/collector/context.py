@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from flask import current_app
 
-from solverfleet.collector.heartbeat import Heartbeats
+from solverfleet.collector.heartbeat import Heartbeats, IdleView
 from solverfleet.collector.ingest import IngestWriter
 from solverfleet.collector.settings import CollectorSettings
 from solverfleet.collector.store import Database
@@ -24,10 +24,12 @@ class Collector:
     clock: Callable[[], float] = time.time
     writer: IngestWriter = field(init=False)
     heartbeats: Heartbeats = field(init=False)
+    idle_view: IdleView = field(init=False)
 
     def __post_init__(self) -> None:
         self.writer = IngestWriter(self.db, self.now_ms)
         self.heartbeats = Heartbeats(self.ttl_ms)
+        self.idle_view = IdleView(self.db)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)

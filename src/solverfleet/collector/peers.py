@@ -13,18 +13,21 @@ from __future__ import annotations
 
 from solverfleet.collector.store.db import Tx
 
+ROWS = "SELECT agent_id, node_id, advertise_url, last_seen_ms FROM agents WHERE node_id IS NOT NULL"
+
 
 def answer(tx: Tx, agent_id: str, now_ms: int, ttl_ms: int) -> dict:
-    """``{"peers": {...}}`` plus ``node_conflict`` (other agent ids) when this agent's node id
-    is claimed by another live agent too."""
-    rows = tx.all(
-        "SELECT agent_id, node_id, advertise_url FROM agents"
-        " WHERE node_id IS NOT NULL AND last_seen_ms >= ?",
-        (now_ms - ttl_ms,),
-    )
+    """``book`` from the store."""
+    return book(tx.all(ROWS), agent_id, now_ms, ttl_ms)
+
+
+def book(rows: list[tuple], agent_id: str, now_ms: int, ttl_ms: int) -> dict:
+    """``{"peers": {...}}`` of the live agents in ``rows`` (``ROWS``), plus ``node_conflict``
+    (the other agent ids) when this agent's node id is claimed by another live agent too."""
     owners: dict[int, list[tuple[str, str | None]]] = {}
-    for aid, node, url in rows:
-        owners.setdefault(int(node), []).append((aid, url))
+    for aid, node, url, seen in rows:
+        if int(seen) >= now_ms - ttl_ms:
+            owners.setdefault(int(node), []).append((aid, url))
     peers: dict[str, str] = {}
     mine: list[str] = []
     for node, claims in owners.items():

@@ -22,6 +22,9 @@ lock (leases.py's lock order).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from typing import Any
+
 from solverfleet.collector.protocol import LeaseRequest
 from solverfleet.collector.store import Tx, marks
 
@@ -80,10 +83,15 @@ def _insert(tx: Tx, agents: list[str], kind: str, ident: str, period: str) -> No
 def pending(tx: Tx, agent: str) -> list[dict]:
     """``agent``'s orders, as sync answer items. Sent in every sync until the agent answers
     each with ``settle`` (``settled``): an order in an answer that is lost is sent again."""
+    return items(
+        tx.all("SELECT kind, ident, period FROM lease_reclaim WHERE agent_id = ?", (agent,))
+    )
+
+
+def items(rows: Iterable[Sequence[Any]]) -> list[dict]:
+    """``(kind, ident, period)`` rows of ``lease_reclaim`` as sync answer items."""
     out = []
-    for kind, ident, period in tx.all(
-        "SELECT kind, ident, period FROM lease_reclaim WHERE agent_id = ?", (agent,)
-    ):
+    for kind, ident, period in rows:
         if kind == BALANCE:
             out.append({"kind": kind, "key_id": ident})
         elif kind == CPM:

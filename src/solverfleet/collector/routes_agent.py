@@ -43,7 +43,9 @@ def sync():
     c = current()
     req = protocol.sync_request(read_json(protocol.MAX_WATCH))
     auth.same_agent(req.agent_id)
-    answer = leases.sync(c.db, req, now_ms=c.now_ms(), ttl_ms=c.ttl_ms, heartbeats=c.heartbeats)
+    answer = leases.sync(
+        c.db, req, now_ms=c.now_ms(), ttl_ms=c.ttl_ms, heartbeats=c.heartbeats, view=c.idle_view
+    )
     metrics.count_grants(answer)
     return jsonify(answer)
 

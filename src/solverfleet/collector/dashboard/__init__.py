@@ -16,7 +16,13 @@ from typing import Any
 from flask import Flask
 
 from solverfleet.collector.context import Collector
-from solverfleet.collector.dashboard import actions, login, pages, sessions  # noqa: F401 (routes)
+from solverfleet.collector.dashboard import (  # noqa: F401 (routes)
+    actions,
+    chartviews,
+    login,
+    pages,
+    sessions,
+)
 from solverfleet.collector.dashboard.base import bp
 from solverfleet.collector.dashboard.loginlimit import LoginLimiter
 from solverfleet.textcheck import scrub
@@ -33,5 +39,5 @@ def register(app: Flask, collector: Collector) -> None:
     sessions.configure(app, secret or secrets.token_urlsafe(32))
     # Rows stored before text was checked may hold NULs or escapes: never into the HTML raw.
     app.jinja_env.finalize = _scrubbed
-    app.extensions[login.LIMITER] = LoginLimiter()
+    app.extensions[login.LIMITER] = LoginLimiter(collector.db)
     app.register_blueprint(bp)

@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 
 from solverfleet.collector.context import current
 from solverfleet.collector.dashboard import sessions
-from solverfleet.collector.problems import Problem
+from solverfleet.collector.problems import Invalid, Problem
 from solverfleet.collector.reporting.timerange import iso
 from solverfleet.collector.store import StoreError, StoreUnavailable
 
@@ -62,6 +62,12 @@ def _headers(response: Response) -> Response:
         # Balances and solves: never kept by a browser or a proxy cache.
         response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def refreshing() -> bool:
+    """This request is ``dashboard.js`` re-reading a live page (it swaps the ``data-live``
+    elements the answer has and keeps the others as they are)."""
+    return request.headers.get("X-Dashboard-Refresh") == "1"
 
 
 def render(template: str, status: int = 200, /, **context: Any) -> Response:
@@ -124,3 +130,23 @@ def _helpers() -> dict[str, Any]:
         "utc": utc,
         "ago": ago,
     }
+
+
+MAX_PARAM = 256
+
+
+def query_args(allowed: tuple[str, ...]) -> dict[str, str]:
+    """The query string's values by name: strict like the admin API's (an unknown, repeated
+    or overlong parameter is ``Invalid``: a 400)."""
+    args = request.args
+    unknown = sorted(set(args) - set(allowed))
+    if unknown:
+        raise Invalid(f"unknown query parameter(s): {', '.join(unknown)}", "unknown_parameter")
+    repeated = sorted(name for name in args if len(args.getlist(name)) > 1)
+    if repeated:
+        raise Invalid(f"query parameter given twice: {', '.join(repeated)}")
+    too_long = sorted(name for name, value in args.items() if len(value) > MAX_PARAM)
+    if too_long:
+        raise Invalid(f"query parameter too long: {', '.join(too_long)}")
+    # Forms send empty fields: empty means "no filter".
+    return {name: value.strip() for name, value in args.items() if value.strip()}

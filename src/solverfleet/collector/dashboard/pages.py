@@ -5,12 +5,12 @@ API answers. Query strings are strict like the API's: an unknown or repeated par
 
 from __future__ import annotations
 
-from flask import Response, request, url_for
+from flask import Response, url_for
 
 from solverfleet.collector import accounts, audit, keys
 from solverfleet.collector.context import current
-from solverfleet.collector.dashboard import queries
-from solverfleet.collector.dashboard.base import bp, render
+from solverfleet.collector.dashboard import chartviews, queries
+from solverfleet.collector.dashboard.base import bp, query_args, refreshing, render
 from solverfleet.collector.ingest import STATUSES
 from solverfleet.collector.notify import notifications
 from solverfleet.collector.problems import Invalid
@@ -26,27 +26,12 @@ LOG_PARAMS = (*solvelog.FILTERS, *RANGE, "cursor")
 NOTIFY_PARAMS = ("account", "since")
 AUDIT_PARAMS = (*audit.FILTERS, *RANGE, "cursor")
 AUDIT_PAGE = 50
-MAX_PARAM = 256
-
-
-def _args(allowed: tuple[str, ...]) -> dict[str, str]:
-    args = request.args
-    unknown = sorted(set(args) - set(allowed))
-    if unknown:
-        raise Invalid(f"unknown query parameter(s): {', '.join(unknown)}", "unknown_parameter")
-    repeated = sorted(name for name in args if len(args.getlist(name)) > 1)
-    if repeated:
-        raise Invalid(f"query parameter given twice: {', '.join(repeated)}")
-    too_long = sorted(name for name, value in args.items() if len(value) > MAX_PARAM)
-    if too_long:
-        raise Invalid(f"query parameter too long: {', '.join(too_long)}")
-    # Forms send empty fields: empty means "no filter".
-    return {name: value.strip() for name, value in args.items() if value.strip()}
 
 
 @bp.get("/")
 def overview() -> Response:
-    db = current().db
+    c = current()
+    db = c.db
     found = accounts.list_keys(db)
     return render(
         "overview.html",
@@ -59,14 +44,22 @@ def overview() -> Response:
         leased=queries.leased_by_key(db),
         users=accounts.list_users(db),
         newest_usage_ms=queries.newest_usage_ms(db),
+        # A re-read every 5 s leaves the charts as they are: no 30-day scan each time.
+        charts=None if refreshing() else chartviews.activity(db, c.now_ms(), "fleet"),
     )
 
 
 @bp.get("/keys/<key_id>")
 def key(key_id: str) -> Response:
-    db = current().db
+    c = current()
+    db = c.db
     found = accounts.get_key(db, key_id)  # 404 page for an unknown key
     recent = solvelog.solve_log(db, solvelog.LogFilter(key=key_id), limit=KEY_RECENT)
+    charts = None  # as on the overview: not on a re-read
+    if not refreshing():
+        now_ms = c.now_ms()
+        charts = chartviews.balance(db, key_id, now_ms)
+        charts += chartviews.activity(db, now_ms, "key", key=key_id)
     return render(
         "key.html",
         title=f"Key {key_id}",
@@ -77,12 +70,13 @@ def key(key_id: str) -> Response:
         transactions=keys.transactions(db, key_id, limit=KEY_RECENT),
         events=recent["events"],
         newest_usage_ms=queries.newest_usage_ms(db),
+        charts=charts,
     )
 
 
 @bp.get("/usage")
 def usage() -> Response:
-    args = _args(RANGE)
+    args = query_args(RANGE)
     c = current()
     now_ms = c.now_ms()
     context = {"title": "Usage", "page": "usage", "form": args}
@@ -93,6 +87,7 @@ def usage() -> Response:
         )
     except Invalid as exc:
         return render("usage.html", 400, error=exc.message, **context)
+    stats = reports.stats_report(c.db, period)
     return render(
         "usage.html",
         error=None,
@@ -101,14 +96,15 @@ def usage() -> Response:
         key_report=reports.keys_report(c.db, period),
         # A key of a deactivated user is refused by agents: not shown as "active".
         inactive_users={u["id"] for u in accounts.list_users(c.db) if not u["active"]},
-        stats=reports.stats_report(c.db, period),
+        stats=stats,
+        type_charts=chartviews.per_type(stats),
         **context,
     )
 
 
 @bp.get("/solves")
 def solves() -> Response:
-    args = _args(LOG_PARAMS)
+    args = query_args(LOG_PARAMS)
     c = current()
     context = {
         "title": "Recent solves",
@@ -143,7 +139,7 @@ def solves() -> Response:
 
 @bp.get("/audit")
 def audit_page() -> Response:
-    args = _args(AUDIT_PARAMS)
+    args = query_args(AUDIT_PARAMS)
     c = current()
     context = {
         "title": "Audit log",
@@ -176,7 +172,7 @@ def audit_page() -> Response:
 
 @bp.get("/notifications")
 def notifications_page() -> Response:
-    args = _args(NOTIFY_PARAMS)
+    args = query_args(NOTIFY_PARAMS)
     c = current()
     context = {"title": "Notifications", "page": "notifications", "form": args}
     try:

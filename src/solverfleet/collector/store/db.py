@@ -214,6 +214,10 @@ class Database:
         self.busy_timeout_ms = busy_timeout_ms
         self.max_attempts = max_attempts
         self._local = threading.local()
+        # Write transactions this process has tried to commit: a cache of what they change
+        # (heartbeat.IdleView) is stale once this moves.
+        self.writes = 0
+        self._writes_lock = threading.Lock()
 
     @property
     def is_mysql(self) -> bool:
@@ -327,6 +331,10 @@ class Database:
             if err is exc:
                 raise
             raise err from exc
+        finally:
+            if committing:  # committed, or perhaps committed: counted either way
+                with self._writes_lock:
+                    self.writes += 1
 
     def _rollback_quietly(self, conn: Any) -> None:
         try:

@@ -135,6 +135,10 @@ def _v14_dashboard_sessions(tx: Tx) -> None:
     _create_tables(tx, schema_billing.V14_TABLES)
 
 
+def _v15_login_failures(tx: Tx) -> None:
+    _create_tables(tx, schema_billing.V15_TABLES)
+
+
 def _v16_agent_addresses(tx: Tx) -> None:
     _add_columns(tx, schema_billing.V16_COLUMNS)
 
@@ -153,6 +157,7 @@ MIGRATIONS: list[Migration] = [
     Migration(11, "config change log (sync deltas)", _v11_config_changes),
     Migration(13, "sync request order: per-process request numbers", _v13_request_order),
     Migration(14, "server-side dashboard sessions", _v14_dashboard_sessions),
+    Migration(15, "failed dashboard logins shared by every worker", _v15_login_failures),
     Migration(16, "agents' node ids and addresses (res.php anywhere)", _v16_agent_addresses),
 ]
 

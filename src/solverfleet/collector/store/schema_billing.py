@@ -1,6 +1,7 @@
 """Tables and columns of schema versions 6 and later: the billing lifecycle (Idempotency-Key
 records, key expiry and refill, the audit log, per-account prices, lease reclaim orders).
 
+Also the dashboard's own tables (sessions, failed logins: versions 14 and 15).
 Versions 1-5 are in ``schema``; ``migrations`` applies them all, in order.
 """
 
@@ -198,6 +199,27 @@ V14_TABLES = [
         indexes={
             "dashboard_sessions_token": ("token_id",),
             "dashboard_sessions_expires": ("expires_ms",),
+        },
+    ),
+]
+
+
+# --- version 15: failed dashboard logins, shared by every worker (dashboard/loginlimit.py) ----
+
+V15_TABLES = [
+    # One row per refused login: the client address and when. Rows older than the limit's
+    # window are deleted on the next failure, so an address holds a handful at most.
+    Table(
+        "dashboard_login_failures",
+        [
+            ("id", AUTOINC),
+            ("address", "VARCHAR(128) NOT NULL"),
+            ("failed_ms", "BIGINT NOT NULL"),
+        ],
+        ("id",),
+        indexes={
+            "dashboard_login_failures_address": ("address", "failed_ms"),
+            "dashboard_login_failures_time": ("failed_ms",),
         },
     ),
 ]

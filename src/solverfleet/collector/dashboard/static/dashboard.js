@@ -33,7 +33,13 @@
       return;
     }
     busy = true;
-    fetch(window.location.href, { credentials: "same-origin", cache: "no-store" })
+    // The header tells the server this is a re-read: it leaves out the charts (their window
+    // is hours or days; a fresh page draws them) and so skips their queries.
+    fetch(window.location.href, {
+      credentials: "same-origin",
+      cache: "no-store",
+      headers: { "X-Dashboard-Refresh": "1" },
+    })
       .then(function (response) {
         // A redirect means the session ended (logout elsewhere, token revoked): show the login.
         if (response.redirected) {

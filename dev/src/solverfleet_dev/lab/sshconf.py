@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from solverfleet.lab.config import HostSpec, LabConfig, LabError
+from solverfleet_dev.lab.config import HostSpec, LabConfig, LabError
 
 # Where the init script copies the host key and sshd_config, inside the host's private /run.
 HOST_RUN_DIR = "/run/solverfleet-lab"

@@ -12,9 +12,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from solverfleet.lab import preflight, repoinventory
-from solverfleet.lab.config import DEFAULT_NAME, INITS, LabError
-from solverfleet.lab.lab import Lab, LabStatus
+from solverfleet_dev.lab import preflight, repoinventory
+from solverfleet_dev.lab.config import DEFAULT_NAME, INITS, LabError
+from solverfleet_dev.lab.lab import Lab, LabStatus
 
 _PASSTHROUGH = {"ignore_unknown_options": True, "allow_interspersed_args": False}
 _INIT = click.option(
@@ -120,7 +120,7 @@ def status(lab: Lab) -> None:
 def demo(lab: Lab, solvers: int, wheelhouse: str) -> None:
     """Deploy a demo fleet with the playbooks: site.yml, team.yml, solves through HAProxy over
     TLS, health.yml. Run it from the repository checkout (`make demo` does)."""
-    from solverfleet.lab.demo import Demo
+    from solverfleet_dev.lab.demo import Demo
 
     repo = Path.cwd()
     if not (repo / "playbooks" / "site.yml").exists():

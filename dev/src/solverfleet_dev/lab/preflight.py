@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from solverfleet.lab.config import LabError
+from solverfleet_dev.lab.config import LabError
 
 # binary -> Debian package that ships it (scripts/requirements-apt.txt lists the same packages).
 REQUIRED_BINARIES = {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from solverfleet.lab.config import LabConfig
+from solverfleet_dev.lab.config import LabConfig
 
 GROUPS = ("lb", "collector", "solvers")
 

@@ -27,12 +27,12 @@ from solverfleet import teamconfig
 from solverfleet.adminclient import AdminError
 from solverfleet.cli.apply import render_result
 from solverfleet.cli.common import CliError, console, money
-from solverfleet.localstack import LocalStack
 from solverfleet.money import to_micros
 from solverfleet.process import DeadlineExceeded, wait_until
+from solverfleet_dev.localstack import LocalStack
 
 DEMO_KEYS_FILE = "demo-keys.json"
-DEFAULT_TEAM = "team.yaml"  # in the package: solverfleet/examples/
+DEFAULT_TEAM = "team.yaml"  # in the package: solverfleet_dev/examples/
 BURST_REQUESTS = 50
 BURST_CONCURRENCY = 8
 BURST_DEADLINE = 30.0  # s for the whole burst
@@ -41,10 +41,10 @@ TARGET_URL = "https://example.com/login"
 
 
 def find_team_file(explicit: str | None) -> Path | Traversable:
-    """``--team`` if given, else the example that ships in the package (solverfleet/examples)."""
+    """``--team`` if given, else the example shipped in the package (solverfleet_dev/examples)."""
     if explicit:
         return Path(explicit)
-    return resources.files("solverfleet") / "examples" / DEFAULT_TEAM
+    return resources.files("solverfleet_dev") / "examples" / DEFAULT_TEAM
 
 
 def run_demo(stack: LocalStack, team_file: Path | Traversable) -> None:

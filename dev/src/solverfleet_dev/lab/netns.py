@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from solverfleet.lab.config import LabError
+from solverfleet_dev.lab.config import LabError
 
 NETNS_DIR = Path("/run/netns")
 _CLONE_NEWNET = 0x40000000

@@ -11,9 +11,9 @@ from types import FrameType
 import click
 
 from solverfleet.cli.common import CliError, console
-from solverfleet.localstack import STACK_FILE, LocalStack, StackError
 from solverfleet.settings import SettingsError
 from solverfleet.worker import WorkerSettings
+from solverfleet_dev.localstack import STACK_FILE, LocalStack, StackError
 
 
 def _latency(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -38,7 +38,7 @@ def _latency(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option(
     "--team",
     type=click.Path(dir_okay=False, exists=True),
-    help="Team config for --demo [default: the example in the package, solverfleet/examples].",
+    help="Team config for --demo [default: the example in the package, solverfleet_dev/examples].",
 )
 @click.option(
     "--agent-port-base",
@@ -71,7 +71,7 @@ def local_command(
     if demo and agents < 1:
         raise CliError("--demo needs at least one agent", exit_code=2)
     if demo:
-        from solverfleet.cli.local_demo import find_team_file, run_demo
+        from solverfleet_dev.local_demo import find_team_file, run_demo
 
         team_file = find_team_file(team)
     stack = LocalStack(

@@ -1,6 +1,6 @@
 """The test lab: real hosts without Docker, as Linux namespaces (see docs/LAB.md).
 
-from solverfleet.lab import Lab
+from solverfleet_dev.lab import Lab
 lab = Lab("demo", solvers=3)
 lab.up()
 lab.ssh("solver1", ["hostname"])
@@ -8,8 +8,8 @@ lab.controller_exec(["ansible-playbook", "-i", str(lab.inventory_path), "site.ym
 lab.down()
 """
 
-from solverfleet.lab.config import HostSpec, LabConfig, LabError
-from solverfleet.lab.lab import DownResult, HostStatus, Lab, LabStatus, UpResult
+from solverfleet_dev.lab.config import HostSpec, LabConfig, LabError
+from solverfleet_dev.lab.lab import DownResult, HostStatus, Lab, LabStatus, UpResult
 
 __all__ = [
     "DownResult",

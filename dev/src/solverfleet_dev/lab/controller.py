@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from solverfleet.lab.lab import Lab
+from solverfleet_dev.lab.lab import Lab
 
 # ansible-playbook and friends sit beside the interpreter running us (the project venv).
 VENV_BIN = Path(sys.executable).parent

@@ -7,8 +7,8 @@ import subprocess
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from solverfleet.lab import netns, nspawn
-from solverfleet.lab.config import BRIDGE, HOST_IFACE, HostSpec, LabConfig, LabError, mac_for
+from solverfleet_dev.lab import netns, nspawn
+from solverfleet_dev.lab.config import BRIDGE, HOST_IFACE, HostSpec, LabConfig, LabError, mac_for
 
 # Hosts start from a clean environment, as after a boot, not with the caller's venv and vars.
 HOST_ENV = {

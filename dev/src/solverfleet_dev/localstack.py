@@ -2,7 +2,7 @@
 
 ``solverfleet local`` runs it in the foreground; end-to-end tests drive it directly::
 
-    from solverfleet.localstack import LocalStack
+    from solverfleet_dev.localstack import LocalStack
 
     with LocalStack(tmp_path / "stack", agents=2, worker_latency_ms="0") as stack:
         with stack.admin_client() as admin:       # AdminClient with the stack's admin token

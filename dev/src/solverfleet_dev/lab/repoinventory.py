@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from solverfleet.lab.lab import Lab
+from solverfleet_dev.lab.lab import Lab
 
 
 def checkout_inventory_dir(cwd: Path | None = None) -> Path | None:

@@ -18,10 +18,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from solverfleet.lab import repoinventory
-from solverfleet.lab.config import ADMIN_PORT, LabError
-from solverfleet.lab.controller import ansible_env, controller_request, playbook_argv
-from solverfleet.lab.lab import Lab
+from solverfleet_dev.lab import repoinventory
+from solverfleet_dev.lab.config import ADMIN_PORT, LabError
+from solverfleet_dev.lab.controller import ansible_env, controller_request, playbook_argv
+from solverfleet_dev.lab.lab import Lab
 
 # Demo keys: (key id, user, email, type it may solve, opening balance). Secrets are generated
 # for the run and reach team.yml as ENV: references, as an operator's would.

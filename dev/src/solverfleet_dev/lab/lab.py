@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from solverfleet.lab import hosts, initscript, inventory, netns, nspawn, preflight, sshconf
-from solverfleet.lab.config import (
+from solverfleet_dev.lab import hosts, initscript, inventory, netns, nspawn, preflight, sshconf
+from solverfleet_dev.lab.config import (
     DEFAULT_INIT,
     DEFAULT_NAME,
     DEFAULT_SOLVERS,
