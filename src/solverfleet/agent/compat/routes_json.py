@@ -3,8 +3,8 @@
 
 The same tasks as ``in.php`` (the agent's task store, solve.py's lifecycle and billing: one
 charge, on first delivery); only the words differ (tasks_json.py). Every answer is HTTP 200
-JSON with ``errorId`` 0 or 1, like the services these clients were written for; even a wrong
-method, a body over 1 MiB or an internal error on these paths is an ``errorId`` 1 answer.
+JSON with ``errorId`` 0 or the error's published number (tasks_json.ERROR_IDS), like the
+services these clients were written for; even a wrong method, a body over 1 MiB or an internal error on these paths is an error answer.
 The body is read as JSON whatever its content type (some clients send none).
 """
 
@@ -204,7 +204,7 @@ for _path in REPORTS:
 
 
 def protocol_error(exc: BaseException) -> Response | None:
-    """On these paths a framework error is an ``errorId`` 1 answer (HTTP 200); ``None`` for
+    """On these paths a framework error is an error answer (HTTP 200); ``None`` for
     every other path."""
     if request.path not in PATHS:
         return None
