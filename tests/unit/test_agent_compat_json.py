@@ -275,6 +275,10 @@ def test_every_task_type_and_error_is_documented():
     errors_table = doc.split("### Errors", 1)[1].split("\n\n", 2)[1]
     documented_errors = set(re.findall(r"^\| `(ERROR_[A-Z_]+)` \|", errors_table, re.M))
     assert documented_errors == set(tasks_json.DESCRIPTIONS)
+    numbers = dict(re.findall(r"^\| `(ERROR_[A-Z_]+)` \| (\d+) \|", errors_table, re.M))
+    assert {code: int(n) for code, n in numbers.items()} == {
+        code: PUBLISHED.get(code, 1) for code in tasks_json.DESCRIPTIONS
+    }
     assert all(code in spec["TaskError"]["properties"]["errorCode"]["description"]
                for code in documented_errors)  # fmt: skip
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from solverfleet.agent.compat import routes, routes_json, solve
+from solverfleet.agent.compat import pingback, routes, routes_json, solve
 from solverfleet.agent.compat.tasks import TaskStore
 from solverfleet.agent.gauges import gauge
 
@@ -46,7 +46,9 @@ def register(app: Flask, agent: Agent, registry: CollectorRegistry) -> None:
     releases every undelivered answer."""
     settings = agent.settings
     agent.tasks = TaskStore(settings.node_id, settings.compat_result_ttl, settings.compat_max_tasks)
+    agent.pingbacks = pingback.Sender(agent)
     registry.register(TasksCollector(agent.tasks))
     app.register_blueprint(routes.bp)
     app.register_blueprint(routes_json.bp)
+    agent.stop_hooks.append(agent.pingbacks.stop)
     agent.stop_hooks.append(lambda: solve.abandon_all(agent))

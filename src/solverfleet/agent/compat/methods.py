@@ -62,6 +62,9 @@ class TaskSpec:
     slug: str
     url: str | None  # None for image captchas: there is no target page
     params: dict[str, Any] = field(default_factory=dict)
+    soft_id: int | None = None  # the client's software id, kept in the usage log
+    pingback: str | None = None  # a registered URL the answer is POSTed to (pingback.py)
+    pingback_json: bool = False  # ... as getTaskResult JSON (createTask), else 2captcha's form
 
     def for_worker(self) -> dict[str, Any]:
         return {"type": self.slug, "url": self.url or "", "params": self.params}

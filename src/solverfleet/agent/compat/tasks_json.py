@@ -43,6 +43,7 @@ DESCRIPTIONS = {
     answers.UNSOLVABLE: "the task could not be solved; it is not charged",
     answers.DUPLICATE_REPORT: "this task was already reported",
     REPORT_NOT_RECORDED: "the report could not be recorded; retry",
+    answers.PINGBACK_NOT_REGISTERED: "callbackUrl is not registered for this account",
 }
 
 # in.php texts whose JSON code has another name (the rest keep theirs).

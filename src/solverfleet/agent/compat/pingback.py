@@ -1,0 +1,181 @@
+"""Pingbacks: a finished task's answer POSTed to a URL its owner registered (docs/PROTOCOLS.md).
+
+``in.php``'s ``pingback=URL`` gets 2captcha's form (``id=<task id>&code=<answer>``,
+form-encoded); ``createTask``'s ``callbackUrl`` gets the ``getTaskResult`` JSON of the task
+(with its ``taskId``). A failed task is posted too (``code=ERROR_CAPTCHA_UNSOLVABLE``), free.
+
+Off the hot path: the worker's background call only queues the task (a bounded heap, dropped
+when full: the client can still poll). ``WORKERS`` threads (greenlets under gunicorn's gevent)
+send, one attempt each, ``pingback_timeout`` each, no redirects (pingback_url.post); a failed
+attempt is retried after ``pingback_backoff`` s, doubling, at most ``pingback_retries`` times.
+
+Billing is the task store's: a solved answer is charged once, on first delivery, by a 2xx
+pingback or by res.php / getTaskResult, whichever comes first. An attempt claims the delivery
+(a res.php meanwhile answers ``CAPCHA_NOT_READY``), POSTs, and on a 2xx records the charge
+(solve.charge); otherwise gives the claim back. The answer leaves before its record here (the
+receiver's 2xx is the proof of delivery): an agent killed in the instant between the two
+leaves that one answer uncharged, never charges twice.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from solverfleet.agent.compat import answers, pingback_url, tasks_json
+from solverfleet.agent.compat import solve as compat_solve
+from solverfleet.agent.compat.tasks import SOLVED, Task
+from solverfleet.money import format_micros
+
+if TYPE_CHECKING:
+    from solverfleet.agent.lifecycle import Agent
+
+log = logging.getLogger(__name__)
+WORKERS = 2
+MAX_QUEUED = 1000
+MAX_DELAY = 60.0  # s: the longest wait between two attempts
+BUSY_DELAY = 0.5  # s: a res.php is delivering the task right now; look again in a moment
+FORM = "application/x-www-form-urlencoded"
+
+
+def delays(backoff: float, retries: int) -> list[float]:
+    """The waits before each retry: backoff, doubling, capped at MAX_DELAY."""
+    return [min(MAX_DELAY, backoff * 2**n) for n in range(retries)]
+
+
+def form_body(task: Task) -> bytes:
+    """2captcha's pingback: ``id=<task id>&code=<answer or error>``."""
+    code = task.answer if task.state == SOLVED else answers.UNSOLVABLE
+    return urlencode({"id": task.id, "code": code or ""}).encode()
+
+
+def json_body(task: Task) -> bytes:
+    """The task's getTaskResult answer, with its ``taskId``."""
+    if task.state == SOLVED:
+        body: dict[str, Any] = {
+            "errorId": 0,
+            "taskId": int(task.id),
+            "status": "ready",
+            "solution": tasks_json.solution(task.spec.slug, task.answer or ""),
+            "cost": format_micros(task.decision.price),
+            "ip": task.source_ip,
+            "solveCount": 1,
+        }
+    else:
+        body = {**tasks_json.error_body(answers.UNSOLVABLE), "taskId": int(task.id)}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+@dataclass(order=True)
+class _Job:
+    due: float
+    seq: int
+    task: Task = field(compare=False)
+    attempt: int = field(default=0, compare=False)
+
+
+class Sender:
+    """The bounded queue of pingbacks and the threads that send them (started on first use)."""
+
+    def __init__(self, agent: Agent, clock: Any = time.monotonic) -> None:
+        settings = agent.settings
+        self.agent = agent
+        self.allow = pingback_url.parse_cidrs(settings.pingback_allow_cidrs)
+        self.timeout = settings.pingback_timeout
+        self.delays = delays(settings.pingback_backoff, settings.pingback_retries)
+        self.clock = clock
+        self._heap: list[_Job] = []
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._started = False
+        self._stopped = False
+        self.sent = 0  # attempts answered 2xx (tests, metrics)
+        self.failed = 0  # pingbacks given up after the last retry
+
+    def enqueue(self, task: Task) -> None:
+        """Queue a finished task whose spec has a pingback; never blocks."""
+        with self._cond:
+            if self._stopped:
+                return
+            if len(self._heap) >= MAX_QUEUED:
+                log.warning("pingback queue full; task %s is left to polling", task.id)
+                return
+            heapq.heappush(self._heap, _Job(self.clock(), next(self._seq), task))
+            if not self._started:
+                self._started = True
+                for n in range(WORKERS):
+                    threading.Thread(target=self._run, name=f"pingback-{n}", daemon=True).start()
+            self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._heap.clear()
+            self._cond.notify_all()
+
+    def _take(self) -> _Job | None:
+        with self._cond:
+            while not self._stopped:
+                now = self.clock()
+                if self._heap and self._heap[0].due <= now:
+                    return heapq.heappop(self._heap)
+                wait = self._heap[0].due - now if self._heap else None
+                self._cond.wait(wait)
+            return None
+
+    def _again(self, job: _Job, delay: float, attempt: int) -> None:
+        with self._cond:
+            if not self._stopped:
+                job.due, job.attempt = self.clock() + delay, attempt
+                heapq.heappush(self._heap, job)
+                self._cond.notify()
+
+    def _run(self) -> None:
+        while (job := self._take()) is not None:
+            try:
+                self._attempt(job)
+            except Exception:
+                log.exception("pingback of task %s failed", job.task.id)
+
+    def _attempt(self, job: _Job) -> None:
+        task, store = job.task, self.agent.tasks
+        if task.gone:
+            return
+        claimed = task.state == SOLVED and store.claim_delivery(task)
+        if task.state == SOLVED and not claimed and not task.delivered:
+            if not task.gone:  # a res.php is recording it: its answer may still go out
+                self._again(job, BUSY_DELAY, job.attempt)
+            return
+        spec = task.spec
+        body, kind = (json_body(task), "application/json") if spec.pingback_json else (
+            form_body(task), FORM)  # fmt: skip
+        ok = False
+        try:
+            status = pingback_url.post(spec.pingback, body, kind, self.allow, self.timeout)
+            ok = 200 <= status < 300
+            reason = f"HTTP {status}"
+        except pingback_url.Refused as exc:
+            reason = str(exc)
+        except OSError as exc:
+            reason = type(exc).__name__
+        if claimed:
+            if ok:
+                compat_solve.charge(self.agent, task)
+            else:
+                store.end_delivery(task, False)
+        if ok:
+            self.sent += 1
+            return
+        if job.attempt < len(self.delays):
+            self._again(job, self.delays[job.attempt], job.attempt + 1)
+            return
+        self.failed += 1
+        log.warning("pingback of task %s given up after %d attempts (%s)",
+                    task.id, job.attempt + 1, reason)  # fmt: skip
