@@ -80,6 +80,8 @@ def address_allowed(ip: Address, allow: Sequence[Network]) -> bool:
     """Public (or in an allowed range); an embedded IPv4 address must pass too."""
     if any(ip.version == net.version and ip in net for net in allow):
         return True
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return address_allowed(ip.ipv4_mapped, allow)  # the IPv4 address itself, on the wire
     inner = _embedded_v4(ip)
     if inner is not None and not address_allowed(inner, allow):
         return False
