@@ -1,6 +1,7 @@
 """Pingback URLs and bodies, unit level: the SSRF checks (IPv4, IPv6, IPv4 inside IPv6, numeric
 hosts, the operator's allowed ranges), the retry schedule, the two body forms, soft_id, the
-snapshot's pingback section, and a POST that is answered with a redirect (not followed)."""
+snapshot's pingback section, a POST answered with a redirect (not followed), and the sender's
+retries and billing against the task store (POSTs stubbed)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from urllib.parse import parse_qs
 import pytest
 
 from solverfleet.agent.compat import answers, options, pingback, pingback_url
+from solverfleet.agent.compat import solve as compat_solve
 from solverfleet.agent.compat.methods import TaskSpec
-from solverfleet.agent.compat.tasks import FAILED, SOLVED, Task
+from solverfleet.agent.compat.tasks import FAILED, SOLVED, Task, TaskStore
 from solverfleet.agent.keystore import SnapshotError, apply_delta, parse_snapshot
 from solverfleet.agent.settings import AgentSettings
+from solverfleet.process import wait_until
 from solverfleet.settings import SettingsError
 
 pytestmark = pytest.mark.unit
@@ -215,3 +218,92 @@ def test_a_redirect_is_not_followed():
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ---- the sender and billing: one charge, on the first delivery -------------------------------
+
+
+class FakeAgent:
+    """What Sender and solve.charge use: settings, the task store, the spool, the limiter."""
+
+    def __init__(self, tmp_path, retries):
+        self.settings = AgentSettings(
+            collector_url="http://c", fleet_token="t", agent_id="a1",
+            pingback_retries=retries, pingback_backoff=0.01,
+        )  # fmt: skip
+        self.tasks = TaskStore(42, 600.0, 10)
+        self.spool = SimpleNamespace(events=[], append=lambda e: self.spool.events.append(e))
+        self.limiter = SimpleNamespace(
+            commits=[], commit=lambda hold: self.limiter.commits.append(hold)
+        )
+        self.sender = pingback.Sender(self)
+
+    def solved_task(self):
+        key = SimpleNamespace(id="k", account="acme", project=None, environment=None)
+        user = SimpleNamespace(id="alice", email=None, account="acme")
+        decision = SimpleNamespace(key=key, user=user, price=2_500, hold="hold-1")
+        spec = TaskSpec("turnstile", "https://shop.test/", pingback="http://127.0.0.1:9/cb")
+        task = self.tasks.add(lambda i: Task(i, "k", spec, decision, "203.0.113.9", 0.0))
+        self.tasks.finish(task, True, "tok", 5)
+        return task
+
+
+def _posts(monkeypatch, statuses):
+    """pingback_url.post answering ``statuses`` in turn (an exception is raised)."""
+    calls = []
+
+    def post(url, body, content_type, allow, timeout):
+        calls.append(body)
+        status = statuses[min(len(calls), len(statuses)) - 1]
+        if isinstance(status, Exception):
+            raise status
+        return status
+
+    monkeypatch.setattr(pingback_url, "post", post)
+    return calls
+
+
+def test_retried_until_2xx_then_charged_once_and_res_php_answers_free(tmp_path, monkeypatch):
+    agent = FakeAgent(tmp_path, retries=3)
+    calls = _posts(monkeypatch, [OSError("refused"), 500, 204])
+    task = agent.solved_task()
+    agent.sender.enqueue(task)
+    wait_until(lambda: task.delivered, timeout=5, what="delivered by pingback")
+    assert len(calls) == 3 and agent.sender.sent == 1
+    assert agent.limiter.commits == ["hold-1"] and len(agent.spool.events) == 1
+    assert compat_solve.deliver(agent, task) == (True, "tok")  # free now
+    assert len(agent.spool.events) == 1 and agent.limiter.commits == ["hold-1"]
+
+
+def test_given_up_leaves_the_charge_to_the_first_poll(tmp_path, monkeypatch):
+    agent = FakeAgent(tmp_path, retries=1)
+    calls = _posts(monkeypatch, [503])
+    task = agent.solved_task()
+    agent.sender.enqueue(task)
+    wait_until(lambda: agent.sender.failed == 1, timeout=5, what="given up")
+    assert len(calls) == 2 and not task.delivered and not task.delivering
+    assert agent.spool.events == []
+    assert compat_solve.deliver(agent, task) == (True, "tok")
+    assert compat_solve.deliver(agent, task) == (True, "tok")
+    assert len(agent.spool.events) == 1 and agent.limiter.commits == ["hold-1"]
+    assert agent.spool.events[0]["cost_micros"] == 2_500
+
+
+def test_a_poll_during_the_post_waits_and_the_pingback_charges(tmp_path, monkeypatch):
+    agent = FakeAgent(tmp_path, retries=0)
+    gate, entered = threading.Event(), threading.Event()
+
+    def post(*args):
+        entered.set()
+        gate.wait(5)
+        return 200
+
+    monkeypatch.setattr(pingback_url, "post", post)
+    task = agent.solved_task()
+    agent.sender.enqueue(task)
+    assert entered.wait(5)
+    assert compat_solve.deliver(agent, task) == (False, answers.NOT_READY)  # in flight
+    gate.set()
+    wait_until(lambda: task.delivered, timeout=5, what="delivered")
+    assert compat_solve.deliver(agent, task) == (True, "tok")
+    assert len(agent.spool.events) == 1
