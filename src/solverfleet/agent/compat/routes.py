@@ -45,10 +45,18 @@ def _agent() -> Agent:
 def reply(text: str, ok: bool, *, prefixed: bool = True) -> Response:
     """One protocol answer. ``ok`` answers are ``OK|text`` (bare when not ``prefixed``)."""
     if getattr(g, "compat_json", False):
-        body = json.dumps({"status": 1 if ok else 0, "request": text}, separators=(",", ":"))
-        resp = Response(body, 200, mimetype="application/json")
-    else:
-        resp = Response(f"OK|{text}" if ok and prefixed else text, 200, mimetype="text/plain")
+        return _json({"status": 1 if ok else 0, "request": text})
+    return _acao(Response(f"OK|{text}" if ok and prefixed else text, 200, mimetype="text/plain"))
+
+
+def _json(body: dict[str, Any]) -> Response:
+    """A ``json=1`` answer (get2 and get_pingback add to the usual two fields)."""
+    return _acao(
+        Response(json.dumps(body, separators=(",", ":")), 200, mimetype="application/json")
+    )
+
+
+def _acao(resp: Response) -> Response:
     if getattr(g, "compat_acao", False):
         resp.headers["Access-Control-Allow-Origin"] = "*"
     return resp
@@ -196,13 +204,6 @@ def _listed(urls: list[str]) -> Response:
     if getattr(g, "compat_json", False):
         return _json({"status": 1, "request": urls})
     return reply("|".join(urls), True)
-
-
-def _json(body: dict[str, Any]) -> Response:
-    resp = Response(json.dumps(body, separators=(",", ":")), 200, mimetype="application/json")
-    if getattr(g, "compat_acao", False):
-        resp.headers["Access-Control-Allow-Origin"] = "*"
-    return resp
 
 
 def _get_many(agent: Agent, key: Any, ids: str) -> Response:
