@@ -34,7 +34,7 @@ MIN_IMAGE = 100  # bytes; smaller is "zero size" in the protocol
 MAX_IMAGE = 100 * 1024  # bytes, decoded
 _SITEKEY = re.compile(r"[A-Za-z0-9_.:-]{1,256}").fullmatch
 
-# Optional parameters passed on to the worker unchanged (others, e.g. soft_id, are ignored).
+# Optional parameters passed on to the worker unchanged (soft_id and pingback: options.py).
 _PROXY = ("proxy", "proxytype", "userAgent", "cookies")
 _OPTIONAL: dict[str, tuple[str, ...]] = {
     "recaptcha-v2": ("invisible", "enterprise", "data-s", "action", *_PROXY),
