@@ -4,7 +4,10 @@
 routes.py speaks the classic HTTP, routes_json.py the JSON one (tasks_json.py: its task types
 and words); methods.py turns parameters into a solve body, solve.py runs a task's life on the
 native solve machinery, tasks.py keeps tasks in memory (one store for both protocols),
-answers.py spells every classic protocol text. ``register`` attaches all of it to an app.
+answers.py spells every classic protocol text. options.py checks soft_id and pingback URLs,
+pingback.py sends pingbacks (pingback_url.py: the address checks and the POST),
+pingback_actions.py serves res.php's add/get/del_pingback. ``register`` attaches all of it to
+an app.
 """
 
 from __future__ import annotations
