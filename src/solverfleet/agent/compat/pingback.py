@@ -96,8 +96,12 @@ class Sender:
         self._cond = threading.Condition()
         self._started = False
         self._stopped = False
-        self.sent = 0  # attempts answered 2xx (tests, metrics)
-        self.failed = 0  # pingbacks given up after the last retry
+        self.sent = 0  # pingbacks answered 2xx (metrics)
+        self.failed = 0  # pingbacks given up after the last retry (metrics)
+
+    @property
+    def queued(self) -> int:
+        return len(self._heap)
 
     def enqueue(self, task: Task) -> None:
         """Queue a finished task whose spec has a pingback; never blocks."""
