@@ -49,7 +49,6 @@ def run(agent: Agent, key: Key, user: User, action: str, addr: str) -> tuple[boo
 def _change(agent: Agent, key: Key, user: User, action: str, url: str | None) -> tuple[bool, Any]:
     payload = {"agent_id": agent.settings.agent_id, "owner": options.owner(key, user),
                "action": action, "url": url}  # fmt: skip
-    round_no = agent.loop.next_round()
     try:
         agent.client.post("/agent/v1/pingbacks", payload)
     except CollectorError as exc:
@@ -59,6 +58,7 @@ def _change(agent: Agent, key: Key, user: User, action: str, url: str | None) ->
             return False, answers.BAD_PINGBACK
         log.warning("pingback change not stored: %s", exc)
         return False, answers.NO_SLOT  # the collector is away: try again
+    round_no = agent.loop.next_round()  # starts after the change committed: it brings it
     agent.loop.trigger()
     agent.loop.wait_round(round_no, agent.settings.collector_timeout)
     return True, answers.PINGBACK_OK
