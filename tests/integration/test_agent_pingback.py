@@ -101,8 +101,10 @@ def test_pingbacks_soft_id_and_get2(fleet_factory, receiver):
     for bad in ("ftp://127.0.0.1/x", "http://10.0.0.1/x", "http://u:p@127.0.0.1/x"):
         assert res(a0, action="add_pingback", addr=bad) == "ERROR_BAD_PINGBACK_URL"
     assert in_php(a1, soft_id="abc") == "ERROR_BAD_PARAMETERS"
-    # ... and agent 1 has it with its next config delta (no collector call per task).
+    # Agent 0 answered OK once its own copy held the change; agent 1 gets it with its next
+    # config delta (no collector call per task).
     want = "OK|" + "|".join(sorted((ok_url, flaky_url, json_url)))
+    assert res(a0, action="get_pingback") == want
     wait_until(lambda: res(a1, action="get_pingback") == want, timeout=10, what="delta")
 
     plain = in_php(a1, pingback=ok_url, soft_id="1234")
