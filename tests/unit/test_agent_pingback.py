@@ -38,6 +38,8 @@ LOOPBACK = pingback_url.parse_cidrs(["127.0.0.0/8"])
         "http://example.com:99999/",
         "http://exa mple.com/",
         "http://example.com/\x00",
+        "http://exämple.com/",  # IDNA: send the punycode form
+        "http://example.com/ü",  # percent-encode it
         "https://example.com/" + "a" * 2048,
     ],
 )
@@ -273,6 +275,16 @@ def test_retried_until_2xx_then_charged_once_and_res_php_answers_free(tmp_path, 
     assert agent.limiter.commits == ["hold-1"] and len(agent.spool.events) == 1
     assert compat_solve.deliver(agent, task) == (True, "tok")  # free now
     assert len(agent.spool.events) == 1 and agent.limiter.commits == ["hold-1"]
+
+
+def test_an_unexpected_error_gives_the_claim_back(tmp_path, monkeypatch):
+    agent = FakeAgent(tmp_path, retries=0)
+    _posts(monkeypatch, [ValueError("boom")])
+    task = agent.solved_task()
+    job = pingback._Job(0.0, 0, task)
+    with pytest.raises(ValueError):
+        agent.sender._attempt(job)
+    assert not task.delivering and compat_solve.deliver(agent, task) == (True, "tok")
 
 
 def test_given_up_leaves_the_charge_to_the_first_poll(tmp_path, monkeypatch):

@@ -148,6 +148,19 @@ class Sender:
             except Exception:
                 log.exception("pingback of task %s failed", job.task.id)
 
+    def _send(self, task: Task) -> tuple[bool, str]:
+        """One POST: (answered 2xx, what happened)."""
+        spec = task.spec
+        body, kind = (json_body(task), "application/json") if spec.pingback_json else (
+            form_body(task), FORM)  # fmt: skip
+        try:
+            status = pingback_url.post(spec.pingback, body, kind, self.allow, self.timeout)
+        except pingback_url.Refused as exc:
+            return False, str(exc)
+        except OSError as exc:
+            return False, type(exc).__name__
+        return 200 <= status < 300, f"HTTP {status}"
+
     def _attempt(self, job: _Job) -> None:
         task, store = job.task, self.agent.tasks
         if task.gone:
@@ -157,23 +170,14 @@ class Sender:
             if not task.gone:  # a res.php is recording it: its answer may still go out
                 self._again(job, BUSY_DELAY, job.attempt)
             return
-        spec = task.spec
-        body, kind = (json_body(task), "application/json") if spec.pingback_json else (
-            form_body(task), FORM)  # fmt: skip
         ok = False
         try:
-            status = pingback_url.post(spec.pingback, body, kind, self.allow, self.timeout)
-            ok = 200 <= status < 300
-            reason = f"HTTP {status}"
-        except pingback_url.Refused as exc:
-            reason = str(exc)
-        except OSError as exc:
-            reason = type(exc).__name__
-        if claimed:
-            if ok:
-                compat_solve.charge(self.agent, task)
-            else:
+            ok, reason = self._send(task)
+        finally:  # even on an unexpected error: a claim left behind would block the task
+            if claimed and not ok:
                 store.end_delivery(task, False)
+        if claimed and ok:
+            compat_solve.charge(self.agent, task)
         if ok:
             self.sent += 1
             return

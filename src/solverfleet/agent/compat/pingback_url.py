@@ -44,8 +44,10 @@ def parse_cidrs(cidrs: Sequence[str]) -> tuple[Network, ...]:
 
 def check_syntax(url: str) -> tuple[str, str, int]:
     """``(scheme, host, port)`` of a well-formed http(s) URL; Refused otherwise."""
-    if not url or len(url) > MAX_URL or text_problem(url, multiline=False) or " " in url:
-        raise Refused(f"not a URL of 1 to {MAX_URL} printable characters")
+    if not url or len(url) > MAX_URL or not url.isascii() or text_problem(url, multiline=False):
+        raise Refused(f"not a URL of 1 to {MAX_URL} printable ASCII characters")
+    if " " in url:
+        raise Refused("spaces must be percent-encoded")
     try:
         parts = urlsplit(url)
         port = parts.port
