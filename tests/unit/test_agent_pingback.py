@@ -211,12 +211,16 @@ def test_a_redirect_is_not_followed():
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/cb"
-        assert pingback_url.post(url, b"id=1&code=x", pingback.FORM, LOOPBACK, 5.0) == 302
-        assert hits == ["/cb"]
+        url = f"http://127.0.0.1:{server.server_address[1]}/cb?x=1"
+        conn = pingback_url.connect(url, LOOPBACK, 5.0)
+        try:
+            assert conn.post(b"id=1&code=x", pingback.FORM) == 302
+        finally:
+            conn.close()
+        assert hits == ["/cb?x=1"]
         with pytest.raises(pingback_url.Refused):  # without the allowed range: refused
-            pingback_url.post(url, b"", pingback.FORM, (), 5.0)
-        assert hits == ["/cb"]
+            pingback_url.connect(url, (), 5.0)
+        assert hits == ["/cb?x=1"]
     finally:
         server.shutdown()
         server.server_close()
@@ -250,72 +254,100 @@ class FakeAgent:
         return task
 
 
-def _posts(monkeypatch, statuses):
-    """pingback_url.post answering ``statuses`` in turn (an exception is raised)."""
-    calls = []
+class FakeConnection:
+    def __init__(self, outcome, calls):
+        self.outcome, self.calls = outcome, calls
 
-    def post(url, body, content_type, allow, timeout):
-        calls.append(body)
-        status = statuses[min(len(calls), len(statuses)) - 1]
-        if isinstance(status, Exception):
-            raise status
-        return status
+    def post(self, body, content_type):
+        self.calls.append(body)
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return self.outcome
 
-    monkeypatch.setattr(pingback_url, "post", post)
-    return calls
+    def close(self):
+        pass
 
 
-def test_retried_until_2xx_then_charged_once_and_res_php_answers_free(tmp_path, monkeypatch):
+def _receiver(monkeypatch, outcomes):
+    """pingback_url.connect giving ``outcomes`` in turn: ConnectionRefusedError fails the
+    connection (nothing sent), any other exception the POST, an int is the POST's status."""
+    attempts, sent = [], []
+
+    def connect(url, allow, timeout):
+        outcome = outcomes[min(len(attempts), len(outcomes) - 1)]
+        attempts.append(url)
+        if isinstance(outcome, ConnectionRefusedError):
+            raise outcome
+        return FakeConnection(outcome, sent)
+
+    monkeypatch.setattr(pingback_url, "connect", connect)
+    return attempts, sent
+
+
+def test_retried_until_2xx_charged_once_when_first_sent(tmp_path, monkeypatch):
     agent = FakeAgent(tmp_path, retries=3)
-    calls = _posts(monkeypatch, [OSError("refused"), 500, 204])
+    attempts, sent = _receiver(monkeypatch, [ConnectionRefusedError(), 500, 204])
     task = agent.solved_task()
     agent.sender.enqueue(task)
-    wait_until(lambda: task.delivered, timeout=5, what="delivered by pingback")
-    assert len(calls) == 3 and agent.sender.sent == 1
+    wait_until(lambda: agent.sender.sent == 1, timeout=5, what="a 2xx")
+    assert len(attempts) == 3 and len(sent) == 2 and task.delivered
     assert agent.limiter.commits == ["hold-1"] and len(agent.spool.events) == 1
+    assert agent.spool.events[0]["cost_micros"] == 2_500
     assert compat_solve.deliver(agent, task) == (True, "tok")  # free now
     assert len(agent.spool.events) == 1 and agent.limiter.commits == ["hold-1"]
 
 
-def test_an_unexpected_error_gives_the_claim_back(tmp_path, monkeypatch):
-    agent = FakeAgent(tmp_path, retries=0)
-    _posts(monkeypatch, [ValueError("boom")])
-    task = agent.solved_task()
-    job = pingback._Job(0.0, 0, task)
-    with pytest.raises(ValueError):
-        agent.sender._attempt(job)
-    assert not task.delivering and compat_solve.deliver(agent, task) == (True, "tok")
-
-
-def test_given_up_leaves_the_charge_to_the_first_poll(tmp_path, monkeypatch):
+def test_an_unreachable_receiver_is_never_charged(tmp_path, monkeypatch):
     agent = FakeAgent(tmp_path, retries=1)
-    calls = _posts(monkeypatch, [503])
+    attempts, sent = _receiver(monkeypatch, [ConnectionRefusedError()])
     task = agent.solved_task()
     agent.sender.enqueue(task)
     wait_until(lambda: agent.sender.failed == 1, timeout=5, what="given up")
-    assert len(calls) == 2 and not task.delivered and not task.delivering
-    assert agent.spool.events == []
-    assert compat_solve.deliver(agent, task) == (True, "tok")
+    assert len(attempts) == 2 and sent == [] and not task.delivered
+    assert agent.spool.events == [] and agent.limiter.commits == []
+    assert compat_solve.deliver(agent, task) == (True, "tok")  # the first poll charges
     assert compat_solve.deliver(agent, task) == (True, "tok")
     assert len(agent.spool.events) == 1 and agent.limiter.commits == ["hold-1"]
-    assert agent.spool.events[0]["cost_micros"] == 2_500
 
 
-def test_a_poll_during_the_post_waits_and_the_pingback_charges(tmp_path, monkeypatch):
+def test_a_receiver_that_was_sent_the_answer_pays_once_whatever_it_replied(tmp_path, monkeypatch):
+    agent = FakeAgent(tmp_path, retries=2)
+    _, sent = _receiver(monkeypatch, [503, TimeoutError(), 302])
+    task = agent.solved_task()
+    agent.sender.enqueue(task)
+    wait_until(lambda: agent.sender.failed == 1, timeout=5, what="given up")
+    assert len(sent) == 3 and task.delivered and agent.sender.sent == 0
+    assert len(agent.spool.events) == 1 and agent.limiter.commits == ["hold-1"]
+    assert compat_solve.deliver(agent, task) == (True, "tok")
+    assert len(agent.spool.events) == 1
+
+
+def test_a_poll_during_the_post_gets_the_answer_free(tmp_path, monkeypatch):
     agent = FakeAgent(tmp_path, retries=0)
     gate, entered = threading.Event(), threading.Event()
 
-    def post(*args):
-        entered.set()
-        gate.wait(5)
-        return 200
+    class Slow(FakeConnection):
+        def post(self, body, content_type):
+            entered.set()
+            gate.wait(5)
+            return 200
 
-    monkeypatch.setattr(pingback_url, "post", post)
+    monkeypatch.setattr(pingback_url, "connect", lambda *a: Slow(200, []))
     task = agent.solved_task()
     agent.sender.enqueue(task)
     assert entered.wait(5)
-    assert compat_solve.deliver(agent, task) == (False, answers.NOT_READY)  # in flight
+    assert compat_solve.deliver(agent, task) == (True, "tok")  # recorded before it was sent
     gate.set()
-    wait_until(lambda: task.delivered, timeout=5, what="delivered")
-    assert compat_solve.deliver(agent, task) == (True, "tok")
+    wait_until(lambda: agent.sender.sent == 1, timeout=5, what="sent")
     assert len(agent.spool.events) == 1
+
+
+def test_a_failed_task_is_posted_free(tmp_path, monkeypatch):
+    agent = FakeAgent(tmp_path, retries=0)
+    _, sent = _receiver(monkeypatch, [200])
+    task = agent.solved_task()
+    task.state, task.answer = FAILED, None
+    agent.sender.enqueue(task)
+    wait_until(lambda: agent.sender.sent == 1, timeout=5, what="sent")
+    assert parse_qs(sent[0].decode())["code"] == [answers.UNSOLVABLE]
+    assert agent.spool.events == [] and not task.delivered

@@ -9,12 +9,13 @@ when full: the client can still poll). ``WORKERS`` threads (greenlets under guni
 send, one attempt each, ``pingback_timeout`` each, no redirects (pingback_url.post); a failed
 attempt is retried after ``pingback_backoff`` s, doubling, at most ``pingback_retries`` times.
 
-Billing is the task store's: a solved answer is charged once, on first delivery, by a 2xx
-pingback or by res.php / getTaskResult, whichever comes first. An attempt claims the delivery
-(a res.php meanwhile answers ``CAPCHA_NOT_READY``), POSTs, and on a 2xx records the charge
-(solve.charge); otherwise gives the claim back. The answer leaves before its record here (the
-receiver's 2xx is the proof of delivery): an agent killed in the instant between the two
-leaves that one answer uncharged, never charges twice.
+Billing is the task store's: a solved answer is charged once, on first delivery, by a
+pingback or by res.php / getTaskResult, whichever comes first, and like res.php's it is
+recorded before the answer leaves (a kill -9 cannot lose it). An attempt first opens the
+connection (pingback_url.connect: resolve, check, TCP and TLS); only then does it claim the
+delivery, record the charge (solve.charge) and write the request. A receiver that cannot be
+reached is never charged for (the client can still poll); one that was sent the answer is,
+whatever it replied, and is retried, free, until a 2xx or the last retry.
 """
 
 from __future__ import annotations
@@ -148,42 +149,44 @@ class Sender:
             except Exception:
                 log.exception("pingback of task %s failed", job.task.id)
 
-    def _send(self, task: Task) -> tuple[bool, str]:
-        """One POST: (answered 2xx, what happened)."""
-        spec = task.spec
-        body, kind = (json_body(task), "application/json") if spec.pingback_json else (
-            form_body(task), FORM)  # fmt: skip
-        try:
-            status = pingback_url.post(spec.pingback, body, kind, self.allow, self.timeout)
-        except pingback_url.Refused as exc:
-            return False, str(exc)
-        except OSError as exc:
-            return False, type(exc).__name__
-        return 200 <= status < 300, f"HTTP {status}"
-
     def _attempt(self, job: _Job) -> None:
-        task, store = job.task, self.agent.tasks
+        task, store, spec = job.task, self.agent.tasks, job.task.spec
         if task.gone:
             return
-        claimed = task.state == SOLVED and store.claim_delivery(task)
-        if task.state == SOLVED and not claimed and not task.delivered:
-            if not task.gone:  # a res.php is recording it: its answer may still go out
-                self._again(job, BUSY_DELAY, job.attempt)
-            return
-        ok = False
         try:
-            ok, reason = self._send(task)
-        finally:  # even on an unexpected error: a claim left behind would block the task
-            if claimed and not ok:
-                store.end_delivery(task, False)
-        if claimed and ok:
-            compat_solve.charge(self.agent, task)
-        if ok:
-            self.sent += 1
+            conn = pingback_url.connect(spec.pingback, self.allow, self.timeout)
+        except (pingback_url.Refused, OSError) as exc:
+            self._failed(job, str(exc) if isinstance(exc, pingback_url.Refused) else
+                         type(exc).__name__)  # fmt: skip
             return
+        try:
+            if task.state == SOLVED and not task.delivered:
+                if not store.claim_delivery(task):  # a res.php is recording it right now
+                    if not task.gone:
+                        self._again(job, BUSY_DELAY, job.attempt)
+                    return
+                if not compat_solve.charge(self.agent, task):  # the spool refused: not sent
+                    self._failed(job, "usage not recorded")
+                    return
+            body, kind = (json_body(task), "application/json") if spec.pingback_json else (
+                form_body(task), FORM)  # fmt: skip
+            try:
+                status = conn.post(body, kind)
+            except OSError as exc:
+                self._failed(job, type(exc).__name__)
+                return
+        finally:
+            conn.close()
+        if 200 <= status < 300:
+            self.sent += 1
+        else:
+            self._failed(job, f"HTTP {status}")
+
+    def _failed(self, job: _Job, reason: str) -> None:
+        """Retry later, or give up after the last retry."""
         if job.attempt < len(self.delays):
             self._again(job, self.delays[job.attempt], job.attempt + 1)
             return
         self.failed += 1
         log.warning("pingback of task %s given up after %d attempts (%s)",
-                    task.id, job.attempt + 1, reason)  # fmt: skip
+                    job.task.id, job.attempt + 1, reason)  # fmt: skip

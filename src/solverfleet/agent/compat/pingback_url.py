@@ -8,6 +8,8 @@ unless it lies in one of the operator's ``pingback_allow_cidrs``. The check runs
 is registered and again before each POST, and the POST connects to the address that was
 checked (a DNS answer that changes in between, "rebinding", cannot redirect it). TLS is
 verified against the URL's host name. Redirects are never followed: a 3xx is a failure.
+The connection is opened before the request is written (``connect``, then ``post``), so the
+sender can record the charge in between: the answer leaves only over an open connection.
 """
 
 from __future__ import annotations
@@ -126,31 +128,50 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
 
 
-def post(url: str, body: bytes, content_type: str, allow: Sequence[Network], timeout: float) -> int:
-    """POST ``body`` to ``url`` at its freshly checked address; the HTTP status. Refused or
-    OSError (``http.client.HTTPException`` included) when it cannot be sent."""
-    scheme, host, port = check_syntax(url)
-    address = str(resolve(host, port, allow))
-    parts = urlsplit(url)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    conn: http.client.HTTPConnection
-    if scheme == "https":
-        conn = _PinnedHTTPS(address, host, port, timeout)
-    else:
-        conn = http.client.HTTPConnection(address, port, timeout=timeout)
-    try:
+class Connection:
+    """An open connection to a pingback URL's checked address (``connect``), ready for one
+    POST (``post``); close it either way."""
+
+    def __init__(self, url: str, allow: Sequence[Network], timeout: float) -> None:
+        scheme, host, port = check_syntax(url)
+        address = str(resolve(host, port, allow))
+        parts = urlsplit(url)
+        self.target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         netloc = host if ":" not in host else f"[{host}]"
         default = (scheme == "https" and port == 443) or (scheme == "http" and port == 80)
+        self.host_header = netloc if default else f"{netloc}:{port}"
+        self.conn: http.client.HTTPConnection
+        if scheme == "https":
+            self.conn = _PinnedHTTPS(address, host, port, timeout)
+        else:
+            self.conn = http.client.HTTPConnection(address, port, timeout=timeout)
+        try:
+            self.conn.connect()  # TCP (and TLS): nothing of the answer has left yet
+        except BaseException:
+            self.conn.close()
+            raise
+
+    def post(self, body: bytes, content_type: str) -> int:
+        """Send the POST; the HTTP status (a redirect is just its status). OSError
+        (``http.client.HTTPException`` included) when no answer came."""
         headers = {
-            "Host": netloc if default else f"{netloc}:{port}",
+            "Host": self.host_header,
             "Content-Type": content_type,
             "User-Agent": "solverfleet-pingback",
         }
-        conn.request("POST", target, body=body, headers=headers)
-        resp = conn.getresponse()
-        resp.read(64 * 1024)  # a bounded read: we only need the status
-        return resp.status
-    except http.client.HTTPException as exc:
-        raise OSError(str(exc)) from None
-    finally:
-        conn.close()
+        try:
+            self.conn.request("POST", self.target, body=body, headers=headers)
+            resp = self.conn.getresponse()
+            resp.read(64 * 1024)  # a bounded read: only the status matters
+            return resp.status
+        except http.client.HTTPException as exc:
+            raise OSError(str(exc)) from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def connect(url: str, allow: Sequence[Network], timeout: float) -> Connection:
+    """A connection to ``url``'s freshly checked address; Refused, or OSError when it cannot
+    be opened."""
+    return Connection(url, allow, timeout)
