@@ -81,6 +81,7 @@ class Agent:
         )
         self.worker = WorkerClient(settings.worker_url, settings.worker_timeout)
         self.tasks: Any = None  # in.php tasks: set by agent/compat's register
+        self.pingbacks: Any = None  # ... and their pingback sender
         self.bans = BanList(
             settings.ban_threshold, settings.ban_window, settings.ban_duration,
             settings.ban_max_ips, clock=lambda: self.clock(), exempt=self.trusted,
