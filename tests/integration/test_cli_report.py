@@ -40,7 +40,7 @@ def stack(tmp_path_factory):
         calls = [
             _ev("alice-web", "alice", 100_000, 300, duration_ms=120),
             _ev("alice-web", "alice", 200_000, 200, duration_ms=80, url="https://shop.test/a,b"),
-            _ev("bob-ci", "bob", 1, 100, duration_ms=40, project="ci"),
+            _ev("bob-ci", "bob", 1, 100, duration_ms=40, project="ci", soft_id=4242),
             _ev("bob-ci", "bob", 0, 50, duration_ms=900, project="ci", status="failed"),
             _ev("alice-web", "alice", 7, 40 * 86_400, duration_ms=60),  # 40 days ago
         ]
@@ -97,12 +97,14 @@ def test_log_pages_filters_and_formats(stack):
 
     table = cli(stack, "log", "--user", "bob").stdout
     assert "bob-ci" in table and "alice-web" not in table and "worker_error" in table
+    assert "soft id" in table and "4242" in table
 
     args = ("--status", "success", "--since", "1d", "--format", "csv")
     listed = rows(cli(stack, "log", *args).stdout)
     assert sorted(r["cost"] for r in listed) == ["0.000001", "0.10", "0.20"]
     assert {r["url"] for r in listed} >= {"https://shop.test/a,b"}  # quoted, not split
     assert listed[0]["agent_id"] == "solver1" and listed[0]["source_ip"] == "203.0.113.9"
+    assert {r["cost"]: r["soft_id"] for r in listed}["0.000001"] == "4242"
 
 
 def test_log_bad_input_is_the_collectors_clear_message(stack):

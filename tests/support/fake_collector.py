@@ -31,6 +31,7 @@ EVENT_FIELDS = {
     "project", "environment", "type", "url", "status", "error", "message", "source_ip",
     "duration_ms", "cost_micros",
 }  # fmt: skip
+OPTIONAL_EVENT_FIELDS = {"soft_id"}  # only when the client sent one (agent/usage.py)
 
 
 def _day_of(ts_ms: int) -> str:
@@ -248,7 +249,7 @@ class FakeCollector:
     def usage(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         events = body.get("events")
         if not isinstance(events, list) or not all(
-            isinstance(e, dict) and set(e) == EVENT_FIELDS for e in events
+            isinstance(e, dict) and set(e) - OPTIONAL_EVENT_FIELDS == EVENT_FIELDS for e in events
         ):
             return 400, {"error": "bad_request", "message": "malformed batch"}
         accepted = duplicates = 0

@@ -521,3 +521,34 @@ def test_native_api_is_unchanged_beside_it(ready):
                              headers={"X-API-Key": ready.secrets["alice-web"]})  # fmt: skip
     assert resp.status_code == 200 and resp.json["cost"] == "0.002"
     assert ready.client.get("/nope").json["error"] == "not_found"
+
+
+def test_get2_answers_the_price_and_charges_like_get(stubbed):
+    stubbed.stub.gate.clear()
+    task_id = stubbed.task_id(soft_id="31")
+    assert stubbed.call("/res.php", action="get2", id=task_id) == "CAPCHA_NOT_READY"
+    stubbed.stub.gate.set()
+    wait_until(lambda: stubbed.call("/res.php", action="get2", id=task_id) != "CAPCHA_NOT_READY",
+               timeout=10, what="solved")  # fmt: skip
+    assert stubbed.call("/res.php", action="get2", id=task_id) == "OK|token-for-turnstile|0.002"
+    assert stubbed.call("/res.php", action="get2", id=task_id, json="1") == {
+        "status": 1, "request": "token-for-turnstile", "price": "0.002"}  # fmt: skip
+    assert stubbed.balance() == "0.998"
+    [event] = stubbed.shipped(1)
+    assert event["soft_id"] == 31 and event["cost_micros"] == 2000
+    assert stubbed.call("/res.php", action="get2", id="1") == "ERROR_WRONG_CAPTCHA_ID"
+
+
+def test_pingback_options_are_checked_before_admission(ready):
+    for fields, text in (
+        ({"pingback": "https://cb.test/"}, "ERROR_PINGBACK_NOT_REGISTERED"),
+        ({"soft_id": "12x"}, "ERROR_BAD_PARAMETERS"),
+        ({"soft_id": "2147483648"}, "ERROR_BAD_PARAMETERS"),
+    ):
+        assert ready.submit(**fields) == text
+        assert ready.submit(json="1", **fields) == as_json(0, text)
+    assert ready.call("/res.php", action="get_pingback") == "OK|"
+    assert ready.call("/res.php", action="get_pingback", json="1") == {"status": 1, "request": []}
+    for addr in ("", "ftp://cb.test/", "http://127.0.0.1/", "http://[::ffff:10.0.0.1]/"):
+        assert ready.call("/res.php", action="add_pingback", addr=addr) == "ERROR_BAD_PINGBACK_URL"
+    assert ready.balance() == "1.00" and ready.collector.events == {}

@@ -1,7 +1,7 @@
 """The JSON task protocol in-process (createTask / getTaskResult / getBalance / reports).
 
 Same agent, task store and billing as in.php (tests/unit/test_agent_compat.py's Env); every
-answer is HTTP 200 JSON with errorId 0 or 1.
+answer is HTTP 200 JSON with errorId 0 or the error's published number.
 """
 
 from __future__ import annotations
@@ -67,9 +67,20 @@ def balance(ctx, key_id="alice-web"):
     return answer["balance"]
 
 
+# The published errorId of each code (2captcha API v2 / anti-captcha error tables); codes
+# without a published number answer 1.
+PUBLISHED = {
+    "ERROR_KEY_DOES_NOT_EXIST": 1, "ERROR_NO_SLOT_AVAILABLE": 2,
+    "ERROR_ZERO_CAPTCHA_FILESIZE": 3, "ERROR_TOO_BIG_CAPTCHA_FILESIZE": 4,
+    "ERROR_ZERO_BALANCE": 10, "ERROR_IP_NOT_ALLOWED": 11, "ERROR_CAPTCHA_UNSOLVABLE": 12,
+    "ERROR_NO_SUCH_CAPCHA_ID": 16, "ERROR_IP_BLOCKED": 21, "ERROR_TASK_ABSENT": 22,
+    "ERROR_TASK_NOT_SUPPORTED": 23,
+}  # fmt: skip
+
+
 def error(code):
-    return lambda answer: answer["errorId"] == 1 and answer["errorCode"] == code and (
-        answer["errorDescription"])  # fmt: skip
+    return lambda answer: answer["errorId"] == PUBLISHED.get(code, 1) and (
+        answer["errorCode"] == code and answer["errorDescription"])  # fmt: skip
 
 
 # ---- success forms ---------------------------------------------------------------------------
@@ -264,6 +275,10 @@ def test_every_task_type_and_error_is_documented():
     errors_table = doc.split("### Errors", 1)[1].split("\n\n", 2)[1]
     documented_errors = set(re.findall(r"^\| `(ERROR_[A-Z_]+)` \|", errors_table, re.M))
     assert documented_errors == set(tasks_json.DESCRIPTIONS)
+    numbers = dict(re.findall(r"^\| `(ERROR_[A-Z_]+)` \| (\d+) \|", errors_table, re.M))
+    assert {code: int(n) for code, n in numbers.items()} == {
+        code: PUBLISHED.get(code, 1) for code in tasks_json.DESCRIPTIONS
+    }
     assert all(code in spec["TaskError"]["properties"]["errorCode"]["description"]
                for code in documented_errors)  # fmt: skip
 

@@ -61,6 +61,9 @@ MATRIX: dict[tuple[str, str], Route] = {
         SERVICE, "/agent/v1/usage", {"agent_id": "m1", "events": []}
     ),
     ("POST", "/agent/v1/release"): Route(SERVICE, "/agent/v1/release", {"agent_id": "m1"}),
+    ("POST", "/agent/v1/pingbacks"): Route(
+        SERVICE, "/agent/v1/pingbacks", {"agent_id": "m1", "owner": "u:x", "action": "del_all"}
+    ),
     ("GET", "/admin/v1/whoami"): Route(USER, "/admin/v1/whoami"),
     ("POST", "/admin/v1/apply"): Route(ADMIN, "/admin/v1/apply?dry_run=1", CONFIG),
     ("GET", "/admin/v1/keys"): Route(USER, "/admin/v1/keys"),

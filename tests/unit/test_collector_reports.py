@@ -127,6 +127,7 @@ def test_log_shows_every_call_newest_first_with_every_field(h: AppHarness) -> No
         "source_ip": "203.0.113.9",
         "duration_ms": 3000,
         "cost": "0.00",
+        "soft_id": None,
     }
     assert len(failed["event_id"]) == 32 and failed["request_id"]
     solved = next(e for e in page["events"] if e["cost"] == "0.000003")

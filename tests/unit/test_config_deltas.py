@@ -186,3 +186,34 @@ def test_snapshot_pages_must_advance() -> None:
     pages = SnapshotPages(3, {"keys": [key]}, "k1")
     with pytest.raises(SnapshotError):
         pages.add({"keys": [], "keys_after": "k1"})
+
+
+def test_pingback_changes_ship_the_pingback_section(collector_app: AppHarness) -> None:
+    h = collector_app
+    h.apply(two_keys())
+    version = delta_sync(h, None)["config_version"]
+
+    def change(action: str, url: str | None = None, owner: str = "u:alice"):
+        body = {"agent_id": "a1", "owner": owner, "action": action, "url": url}
+        return h.agent("POST", "/agent/v1/pingbacks", json=body)
+
+    assert change("add", "https://a.test/cb").get_json() == {"urls": ["https://a.test/cb"]}
+    answer = delta_sync(h, version)
+    assert answer["delta"]["pingbacks"] == {"u:alice": ["https://a.test/cb"]}
+    assert answer["delta"]["keys"] == [] and "pricing" not in answer["delta"]
+    version = answer["config_version"]
+    assert change("add", "https://a.test/cb").status_code == 200  # again: no new version
+    assert delta_sync(h, version)["config"] is None and "delta" not in delta_sync(h, version)
+    for n in range(19):
+        assert change("add", f"https://a.test/{n}").status_code == 200
+    full = change("add", "https://a.test/21st")
+    assert full.status_code == 409 and full.get_json()["error"] == "too_many_pingbacks"
+    assert change("add", "https://b.test/", owner="a:other").status_code == 200  # per owner
+    for bad in ({"action": "add", "url": "ftp://x/"}, {"action": "add"}, {"action": "nope"},
+                {"action": "del_all", "owner": "alice"}):  # fmt: skip
+        body = {"agent_id": "a1", "owner": "u:alice", **bad}
+        assert h.agent("POST", "/agent/v1/pingbacks", json=body).status_code == 400
+    assert change("del", "https://a.test/cb").get_json()["urls"][0] == "https://a.test/0"
+    assert change("del_all").get_json() == {"urls": []}
+    snapshot = h.sync("a1")["config"]  # an agent without deltas: the snapshot has them
+    assert snapshot["pingbacks"] == {"a:other": ["https://b.test/"]}

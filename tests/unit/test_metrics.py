@@ -104,6 +104,9 @@ def test_agent_state_gauges_are_read_when_scraped(agent_env):
     assert value(samples, "solverfleet_agent_lease_held_micros") > 0
     assert value(samples, "solverfleet_agent_last_sync_age_seconds") < 5
     assert value(samples, "solverfleet_agent_compat_tasks") == 0
+    assert value(samples, "solverfleet_agent_pingbacks_queued") == 0
+    assert value(samples, "solverfleet_agent_pingbacks_sent_total") == 0
+    assert value(samples, "solverfleet_agent_pingbacks_failed_total") == 0
     assert value(samples, "solverfleet_agent_banned_ips") == 0
     for _ in range(agent.settings.ban_threshold):
         agent.bans.failed("203.0.113.7")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from immutables import Map
@@ -79,6 +79,8 @@ class Snapshot:
     pricing: dict[str, Pricing]  # by account, for accounts with prices of their own
     global_pricing: Pricing  # every other account's
     aliases: dict[str, dict[str, str]]  # by account (the built-in ones are in captchatypes)
+    # Registered pingback URLs by owner (collector/pingbacks.py: "a:<account>" | "u:<user>").
+    pingbacks: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
 def _flatten(prices: dict[str, int], own: dict[str, int] | None) -> Pricing:
@@ -158,6 +160,20 @@ def _pricing(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _pingbacks(raw: Any) -> dict[str, frozenset[str]]:
+    """The ``pingbacks`` section: {owner: [url, ...]}."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise SnapshotError("pingbacks: expected an object")
+    out = {}
+    for owner, urls in raw.items():
+        if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+            raise SnapshotError(f"pingbacks.{owner}: expected a list of strings")
+        out[str(owner)] = frozenset(urls)
+    return out
+
+
 def _index(keys: Mapping[str, Key]) -> Map:
     """Keys by secret hash; a current secret always wins over a rotated-out one of another
     key."""
@@ -187,7 +203,12 @@ def parse_snapshot(
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise SnapshotError(f"malformed config snapshot: {exc!r}") from None
     return Snapshot(
-        version=int(version), users=users, keys=Map(keys), by_hash=_index(keys), **pricing
+        version=int(version),
+        users=users,
+        keys=Map(keys),
+        by_hash=_index(keys),
+        pingbacks=_pingbacks(config.get("pingbacks")),
+        **pricing,
     )
 
 
@@ -231,11 +252,14 @@ def apply_delta(old: Snapshot, version: int, delta: dict[str, Any]) -> Snapshot:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise SnapshotError(f"malformed config delta: {exc!r}") from None
+    raw_pingbacks = delta.get("pingbacks")
+    pingbacks = old.pingbacks if raw_pingbacks is None else _pingbacks(raw_pingbacks)
     return Snapshot(
         version=int(version),
         users=users.finish(),
         keys=keys.finish(),
         by_hash=by_hash.finish(),
+        pingbacks=pingbacks,
         **pricing,
     )
 

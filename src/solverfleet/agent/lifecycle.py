@@ -81,6 +81,7 @@ class Agent:
         )
         self.worker = WorkerClient(settings.worker_url, settings.worker_timeout)
         self.tasks: Any = None  # in.php tasks: set by agent/compat's register
+        self.pingbacks: Any = None  # ... and their pingback sender
         self.peers: Any = None  # other agents, for their tasks: set by agent/compat's register
         self.bans = BanList(
             settings.ban_threshold, settings.ban_window, settings.ban_duration,

@@ -51,6 +51,13 @@ class AgentSettings:
     # from (https://host:port; verified with collector_ca_file); empty: not registered.
     advertise_url: str = ""
     peer_timeout: float = 3.0  # s per request to another agent
+    # Pingbacks (agent/compat/pingback.py): addresses outside the public internet are refused
+    # unless in one of these CIDRs; each POST has this timeout, is retried this many times,
+    # waiting pingback_backoff s, doubling (at most 60 s) between attempts.
+    pingback_allow_cidrs: tuple[str, ...] = ()
+    pingback_timeout: float = 5.0
+    pingback_retries: int = 4
+    pingback_backoff: float = 2.0
     # Brute force (bans.py): this many unknown keys within ban_window s from one address (IPv6:
     # one /64) ban it for ban_duration s; at most ban_max_ips addresses tracked. 0 = off.
     ban_threshold: int = 5
@@ -107,6 +114,10 @@ class AgentSettings:
             raise SettingsError("compat_result_ttl: must be > 0")
         if self.compat_max_tasks < 1:
             raise SettingsError("compat_max_tasks: must be >= 1")
+        if self.pingback_timeout <= 0 or self.pingback_backoff <= 0:
+            raise SettingsError("pingback_timeout, pingback_backoff: must be > 0")
+        if not 0 <= self.pingback_retries <= 10:
+            raise SettingsError("pingback_retries: must be 0..10")
         if self.ban_threshold < 0:
             raise SettingsError("ban_threshold: must be >= 0 (0 turns bans off)")
         for name in ("ban_window", "ban_duration"):
@@ -120,7 +131,7 @@ class AgentSettings:
             to_micros(self.offline_allowance)
         except MoneyError as exc:
             raise SettingsError(f"offline_allowance: {exc}") from None
-        for name in ("trusted_proxies", "metrics_allow"):
+        for name in ("trusted_proxies", "metrics_allow", "pingback_allow_cidrs"):
             for cidr in getattr(self, name):
                 try:
                     ipaddress.ip_network(cidr, strict=False)

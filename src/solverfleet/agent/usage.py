@@ -32,11 +32,13 @@ def build_event(
     duration_ms: int,
     cost_micros: int,
     status: str | None = None,
+    soft_id: int | None = None,
 ) -> dict[str, Any]:
-    """The event; ``status`` (report_good, report_bad) overrides success/failed and costs 0."""
+    """The event; ``status`` (report_good, report_bad) overrides success/failed and costs 0;
+    ``soft_id`` (a client's software id, in.php / createTask) only when it sent one."""
     if status is not None:
         cost_micros = 0
-    return {
+    event = {
         "event_id": new_id(),
         "ts_ms": int(time.time() * 1000),
         "request_id": request_id,
@@ -56,3 +58,6 @@ def build_event(
         "duration_ms": duration_ms,
         "cost_micros": cost_micros if ok else 0,
     }
+    if soft_id is not None:
+        event["soft_id"] = soft_id
+    return event

@@ -28,7 +28,7 @@ MAX_LIMIT = 1_000
 CSV_FIELDS = (
     "id", "ts", "user_id", "user_email", "key_id", "account", "project", "environment", "type",
     "url", "status", "error", "message", "source_ip", "duration_ms", "cost", "agent_id",
-    "request_id", "event_id",
+    "request_id", "event_id", "soft_id",
 )  # fmt: skip
 FILTERS = ("user", "key", "project", "environment", "type", "status")
 
@@ -99,7 +99,7 @@ def _table(events: list[dict], next_cursor: str | None) -> None:
     table = new_table(
         f"{len(events)} call(s), newest first",
         ("time (UTC)", "user", "key", "type", "status", "ms", "cost", "project/env", "agent",
-         "source ip", "url", "error"),
+         "source ip", "soft id", "url", "error"),
         right=("ms", "cost"),
     )  # fmt: skip
     for e in events:
@@ -117,6 +117,7 @@ def _table(events: list[dict], next_cursor: str | None) -> None:
             Text(where),
             cell(e.get("agent_id")),
             cell(e.get("source_ip")),
+            cell(e.get("soft_id")),
             Text(e.get("url") or "-", overflow="ellipsis", no_wrap=True),
             Text(problem) if problem else cell(None),
         )

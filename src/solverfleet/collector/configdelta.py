@@ -22,10 +22,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from solverfleet.collector import accounts
+from solverfleet.collector import accounts, pingbacks
 from solverfleet.collector.store import Tx, chunks
 
-KEY, USER, PRICING = "key", "user", "pricing"
+KEY, USER, PRICING, PINGBACKS = "key", "user", "pricing", "pingback"
 KEEP_VERSIONS = 1000  # versions of changes kept in the log
 PRUNE_EVERY = 50  # versions between two prunes (a prune is one indexed DELETE)
 MAX_DELTA = 5000  # changed items beyond which an agent gets the full snapshot
@@ -33,10 +33,11 @@ PAGE_KEYS = 20_000  # keys per page of a snapshot to an agent that sends ``delta
 
 
 def record(tx: Tx, version: int, changes: Iterable[tuple[str, str]]) -> None:
-    """Log what ``version`` changed: (kind, ident) pairs, kind one of KEY, USER, PRICING."""
+    """Log what ``version`` changed: (kind, ident) pairs, kind one of KEY, USER, PRICING,
+    PINGBACKS (ident "*": the whole pingback section is shipped, like the prices)."""
     rows = sorted(set(changes))
     for kind, _ in rows:
-        if kind not in (KEY, USER, PRICING):
+        if kind not in (KEY, USER, PRICING, PINGBACKS):
             raise ValueError(f"unknown config change kind {kind!r}")
     if len(rows) > MAX_DELTA:
         _raise_floor(tx, version)
@@ -76,12 +77,17 @@ def answer(tx: Tx, since: int | None, deltas: bool, page_after: str | None = Non
     if since == version:
         return {"config_version": version, "config": None}
     if not deltas:
-        return {"config_version": version, "config": accounts.snapshot(tx)}
+        return {"config_version": version, "config": _snapshot(tx)}
     changed = _changed(tx, since) if since is not None and floor <= since < version else None
     if changed is not None:
         return {"config_version": version, "config": None, "delta": _delta(tx, changed)}
     keys, after = _page(tx, None)
-    config = {**accounts.agent_pricing(tx), "users": accounts.agent_users(tx), "keys": keys}
+    config = {
+        **accounts.agent_pricing(tx),
+        "users": accounts.agent_users(tx),
+        "keys": keys,
+        "pingbacks": pingbacks.agent_pingbacks(tx),
+    }
     out = {"config_version": version, "config": config}
     if after is not None:
         out["keys_after"] = after
@@ -104,7 +110,7 @@ def _changed(tx: Tx, since: int) -> dict[str, list[str]] | None:
     )
     if len(rows) > MAX_DELTA:
         return None
-    out: dict[str, list[str]] = {KEY: [], USER: [], PRICING: []}
+    out: dict[str, list[str]] = {KEY: [], USER: [], PRICING: [], PINGBACKS: []}
     for kind, ident in rows:
         out[kind].append(ident)
     return out
@@ -126,4 +132,10 @@ def _delta(tx: Tx, changed: dict[str, list[str]]) -> dict:
     }
     if changed[PRICING]:
         delta["pricing"] = accounts.agent_pricing(tx)
+    if changed[PINGBACKS]:
+        delta["pingbacks"] = pingbacks.agent_pingbacks(tx)
     return delta
+
+
+def _snapshot(tx: Tx) -> dict:
+    return {**accounts.snapshot(tx), "pingbacks": pingbacks.agent_pingbacks(tx)}

@@ -41,6 +41,7 @@ MAX_GROUP_EVENTS = 20_000
 CHUNK_ROWS = 1_000
 BATCH_ROWS = 200  # keys, leases, days or ids per statement in the charge step
 MAX_COST = 10**12
+MAX_SOFT_ID = 2**31 - 1  # a client's software id (in.php soft_id): a 32-bit int there
 # report_good/report_bad: a client's verdict on a delivered in.php answer (the agent's
 # res.php reportgood/reportbad); logged like any event, never charged.
 STATUSES = ("success", "failed", "report_good", "report_bad")
@@ -66,6 +67,7 @@ FIELDS = (
     "source_ip",
     "duration_ms",
     "cost_micros",
+    "soft_id",
 )
 COLUMNS = ("event_id", "ingest_token", *FIELDS[1:], "received_ms")
 EID, TS, AGENT, KEY, USER, TYPE, STATUS, COST = 0, 1, 3, 4, 5, 10, 12, 17
@@ -151,7 +153,12 @@ def parse_event(e: Any, i: int, batch_agent: str) -> tuple:
         _free(e, "source_ip", i),
         duration,
         cost if status == "success" else 0,  # failures cost nothing, whatever was sent
+        _soft_id(e.get("soft_id"), i),
     )
+
+
+def _soft_id(value: Any, i: int) -> int | None:
+    return None if value is None else _int(value, f"events[{i}].soft_id", MAX_SOFT_ID)
 
 
 def parse_batch(data: Any) -> tuple[str, list[tuple]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from solverfleet.collector import auth, ingest, leases, metrics, protocol
+from solverfleet.collector import auth, ingest, leases, metrics, pingbacks, protocol
 from solverfleet.collector.context import current
 from solverfleet.collector.errors import read_json
 from solverfleet.collector.problems import Forbidden
@@ -77,3 +77,13 @@ def release():
     req = protocol.release_request(read_json())
     auth.same_agent(req.agent_id)
     return jsonify({"returned": leases.release(c.db, req, now_ms=c.now_ms())})
+
+
+@bp.post("/pingbacks")
+def pingback_change():
+    """A key owner's pingback URLs changed through an agent (res.php add_pingback/del_pingback);
+    answers the owner's URLs after the change."""
+    c = current()
+    agent_id, owner, action, url = pingbacks.parse(read_json())
+    auth.same_agent(agent_id)
+    return jsonify({"urls": pingbacks.change(c.db, owner, action, url, c.now_ms())})

@@ -119,7 +119,7 @@ def res_one(agent: Agent, fields: dict[str, str], headers: Mapping[str, str], ip
     reply = agent.peers.ask(f"{where}/res.php", ip, data=fields)
     if reply is None:
         action = fields.get("action", "").strip().lower()
-        return answers.NOT_READY if action == "get" else answers.REPORT_NOT_RECORDED
+        return answers.NOT_READY if action in ("get", "get2") else answers.REPORT_NOT_RECORDED
     return reply
 
 

@@ -34,7 +34,7 @@ MIN_IMAGE = 100  # bytes; smaller is "zero size" in the protocol
 MAX_IMAGE = 100 * 1024  # bytes, decoded
 _SITEKEY = re.compile(r"[A-Za-z0-9_.:-]{1,256}").fullmatch
 
-# Optional parameters passed on to the worker unchanged (others, e.g. soft_id, are ignored).
+# Optional parameters passed on to the worker unchanged (soft_id and pingback: options.py).
 _PROXY = ("proxy", "proxytype", "userAgent", "cookies")
 _OPTIONAL: dict[str, tuple[str, ...]] = {
     "recaptcha-v2": ("invisible", "enterprise", "data-s", "action", *_PROXY),
@@ -62,6 +62,9 @@ class TaskSpec:
     slug: str
     url: str | None  # None for image captchas: there is no target page
     params: dict[str, Any] = field(default_factory=dict)
+    soft_id: int | None = None  # the client's software id, kept in the usage log
+    pingback: str | None = None  # a registered URL the answer is POSTed to (pingback.py)
+    pingback_json: bool = False  # ... as getTaskResult JSON (createTask), else 2captcha's form
 
     def for_worker(self) -> dict[str, Any]:
         return {"type": self.slug, "url": self.url or "", "params": self.params}

@@ -3,7 +3,8 @@
 Money (docs/PROTOCOLS.md, "Restarts"): an answer is charged once, on its first delivery,
 whoever delivers it. At a graceful stop every open hold is released (the stop then returns the
 unused leases, as for /solve), and each finished, undelivered task is written to
-``compat-tasks.json`` (atomically, mode 0600) with its key id, user id, type and price. The
+``compat-tasks.json`` (atomically, mode 0600) with its key id, user id, type, price, soft_id
+and pingback URL (a pingback not sent before the stop is sent by the next process). The
 next process puts them back once it has key data, marked ``restored``: their first delivery
 takes a *new* hold for the recorded price (``rehold``), exactly like an admission, before the
 usage event is spooled and the hold committed. So a restored answer is charged at most once
@@ -49,6 +50,9 @@ def record(task: Task, now_wall: float, now_mono: float) -> dict[str, Any]:
         "user_id": task.decision.user.id,
         "slug": task.spec.slug,
         "url": task.spec.url,
+        "soft_id": task.spec.soft_id,
+        "pingback": task.spec.pingback,
+        "pingback_json": task.spec.pingback_json,
         "price": task.decision.price,
         "state": task.state,
         "answer": task.answer,
@@ -128,6 +132,9 @@ def restore(agent: Agent, records: list[dict[str, Any]]) -> list[dict[str, Any]]
             tasks.append(task)
             expires.append(when)
     agent.tasks.restore(tasks, expires)
+    for task in tasks:  # a pingback not sent before the stop is sent now (charged when sent)
+        if task.restored and task.spec.pingback is not None and agent.tasks.get(task.id) is task:
+            agent.pingbacks.enqueue(task)
     if tasks:
         log.info("%d undelivered tasks of the previous process restored", len(tasks))
     return []
@@ -142,7 +149,13 @@ def _task(snap: Any, rec: dict[str, Any]) -> Task | None:
     hold.done = True  # a placeholder: nothing is held until ``rehold``
     decision = precheck.Decision(None, "", None, False, key, user, hold, price)
     decision.slug = str(rec["slug"])
-    spec = TaskSpec(str(rec["slug"]), rec["url"])
+    spec = TaskSpec(
+        str(rec["slug"]),
+        rec["url"],
+        soft_id=rec.get("soft_id"),
+        pingback=rec.get("pingback"),
+        pingback_json=bool(rec.get("pingback_json")),
+    )
     task = Task(str(rec["id"]), key.id, spec, decision, str(rec["source_ip"]), 0.0)
     task.state = SOLVED if rec["state"] == SOLVED else FAILED
     task.answer = rec["answer"]

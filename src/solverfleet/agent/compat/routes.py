@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from solverfleet.agent import precheck
 from solverfleet.agent.clientip import client_ip, in_nets, parse_ip
-from solverfleet.agent.compat import answers, forward, persist
+from solverfleet.agent.compat import answers, forward, options, persist, pingback_actions
 from solverfleet.agent.compat import solve as compat_solve
 from solverfleet.agent.compat.methods import MAX_IMAGE, parse_task
 from solverfleet.agent.lifecycle import Agent
@@ -33,7 +33,9 @@ METHODS = ["GET", "POST"]
 MAX_IDS = 100  # ids per action=get
 _KEY = re.compile(r"[\x21-\x7e]{1,256}").fullmatch  # printable ASCII, no spaces
 _ID = re.compile(r"[0-9]{1,20}").fullmatch
-_ONE_LINE = frozenset({"key", "id", "ids", "action", "method", "pageurl", "json", "soft_id"})
+_ONE_LINE = frozenset(
+    {"key", "id", "ids", "action", "method", "pageurl", "json", "soft_id", "pingback", "addr"}
+)
 
 
 def _agent() -> Agent:
@@ -43,10 +45,18 @@ def _agent() -> Agent:
 def reply(text: str, ok: bool, *, prefixed: bool = True) -> Response:
     """One protocol answer. ``ok`` answers are ``OK|text`` (bare when not ``prefixed``)."""
     if getattr(g, "compat_json", False):
-        body = json.dumps({"status": 1 if ok else 0, "request": text}, separators=(",", ":"))
-        resp = Response(body, 200, mimetype="application/json")
-    else:
-        resp = Response(f"OK|{text}" if ok and prefixed else text, 200, mimetype="text/plain")
+        return _json({"status": 1 if ok else 0, "request": text})
+    return _acao(Response(f"OK|{text}" if ok and prefixed else text, 200, mimetype="text/plain"))
+
+
+def _json(body: dict[str, Any]) -> Response:
+    """A ``json=1`` answer (get2 and get_pingback add to the usual two fields)."""
+    return _acao(
+        Response(json.dumps(body, separators=(",", ":")), 200, mimetype="application/json")
+    )
+
+
+def _acao(resp: Response) -> Response:
     if getattr(g, "compat_acao", False):
         resp.headers["Access-Control-Allow-Origin"] = "*"
     return resp
@@ -125,6 +135,10 @@ def _in_php(agent: Agent) -> Response:
         return fail(spec)
     snap = agent.keystore.snapshot
     assert snap is not None
+    refused = options.apply(spec, snap, key, user, fields.get("soft_id"),
+                            fields.get("pingback", "").strip(), json=False)  # fmt: skip
+    if refused is not None:
+        return fail(refused)
     ok, text = compat_solve.submit(agent, snap, secret, key, user, spec, _ip(agent))
     return reply(text, ok)
 
@@ -152,7 +166,7 @@ def res_php() -> Response:
         return reply(format_micros(balance_micros(agent, key)), True, prefixed=False)
     if action == "get" and fields.get("ids", "").strip():
         return _get_many(agent, key, fields)
-    if action in ("get", "reportgood", "reportbad") and _ID(fields.get("id", "").strip()):
+    if action in ("get", "get2", "reportgood", "reportbad") and _ID(fields.get("id", "").strip()):
         elsewhere = forward.res_one(agent, fields, request.headers, _ip(agent))
         if isinstance(elsewhere, forward.Reply):
             return _passed_on(elsewhere)
@@ -160,6 +174,13 @@ def res_php() -> Response:
             return fail(elsewhere)
     if action == "get":
         return _get_one(agent, key, fields.get("id", ""))
+    if action == "get2":
+        return _get_one(agent, key, fields.get("id", ""), with_price=True)
+    if action in pingback_actions.ACTIONS:
+        ok, answer = pingback_actions.run(agent, key, auth[1], action, fields.get("addr", ""))
+        if isinstance(answer, list):
+            return _listed(answer)
+        return reply(answer, ok, prefixed=False)
     if action in ("reportgood", "reportbad"):
         task_id = fields.get("id", "").strip()
         if not _ID(task_id):
@@ -172,7 +193,7 @@ def res_php() -> Response:
     return fail(answers.EMPTY_ACTION)
 
 
-def _get_one(agent: Agent, key: Any, task_id: str) -> Response:
+def _get_one(agent: Agent, key: Any, task_id: str, *, with_price: bool = False) -> Response:
     task_id = task_id.strip()
     if not _ID(task_id):
         return fail(answers.WRONG_ID_FORMAT)
@@ -180,7 +201,19 @@ def _get_one(agent: Agent, key: Any, task_id: str) -> Response:
     if task is None:
         return fail(_missing(agent))
     ok, text = compat_solve.deliver(agent, task)
+    if ok and with_price:  # get2: OK|answer|price ({"request", "price"} with json=1)
+        price = format_micros(task.decision.price)
+        if getattr(g, "compat_json", False):
+            return _json({"status": 1, "request": text, "price": price})
+        return reply(f"{text}|{price}", True)
     return reply(text, ok)
+
+
+def _listed(urls: list[str]) -> Response:
+    """get_pingback: ``OK|url1|url2`` (``OK|`` when none); with json=1 a list in ``request``."""
+    if getattr(g, "compat_json", False):
+        return _json({"status": 1, "request": urls})
+    return reply("|".join(urls), True)
 
 
 def _missing(agent: Agent) -> str:

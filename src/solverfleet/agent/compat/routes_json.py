@@ -3,8 +3,9 @@
 
 The same tasks as ``in.php`` (the agent's task store, solve.py's lifecycle and billing: one
 charge, on first delivery); only the words differ (tasks_json.py). Every answer is HTTP 200
-JSON with ``errorId`` 0 or 1, like the services these clients were written for; even a wrong
-method, a body over 1 MiB or an internal error on these paths is an ``errorId`` 1 answer.
+JSON with ``errorId`` 0 or the error's published number (tasks_json.ERROR_IDS), like the
+services these clients were written for; even a wrong method, a body over 1 MiB or an
+internal error on these paths is an error answer.
 The body is read as JSON whatever its content type (some clients send none).
 """
 
@@ -22,7 +23,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from solverfleet import jsonbody
 from solverfleet.agent import precheck
 from solverfleet.agent.clientip import client_ip, in_nets, parse_ip
-from solverfleet.agent.compat import answers, forward, persist, tasks_json
+from solverfleet.agent.compat import answers, forward, options, persist, tasks_json
 from solverfleet.agent.compat import solve as compat_solve
 from solverfleet.agent.compat.methods import parse_task
 from solverfleet.agent.lifecycle import Agent
@@ -123,6 +124,10 @@ def _create_task(agent: Agent) -> Response:
         return fail(spec)
     snap = agent.keystore.snapshot
     assert snap is not None
+    refused = options.apply(spec, snap, key, user, body.get("softId"), body.get("callbackUrl"),
+                            json=True)  # fmt: skip
+    if refused is not None:
+        return fail(refused)
     ok, text = compat_solve.submit(agent, snap, secret, key, user, spec, _ip(agent))
     if not ok:
         # After parsing, BAD_PARAMETERS only means the type is not priced or not allowed.
@@ -217,7 +222,7 @@ for _path in REPORTS:
 
 
 def protocol_error(exc: BaseException) -> Response | None:
-    """On these paths a framework error is an ``errorId`` 1 answer (HTTP 200); ``None`` for
+    """On these paths a framework error is an error answer (HTTP 200); ``None`` for
     every other path."""
     if request.path not in PATHS:
         return None

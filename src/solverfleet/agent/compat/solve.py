@@ -74,11 +74,13 @@ def _run(agent: Agent, task: Task) -> None:
         if outcome.ok:
             # Charged only when delivered: the hold stays until then.
             agent.tasks.finish(task, True, answers.answer_text(outcome.result), duration_ms)
+            _pingback(agent, task)
             return
         _record(agent, task, ok=False, error=outcome.error, message=outcome.message,
                 duration_ms=duration_ms)  # fmt: skip
         agent.limiter.release(task.decision.hold)
         agent.tasks.finish(task, False, None, duration_ms)
+        _pingback(agent, task)
     except Exception:
         log.exception("background solve failed")
         agent.limiter.release(task.decision.hold)
@@ -86,6 +88,11 @@ def _run(agent: Agent, task: Task) -> None:
             agent.tasks.finish(task, False, None, 0)
     finally:
         agent.end_work()
+
+
+def _pingback(agent: Agent, task: Task) -> None:
+    if task.spec.pingback is not None:
+        agent.pingbacks.enqueue(task)  # queued only: sent by pingback.Sender's threads
 
 
 def _record(agent: Agent, task: Task, *, ok: bool, error: str | None = None,
@@ -96,6 +103,7 @@ def _record(agent: Agent, task: Task, *, ok: bool, error: str | None = None,
         agent.settings.agent_id, task.decision, request_id=task.id, slug=task.spec.slug,
         url=task.spec.url, ok=ok, error=error, message=message, source_ip=task.source_ip,
         duration_ms=task.duration_ms if duration_ms is None else duration_ms, status=status,
+        soft_id=task.spec.soft_id,
     )  # fmt: skip
     return spool_event(agent.spool, event)
 
@@ -118,17 +126,24 @@ def deliver(agent: Agent, task: Task) -> tuple[bool, str]:
     if task.delivered:
         return True, task.answer or ""
     if not agent.tasks.claim_delivery(task):
-        return False, answers.NOT_READY  # another res.php is recording it right now
-    if task.restored and not persist.rehold(agent, task):  # kept over a restart: hold again
+        return False, answers.NOT_READY  # another res.php (or a pingback) is delivering it
+    if not charge(agent, task):  # on disk before the answer leaves
+        return False, answers.NOT_READY  # not charged, not answered: the client polls again
+    return True, task.answer or ""
+
+
+def charge(agent: Agent, task: Task) -> bool:
+    """Record the charge of a delivery the caller claimed (``claim_delivery``), commit its
+    hold, end the claim; False (nothing charged) if the spool refused the record, or if an
+    answer kept over a restart cannot have its new hold yet (persist.rehold)."""
+    if task.restored and not persist.rehold(agent, task):
         agent.tasks.end_delivery(task, False)
-        return False, answers.NOT_READY
-    recorded = _record(agent, task, ok=True)  # on disk before the answer leaves
+        return False
+    recorded = _record(agent, task, ok=True)
     if recorded:
         agent.limiter.commit(task.decision.hold)
     agent.tasks.end_delivery(task, recorded)
-    if not recorded:
-        return False, answers.NOT_READY  # not charged, not answered: the client polls again
-    return True, task.answer or ""
+    return recorded
 
 
 def report(agent: Agent, task: Task, good: bool) -> str:

@@ -16,7 +16,8 @@ from typing import Any
 
 from solverfleet.agent.compat import answers
 
-# Error codes: the protocol's names. errorId is 1 on every error; clients branch on the code.
+# Error codes: the protocol's names. errorId is the number 2captcha API v2 and anti-captcha
+# publish for the code (ERROR_IDS); a code without a published number answers 1, as before.
 NO_SUCH_CAPCHA_ID = "ERROR_NO_SUCH_CAPCHA_ID"
 TASK_ABSENT = "ERROR_TASK_ABSENT"
 TASK_NOT_SUPPORTED = "ERROR_TASK_NOT_SUPPORTED"
@@ -42,6 +43,7 @@ DESCRIPTIONS = {
     answers.UNSOLVABLE: "the task could not be solved; it is not charged",
     answers.DUPLICATE_REPORT: "this task was already reported",
     REPORT_NOT_RECORDED: "the report could not be recorded; retry",
+    answers.PINGBACK_NOT_REGISTERED: "callbackUrl is not registered for this account",
 }
 
 # in.php texts whose JSON code has another name (the rest keep theirs).
@@ -59,9 +61,30 @@ def error_code(text: str) -> str:
     return _RENAMED.get(text, text)
 
 
+# The published errorId of each code we answer (docs/PROTOCOLS.md "Errors").
+ERROR_IDS = {
+    answers.KEY_DOES_NOT_EXIST: 1,
+    answers.NO_SLOT: 2,
+    answers.ZERO_CAPTCHA_FILESIZE: 3,
+    answers.TOO_BIG_CAPTCHA_FILESIZE: 4,
+    answers.ZERO_BALANCE: 10,
+    answers.IP_NOT_ALLOWED: 11,
+    answers.UNSOLVABLE: 12,
+    NO_SUCH_CAPCHA_ID: 16,
+    IP_BLOCKED: 21,
+    TASK_ABSENT: 22,
+    TASK_NOT_SUPPORTED: 23,
+}
+UNNUMBERED = 1  # codes no published table numbers (ERROR_BAD_PARAMETERS, ...)
+
+
 def error_body(code: str) -> dict[str, Any]:
     code = error_code(code)
-    return {"errorId": 1, "errorCode": code, "errorDescription": DESCRIPTIONS.get(code, code)}
+    return {
+        "errorId": ERROR_IDS.get(code, UNNUMBERED),
+        "errorCode": code,
+        "errorDescription": DESCRIPTIONS.get(code, code),
+    }
 
 
 # task.type (less a "Proxyless" suffix) -> in.php method and {task field: in.php field}.

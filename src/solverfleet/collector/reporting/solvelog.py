@@ -181,4 +181,5 @@ def _event(row: dict[str, Any]) -> dict[str, Any]:
         "source_ip": row["source_ip"],
         "duration_ms": None if duration is None else int(duration),
         "cost": format_micros(int(row["cost_micros"])),
+        "soft_id": None if row["soft_id"] is None else int(row["soft_id"]),
     }

@@ -143,6 +143,11 @@ def _v16_agent_addresses(tx: Tx) -> None:
     _add_columns(tx, schema_billing.V16_COLUMNS)
 
 
+def _v17_pingbacks_soft_id(tx: Tx) -> None:
+    _create_tables(tx, schema_billing.V17_TABLES)
+    _add_columns(tx, schema_billing.V17_COLUMNS)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial schema", _v1_initial),
     Migration(4, "key rotation, ledger actor, admin API tokens", _v4_keys_tokens_access),
@@ -159,6 +164,7 @@ MIGRATIONS: list[Migration] = [
     Migration(14, "server-side dashboard sessions", _v14_dashboard_sessions),
     Migration(15, "failed dashboard logins shared by every worker", _v15_login_failures),
     Migration(16, "agents' node ids and addresses (res.php anywhere)", _v16_agent_addresses),
+    Migration(17, "pingback addresses, soft_id in the usage log", _v17_pingbacks_soft_id),
 ]
 
 

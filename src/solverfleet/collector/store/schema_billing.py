@@ -231,3 +231,26 @@ V16_COLUMNS: dict[str, list[tuple[str, str]]] = {
     # The task-id prefix and the https address other agents fetch this agent's tasks from.
     "agents": [("node_id", "INTEGER"), ("advertise_url", "VARCHAR(512)")]
 }
+
+
+# --- version 17: pingback addresses, soft_id in the usage log (docs/PROTOCOLS.md) -------------
+
+V17_TABLES = [
+    # Pingback URLs an owner registered (res.php?action=add_pingback): only these are called.
+    # ``owner``: "a:<account>", or "u:<user id>" for a key without an account
+    # (collector/pingbacks.py). ``url_hash``: sha256 hex of the URL, the unique part of the
+    # key (a URL of 2048 characters does not fit an index on MySQL).
+    Table(
+        "pingbacks",
+        [
+            ("owner", "VARCHAR(130) NOT NULL"),
+            ("url_hash", "CHAR(64) ASCII NOT NULL"),
+            ("url", "VARCHAR(2048) NOT NULL"),
+            ("created_ms", "BIGINT NOT NULL"),
+        ],
+        ("owner", "url_hash"),
+    ),
+]
+
+# ``soft_id``: the software id a client sent (in.php ``soft_id``, createTask ``softId``).
+V17_COLUMNS: dict[str, list[tuple[str, str]]] = {"usage_events": [("soft_id", "BIGINT")]}
