@@ -4,6 +4,7 @@ their peer HTTP replaced by each other's Flask test client (with the forwarded h
 from __future__ import annotations
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
@@ -229,3 +230,35 @@ def test_advertise_url_setting(tmp_path, value, ok):
                        tls_cert_file=str(cert), tls_key_file=str(key))  # fmt: skip
     with pytest.raises(SettingsError, match="peer_timeout"):
         agent_settings(tmp_path, "http://127.0.0.1:9", peer_timeout=0)
+
+
+def test_a_kept_pingback_is_sent_by_the_next_process():
+    """persist.py: soft_id and the pingback URL survive the file; a restored, undelivered
+    answer with a pingback is queued again (charged when sent, after its new hold)."""
+    from types import SimpleNamespace
+
+    from solverfleet.agent.compat import persist
+    from solverfleet.agent.compat.methods import TaskSpec
+    from solverfleet.agent.compat.tasks import SOLVED, Task, TaskStore
+
+    user, key = SimpleNamespace(id="alice"), SimpleNamespace(id="alice-web", user_id="alice")
+    decision = SimpleNamespace(user=user, price=2000)
+    spec = TaskSpec("turnstile", "https://a.test/", soft_id=4580, pingback="https://cb.test/x",
+                    pingback_json=True)  # fmt: skip
+    task = Task("42000000000001", "alice-web", spec, decision, "10.0.0.1", 0.0)
+    task.state, task.answer, task.expires = SOLVED, "token", 1060.0
+    rec = persist.record(task, now_wall=5000.0, now_mono=1000.0)
+    assert rec["expires_at"] == 5060.0 and rec["soft_id"] == 4580
+    queued = []
+    agent = SimpleNamespace(
+        keystore=SimpleNamespace(snapshot=SimpleNamespace(keys={"alice-web": key},
+                                                          users={"alice": user})),
+        tasks=TaskStore(42, ttl=600, cap=10),
+        pingbacks=SimpleNamespace(enqueue=queued.append),
+    )  # fmt: skip
+    rec["expires_at"] = time.time() + 60
+    assert persist.restore(agent, [rec, {**rec, "id": "42000000000002", "pingback": None}]) == []
+    [again] = queued
+    assert again.restored and again.spec.pingback == "https://cb.test/x"
+    assert (again.spec.soft_id, again.spec.pingback_json, again.answer) == (4580, True, "token")
+    assert agent.tasks.get("42000000000002").restored  # polled for, not pinged
