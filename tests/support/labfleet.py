@@ -149,9 +149,17 @@ def wait_for_response(fetch, ok, *, timeout: float, what: str):
 
 
 def apply_lab_key(
-    fleet: Fleet, *, account: str, user: str, key_id: str, secret: str, balance: str
+    fleet: Fleet,
+    *,
+    account: str,
+    user: str,
+    key_id: str,
+    secret: str,
+    balance: str,
+    prices: dict[str, str] | None = None,
 ) -> None:
-    """One account with one user holding one key (turnstile at LAB_PRICE), through the admin API."""
+    """One account with one user holding one key (``prices``, default turnstile at LAB_PRICE),
+    through the admin API."""
     applied = controller_request(
         fleet.lab,
         "POST",
@@ -160,7 +168,7 @@ def apply_lab_key(
         headers={"Authorization": f"Bearer {fleet.admin_token}"},
         body={
             "account": account,
-            "prices": {"turnstile": LAB_PRICE},
+            "prices": prices or {"turnstile": LAB_PRICE},
             "users": [
                 {
                     "id": user,
