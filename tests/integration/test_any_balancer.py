@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import pytest
 import requests
@@ -21,6 +22,7 @@ from twocaptcha import TwoCaptcha
 
 from solverfleet.agent.compat.forward import node_of
 from solverfleet.process import Service, free_port, wait_until
+from tests.integration.test_agent_pingback import receiver  # noqa: F401 - the POST recorder
 from tests.integration.test_tls import HOST, Fleet, fleet  # noqa: F401 - the HTTPS fleet fixture
 from tests.support.fleet import key, micros, new_secret, team, user
 
@@ -29,6 +31,8 @@ PAGE = "https://shop.test/login"
 PRICES = {"recaptcha-v2": "0.003", "turnstile": "0.002", "image-to-text": "0.0007"}
 IMAGE = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 2  # 520 bytes: over the 100-byte minimum
 NODES = (201, 202, 203)
+# The test's pingback receiver listens on loopback: allowed explicitly (refused by default).
+PINGBACK_SETTINGS = {"pingback_allow_cidrs": "127.0.0.0/8", "pingback_backoff": "0.2"}
 
 
 def _haproxy(stack: Fleet, port: int, agents: list[int]) -> Service:
@@ -53,6 +57,20 @@ def _haproxy(stack: Fleet, port: int, agents: list[int]) -> Service:
     return svc.start()
 
 
+def _agents_behind_a_balancer(stack: Fleet) -> tuple[list[int], list[tuple[str, Service]], int]:
+    """3 agents registering their addresses, and the round-robin balancer's port."""
+    ports = [free_port() for _ in NODES]
+    agents = []
+    for i, (node, port) in enumerate(zip(NODES, ports, strict=True)):
+        agents.append(stack.start_agent(
+            f"solver{i}", stack.ca.ca_file, port=port, node_id=str(node),
+            advertise_url=f"https://{HOST}:{port}", **PINGBACK_SETTINGS,
+        ))  # fmt: skip
+    lb_port = free_port()
+    _haproxy(stack, lb_port, ports)
+    return ports, agents, lb_port
+
+
 def _forwards(stack: Fleet, urls: list[str]) -> Decimal:
     """Requests the agents answered with another agent's answer (their /metrics)."""
     total = Decimal(0)
@@ -75,16 +93,8 @@ def test_official_client_through_a_round_robin_balancer(fleet: Fleet, monkeypatc
     secret = new_secret("anybal")
     with fleet.admin() as admin:
         admin.apply(team(user("alice", key("alice-web", secret, "1.00")), prices=PRICES))
-    ports = [free_port() for _ in NODES]
-    agents = []
-    for i, (node, port) in enumerate(zip(NODES, ports, strict=True)):
-        agents.append(fleet.start_agent(
-            f"solver{i}", fleet.ca.ca_file, port=port, node_id=str(node),
-            advertise_url=f"https://{HOST}:{port}",
-        ))  # fmt: skip
+    ports, agents, lb_port = _agents_behind_a_balancer(fleet)
     urls = [url for url, _ in agents]
-    lb_port = free_port()
-    _haproxy(fleet, lb_port, ports)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(fleet.ca.ca_file))  # the client's own requests
     solver = TwoCaptcha(secret, server=f"{HOST}:{lb_port}", pollingInterval=1)
     wait_until(lambda: _balance_ok(solver), timeout=20, what="the balancer serving the key")
@@ -109,7 +119,7 @@ def test_official_client_through_a_round_robin_balancer(fleet: Fleet, monkeypatc
     fleet.services.remove(svc)
     fleet.start_agent(
         f"solver{owner}", fleet.ca.ca_file, port=ports[owner], node_id=str(NODES[owner]),
-        advertise_url=url,
+        advertise_url=url, **PINGBACK_SETTINGS,
     )  # fmt: skip
     answer = solver.wait_result(task_id, 30, 1)
     assert answer.startswith("demo-")
@@ -126,3 +136,46 @@ def _balance_ok(solver: TwoCaptcha) -> bool:
         return Decimal(str(solver.balance())) == Decimal("1.00")
     except Exception:  # the library raises its own errors while agents come up
         return False
+
+
+def test_pingbacks_through_a_round_robin_balancer(fleet: Fleet, receiver) -> None:  # noqa: F811
+    """A pingback URL registered through the balancer (on whichever agent) is accepted by
+    every agent; in.php's pingback and createTask's callbackUrl are called with the answer,
+    which res.php / getTaskResult through the balancer then return again, charged once."""
+    secret = new_secret("anybal-ping")
+    with fleet.admin() as admin:
+        admin.apply(team(user("alice", key("alice-web", secret, "1.00")), prices=PRICES))
+    _, agents, lb_port = _agents_behind_a_balancer(fleet)
+    lb = f"https://{HOST}:{lb_port}"
+    ca = str(fleet.ca.ca_file)
+
+    def res(**params) -> str:
+        return requests.get(f"{lb}/res.php", params={"key": secret, **params}, timeout=10,
+                            verify=ca).text  # fmt: skip
+
+    wait_until(lambda: res(action="getbalance") == "1.00", timeout=20, what="the key served")
+    hook = f"{receiver.url}/ok"
+    assert res(action="add_pingback", addr=hook) == "OK"
+    # Every agent holds it after its next delta: three get_pingback in a row hit all three.
+    wait_until(lambda: all(res(action="get_pingback") == f"OK|{hook}" for _ in NODES),
+               timeout=10, what="the pingback URL on every agent")  # fmt: skip
+    form = {"key": secret, "method": "turnstile", "sitekey": "0x4AAAAAAAC3DHQFLr1GavRN",
+            "pageurl": PAGE, "pingback": hook}  # fmt: skip
+    submitted = requests.post(f"{lb}/in.php", data=form, timeout=10, verify=ca).text
+    assert submitted.startswith("OK|"), submitted
+    task = submitted[3:]
+    created = requests.post(
+        f"{lb}/createTask", timeout=10, verify=ca,
+        json={"clientKey": secret, "callbackUrl": hook, "task": {
+            "type": "TurnstileTaskProxyless", "websiteURL": PAGE, "websiteKey": "0x4A"}},
+    ).json()  # fmt: skip
+    assert created["errorId"] == 0, created
+    wait_until(lambda: len(receiver.to("/ok")) == 2, timeout=15, what="both pingbacks")
+    forms = [b for kind, b in receiver.to("/ok") if kind.startswith("application/x-www")]
+    [sent] = [parse_qs(b.decode()) for b in forms]
+    assert sent["id"] == [task]
+    for _ in NODES:  # through whichever agent: the pingback's answer again, no charge
+        assert res(action="get", id=task) == f"OK|{sent['code'][0]}"
+    spent = 2 * micros(PRICES["turnstile"])
+    wait_until(lambda: _spent(fleet) == (2, micros("1.00") - spent), timeout=20,
+               what="each pingback's answer charged once")  # fmt: skip
