@@ -145,7 +145,7 @@ def test_pingbacks_through_a_round_robin_balancer(fleet: Fleet, receiver) -> Non
     secret = new_secret("anybal-ping")
     with fleet.admin() as admin:
         admin.apply(team(user("alice", key("alice-web", secret, "1.00")), prices=PRICES))
-    _, agents, lb_port = _agents_behind_a_balancer(fleet)
+    _, _, lb_port = _agents_behind_a_balancer(fleet)
     lb = f"https://{HOST}:{lb_port}"
     ca = str(fleet.ca.ca_file)
 
