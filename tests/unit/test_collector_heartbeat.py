@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from solverfleet.collector import heartbeat
+from solverfleet.collector import heartbeat, tokens
 from solverfleet.collector.store import Database
 from tests.support.collector import AppHarness, team_config
 
@@ -207,3 +209,34 @@ def test_an_idle_sync_from_the_view_carries_the_peers(
     answer = h.sync("a1", config_version=version, **me)
     assert reads[0] == before  # from the view
     assert answer["peers"] == {"11": "https://10.0.0.1:8600", "12": "https://10.0.0.2:8600"}
+
+
+def test_an_idle_sync_with_its_own_credential_reads_nothing(
+    collector_app: AppHarness, collector_db_url: str, reads: list[int]
+) -> None:
+    """A per-host credential is looked up once and then kept (tokens.TokenCache): the idle
+    sync reads nothing. Revoked through this process it is refused at once; through another
+    process, once CACHE_S has passed."""
+    h = collector_app
+    h.apply(team_config())
+    made = h.admin("POST", "/admin/v1/tokens", json={"role": "service", "agent_id": "a1"})
+    token_id, secret = made.get_json()["token"]["id"], made.get_json()["secret"]
+    now = [100.0]
+    h.state.tokens.monotonic = h.state.idle_view.monotonic = lambda: now[0]
+
+    def sync(version: int | None) -> Any:
+        body = {"agent_id": "a1", "instance": "a1-i", "config_version": version, "deltas": True}
+        return h.call("POST", "/agent/v1/sync", secret, json=body)
+
+    version = sync(None).get_json()["config_version"]
+    sync(version), sync(version)  # heartbeat persisted, then the view and the token read
+    before = reads[0]
+    assert sync(version).status_code == 200 and reads[0] == before
+    other = Database(collector_db_url)
+    other.transaction(
+        lambda tx: tx.execute("UPDATE api_tokens SET revoked_ms = 1 WHERE id = ?", (token_id,))
+    )
+    assert sync(version).status_code == 200  # another process's revocation: not seen yet
+    now[0] += tokens.CACHE_S + 0.001
+    assert sync(version).status_code == 401
+    other.close()

@@ -217,3 +217,26 @@ def test_pingback_changes_ship_the_pingback_section(collector_app: AppHarness) -
     assert change("del_all").get_json() == {"urls": []}
     snapshot = h.sync("a1")["config"]  # an agent without deltas: the snapshot has them
     assert snapshot["pingbacks"] == {"a:other": ["https://b.test/"]}
+
+
+def test_a_changes_delta_is_built_once_for_every_agent(
+    collector_app: AppHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Agents at the same version get one delta, read and built once (configdelta.DeltaCache);
+    an agent at another version gets its own."""
+    h = collector_app
+    h.apply(two_keys())
+    version = delta_sync(h, None)["config_version"]
+    built = []
+    real = configdelta._delta
+    monkeypatch.setattr(configdelta, "_delta", lambda tx, ch: built.append(ch) or real(tx, ch))
+    h.admin("POST", "/admin/v1/keys/alice-web/topup", json={"amount": "2.00"})
+    answers = [h.sync(agent, config_version=version, deltas=True) for agent in ("a1", "a2", "a3")]
+    assert len(built) == 1 and answers[0]["delta"] == answers[2]["delta"]
+    assert [k["id"] for k in answers[1]["delta"]["keys"]] == ["alice-web"]
+    h.admin("POST", "/admin/v1/keys/alice-ci/topup", json={"amount": "1.00"})
+    newer = h.sync("a1", config_version=answers[0]["config_version"], deltas=True)["delta"]
+    older = h.sync("a2", config_version=version, deltas=True)["delta"]
+    assert len(built) == 3
+    assert [k["id"] for k in newer["keys"]] == ["alice-ci"]
+    assert sorted(k["id"] for k in older["keys"]) == ["alice-ci", "alice-web"]

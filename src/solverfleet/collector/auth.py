@@ -20,7 +20,6 @@ from typing import TypeVar
 
 from flask import current_app, g, request
 
-from solverfleet.collector import tokens
 from solverfleet.collector.context import current
 from solverfleet.collector.problems import Forbidden, Unauthorized
 from solverfleet.keyhash import tokens_equal
@@ -68,7 +67,7 @@ def identify(token: str) -> Principal:
         return Principal("service")
     if c.settings.fleet_token_previous and tokens_equal(token, c.settings.fleet_token_previous):
         return Principal("service")  # a fleet token rotation in progress
-    found = tokens.lookup(c.db, token, now_ms=c.now_ms())
+    found = c.tokens.lookup(token, now_ms=c.now_ms())
     if found is None:
         raise Unauthorized("unknown or revoked bearer token")
     if found.user_id is not None and not found.user_active:

@@ -20,6 +20,8 @@ agent behind it gets the snapshot it would have needed anyway).
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 
 from solverfleet.collector import accounts, pingbacks
@@ -59,7 +61,35 @@ def _raise_floor(tx: Tx, floor: int) -> None:
     )
 
 
-def answer(tx: Tx, since: int | None, deltas: bool, page_after: str | None = None) -> dict:
+class DeltaCache:
+    """Delta answers by (since, version), so after a change the delta is read and built once,
+    not once per agent: a version's delta never changes (a later change is a later version).
+    Balances in its key records are as of when it was read, as for an agent that synced then
+    (the live figure is ``balances``)."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._deltas: OrderedDict[tuple[int, int], dict] = OrderedDict()
+
+    def get(self, since: int, version: int) -> dict | None:
+        with self._lock:
+            return self._deltas.get((since, version))
+
+    def put(self, since: int, version: int, delta: dict) -> None:
+        with self._lock:
+            self._deltas[(since, version)] = delta
+            while len(self._deltas) > self.size:
+                self._deltas.popitem(last=False)
+
+
+def answer(
+    tx: Tx,
+    since: int | None,
+    deltas: bool,
+    page_after: str | None = None,
+    cache: DeltaCache | None = None,
+) -> dict:
     """The config part of a sync answer for an agent at version ``since``.
 
     ``{"config_version": v, "config": snapshot | None}``, plus ``"delta"`` when the agent
@@ -78,9 +108,15 @@ def answer(tx: Tx, since: int | None, deltas: bool, page_after: str | None = Non
         return {"config_version": version, "config": None}
     if not deltas:
         return {"config_version": version, "config": _snapshot(tx)}
+    kept = None if cache is None or since is None else cache.get(since, version)
+    if kept is not None:
+        return {"config_version": version, "config": None, "delta": kept}
     changed = _changed(tx, since) if since is not None and floor <= since < version else None
     if changed is not None:
-        return {"config_version": version, "config": None, "delta": _delta(tx, changed)}
+        delta = _delta(tx, changed)
+        if cache is not None and since is not None:
+            cache.put(since, version, delta)
+        return {"config_version": version, "config": None, "delta": delta}
     keys, after = _page(tx, None)
     config = {
         **accounts.agent_pricing(tx),

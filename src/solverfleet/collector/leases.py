@@ -330,12 +330,16 @@ def sync(
     ttl_ms: int,
     heartbeats: Heartbeats | None = None,
     view: IdleView | None = None,
+    delta_cache: configdelta.DeltaCache | None = None,
 ) -> dict:
     """The full answer to ``POST /agent/v1/sync``. With ``heartbeats``, an idle sync is one
-    read transaction, and with ``view`` often none (see heartbeat.py)."""
+    read transaction, and with ``view`` often none (see heartbeat.py); with ``delta_cache`` a
+    change's delta is built once for every agent."""
 
     def config(tx: Tx) -> dict:
-        return configdelta.answer(tx, req.config_version, req.deltas, req.snapshot_after)
+        return configdelta.answer(
+            tx, req.config_version, req.deltas, req.snapshot_after, cache=delta_cache
+        )
 
     def config_and_peers(tx: Tx) -> dict:
         return {**config(tx), **peers.answer(tx, req.agent_id, now_ms, ttl_ms)}

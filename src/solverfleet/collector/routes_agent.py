@@ -44,7 +44,13 @@ def sync():
     req = protocol.sync_request(read_json(protocol.MAX_WATCH))
     auth.same_agent(req.agent_id)
     answer = leases.sync(
-        c.db, req, now_ms=c.now_ms(), ttl_ms=c.ttl_ms, heartbeats=c.heartbeats, view=c.idle_view
+        c.db,
+        req,
+        now_ms=c.now_ms(),
+        ttl_ms=c.ttl_ms,
+        heartbeats=c.heartbeats,
+        view=c.idle_view,
+        delta_cache=c.deltas,
     )
     metrics.count_grants(answer)
     return jsonify(answer)

@@ -19,6 +19,8 @@ lowering a user's role in the team config also lowers what their tokens can do.
 from __future__ import annotations
 
 import secrets
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +37,8 @@ TOUCH_EVERY_MS = 60_000
 MAX_LABEL = 128
 COLUMNS = "id, role, user_id, agent_id, label, created_ms, created_by, last_used_ms, revoked_ms"
 MAX_AGENT_ID = 128
+CACHE_S = 0.05  # longest TokenCache answers without the store (another process's revocation)
+CACHE_ENTRIES = 10_000
 # Admin-API roles by rank, and the highest rank a token of a user with each team-config role
 # may have (a service user is for the fleet, not the admin API).
 RANK = {"user": 1, "admin": 2}
@@ -247,3 +251,40 @@ def lookup(db: Database, secret: str, *, now_ms: int) -> Found | None:
             )
         )
     return Found(int(token_id), role, user_id, bool(user_active), agent_id, user_role)
+
+
+class TokenCache:
+    """Live tokens as last looked up, so an agent's sync with its own credential reads nothing
+    when the rest of the answer needs no store either (heartbeat.IdleView). An entry holds while
+    this process commits no write (a revocation, a user change here) and for at most
+    ``CACHE_S``: a token revoked through another collector process stops within that. Unknown
+    tokens are not kept."""
+
+    def __init__(self, db: Database, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.db = db
+        self.monotonic = monotonic
+        self._lock = threading.Lock()
+        # digest -> (writes, when, when by the collector's clock, found)
+        self._found: dict[str, tuple[int, float, int, Found]] = {}
+
+    def lookup(self, secret: str, *, now_ms: int) -> Found | None:
+        digest = hash_secret(secret)
+        writes, now = self.db.writes, self.monotonic()
+        with self._lock:
+            hit = self._found.get(digest)
+        if (
+            hit is not None
+            and hit[0] == writes
+            and 0 <= now - hit[1] < CACHE_S
+            and 0 <= now_ms - hit[2] < CACHE_S * 1000  # last_used stays as fresh as before
+        ):
+            return hit[3]
+        found = lookup(self.db, secret, now_ms=now_ms)
+        with self._lock:
+            if found is None:
+                self._found.pop(digest, None)
+            else:
+                if len(self._found) >= CACHE_ENTRIES:
+                    self._found.clear()
+                self._found[digest] = (writes, now, now_ms, found)  # writes read before
+        return found
