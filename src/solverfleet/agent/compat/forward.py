@@ -110,17 +110,10 @@ def unready(agent: Agent, headers: Mapping[str, str]) -> Response | None:
 def res_one(agent: Agent, fields: dict[str, str], headers: Mapping[str, str], ip: str) -> Any:
     """For ``res.php`` naming one task (``id=``): None to answer here, the owner's ``Reply``,
     or a protocol text to answer with."""
-    where = route(fields.get("id", "").strip(), agent.settings.node_id, agent.loop.peers,
-                  _is_forwarded(headers))  # fmt: skip
-    if where == LOCAL:
-        return None
-    if where == UNKNOWN:
-        return answers.WRONG_ID
-    reply = agent.peers.ask(f"{where}/res.php", ip, data=fields)
-    if reply is None:
-        action = fields.get("action", "").strip().lower()
-        return answers.NOT_READY if action in ("get", "get2") else answers.REPORT_NOT_RECORDED
-    return reply
+    action = fields.get("action", "").strip().lower()
+    unreachable = answers.NOT_READY if action in ("get", "get2") else answers.REPORT_NOT_RECORDED
+    task_id = fields.get("id", "").strip()
+    return _ask_owner(agent, task_id, "/res.php", headers, ip, unreachable, data=fields)
 
 
 def res_many(
@@ -161,12 +154,18 @@ def json_task(agent: Agent, body: dict[str, Any], task_id: str, path: str,
               headers: Mapping[str, str], ip: str) -> Any:  # fmt: skip
     """For ``getTaskResult`` and the JSON reports: None to answer here, the owner's ``Reply``,
     or a protocol text (an error, or ``NOT_READY`` for "processing")."""
+    unreachable = answers.NOT_READY if path == "/getTaskResult" else answers.REPORT_NOT_RECORDED
+    return _ask_owner(agent, task_id, path, headers, ip, unreachable, json=body)
+
+
+def _ask_owner(agent: Agent, task_id: str, path: str, headers: Mapping[str, str], ip: str,
+               unreachable: str, **payload: Any) -> Any:  # fmt: skip
+    """None when ``task_id`` is ours, WRONG_ID when no known agent owns it, else the owner's
+    answer to ``path`` with ``payload``, or ``unreachable`` when it gives none."""
     where = route(task_id, agent.settings.node_id, agent.loop.peers, _is_forwarded(headers))
     if where == LOCAL:
         return None
     if where == UNKNOWN:
         return answers.WRONG_ID
-    reply = agent.peers.ask(f"{where}{path}", ip, json=body)
-    if reply is None:
-        return answers.NOT_READY if path == "/getTaskResult" else answers.REPORT_NOT_RECORDED
-    return reply
+    reply = agent.peers.ask(f"{where}{path}", ip, **payload)
+    return unreachable if reply is None else reply
