@@ -5,7 +5,8 @@ registering its address and node id with a real collector; HAProxy on loopback p
 through (mode tcp) round-robin, so in.php and each res.php land on whichever agent is next.
 The official ``2captcha-python`` client (PyPI), pointed at the balancer with its documented
 ``server`` argument (it speaks in.php/res.php over https), solves reCAPTCHA v2, Turnstile and an
-image; the balance moves by exactly the prices. Then an agent is gracefully restarted between
+image, and ``python-anticaptcha`` (createTask/getTaskResult) three images; the balance moves by
+exactly the prices. Then an agent is gracefully restarted between
 in.php and res.php: its answer is still fetched through the balancer and charged once.
 """
 
@@ -18,6 +19,7 @@ from urllib.parse import parse_qs
 
 import pytest
 import requests
+from python_anticaptcha import AnticaptchaClient, ImageToTextTask
 from twocaptcha import TwoCaptcha
 
 from solverfleet.agent.compat.forward import node_of
@@ -104,10 +106,16 @@ def test_official_client_through_a_round_robin_balancer(fleet: Fleet, monkeypatc
     image = solver.normal(base64.b64encode(IMAGE).decode())
     for result in (recaptcha, turnstile, image):
         assert result["code"].startswith("demo-"), result
-    assert _forwards(fleet, urls) > 0  # some res.php landed on an agent that did not own it
+    # The JSON task protocol too (python-anticaptcha): getTaskResult polls land anywhere.
+    anti = AnticaptchaClient(secret, host=f"{HOST}:{lb_port}", use_ssl=True)
+    jobs = [anti.createTask(ImageToTextTask(IMAGE)) for _ in NODES]
+    for job in jobs:
+        job.join(maximum_time=30)
+        assert job.get_captcha_text().startswith("demo-")
+    assert _forwards(fleet, urls) > 0  # some polls landed on an agent that did not own it
 
-    spent = sum(micros(p) for p in PRICES.values())
-    wait_until(lambda: _spent(fleet) == (3, micros("1.00") - spent), timeout=20,
+    spent = sum(micros(p) for p in PRICES.values()) + len(NODES) * micros(PRICES["image-to-text"])
+    wait_until(lambda: _spent(fleet) == (6, micros("1.00") - spent), timeout=20,
                what="exactly the three prices charged")  # fmt: skip
 
     # Graceful restart of the owner between in.php and res.php.
@@ -126,7 +134,7 @@ def test_official_client_through_a_round_robin_balancer(fleet: Fleet, monkeypatc
     for _ in range(3):  # again, through whichever agent: the same answer, no charge
         assert solver.get_result(task_id) == answer
     spent += micros(PRICES["turnstile"])
-    wait_until(lambda: _spent(fleet) == (4, micros("1.00") - spent), timeout=20,
+    wait_until(lambda: _spent(fleet) == (7, micros("1.00") - spent), timeout=20,
                what="the restarted agent's answer charged once")  # fmt: skip
     assert not Path(fleet.tmp / f"solver{owner}" / "compat-tasks.json").exists()
 

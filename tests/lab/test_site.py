@@ -10,11 +10,13 @@ import re
 import secrets
 import sys
 import time
+import urllib.parse
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from solverfleet_dev.lab.config import GATEWAY
 from tests.support.ansible import run_playbook
 from tests.support.labfleet import (
     AGENT_PORT,
@@ -301,3 +303,78 @@ def test_public_client_libraries_through_the_lab_balancer(fleet: Fleet) -> None:
         timeout=30,
         what=f"carol-lab's balance at 1.00 - {spent}",
     )
+
+
+# A pingback through the lab: the receiver listens in the controller namespace (the gateway
+# address, allowed by the agents' pingback_allow_cidrs); the URL is registered through the
+# balancer, in.php names it, the POST brings the answer, res.php through the balancer returns
+# it again. argv: base url, key, cafile, gateway address.
+_PINGBACK = r"""
+import json, ssl, sys, threading, time, urllib.parse, urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+base, key, cafile, gateway = sys.argv[1:]
+ctx = ssl.create_default_context(cafile=cafile)
+posts = []
+class Hook(BaseHTTPRequestHandler):
+    def do_POST(self):
+        posts.append(self.rfile.read(int(self.headers["Content-Length"])).decode())
+        self.send_response(200); self.send_header("Content-Length", "0"); self.end_headers()
+    def log_message(self, *args): pass
+server = ThreadingHTTPServer((gateway, 0), Hook)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+hook = f"http://{gateway}:{server.server_address[1]}/hook"
+def call(path, params, post=False):
+    data = urllib.parse.urlencode({"key": key, **params})
+    req = urllib.request.Request(base + path + ("" if post else "?" + data),
+                                 data=data.encode() if post else None)
+    with urllib.request.urlopen(req, timeout=10, context=ctx) as resp:
+        return resp.read().decode()
+out = {"added": call("/res.php", {"action": "add_pingback", "addr": hook})}
+deadline = time.monotonic() + 20
+while not all(call("/res.php", {"action": "get_pingback"}).endswith(hook) for _ in range(3)):
+    assert time.monotonic() < deadline, "the pingback URL did not reach every agent"
+    time.sleep(0.2)
+out["submitted"] = call("/in.php", {"method": "turnstile", "sitekey": "0x4AAAAAAAlab",
+                                    "pageurl": "https://example.com/login", "pingback": hook},
+                        post=True)
+while not posts and time.monotonic() < deadline + 20:
+    time.sleep(0.1)
+out["posts"] = posts
+task = out["submitted"].removeprefix("OK|")
+out["fetched"] = [call("/res.php", {"action": "get", "id": task}) for _ in range(3)]
+out["deleted"] = call("/res.php", {"action": "del_pingback", "addr": "all"})
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.timeout(300)
+def test_a_pingback_through_the_lab_balancer(fleet: Fleet) -> None:
+    """The answer is POSTed to a registered URL in 2captcha's form, res.php through the
+    balancer returns the same answer again, and the task is charged once."""
+    apply_key(fleet)
+    base = f"https://{fleet.host('lb').address}"
+    proc = fleet.lab.controller_exec(
+        [sys.executable, "-c", _PINGBACK, base, fleet.api_key, fleet.cafile, str(GATEWAY)],
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["added"] == "OK" and out["deleted"] == "OK", out
+    task = out["submitted"].removeprefix("OK|")
+    [form] = [dict(urllib.parse.parse_qsl(body)) for body in out["posts"]]
+    assert form["id"] == task and form["code"], out
+    assert out["fetched"] == [f"OK|{form['code']}"] * 3, out
+    headers = {"Authorization": f"Bearer {fleet.admin_token}"}
+
+    def charged(resp) -> list:
+        return [e for e in resp.json()["events"] if e["request_id"] == task]
+
+    usage = wait_for_response(
+        lambda: fleet.get(
+            f"{fleet.collector_url}/admin/v1/usage?key_id=alice-lab&limit=1000", headers=headers
+        ),
+        lambda r: r.status == 200 and charged(r),
+        timeout=30,
+        what="the pingback's task in the usage log",
+    )
+    assert [(e["status"], e["cost"]) for e in charged(usage)] == [("success", "0.002")]

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from solverfleet_dev.lab import Lab
+from solverfleet_dev.lab.config import GATEWAY
 from tests.support.ansible import (
     PlaybookRun,
     build_wheelhouse,
@@ -50,7 +51,14 @@ HOST_CA = "/etc/solverfleet/tls/ca.pem"
 # The test balancer: no retries, no redispatch (a cut request must show as a failure).
 TEST_LB = {"solverfleet_lb_retries": 0, "solverfleet_lb_redispatch": False}
 # Never run the package manager inside a lab host: /usr is the machine's.
-LAB_VARS = {"solverfleet_manage_packages": False, **TEST_LB}
+# Pingbacks to the controller (the lab's gateway address), where the tests' receiver listens:
+# a private range, so allowed explicitly, as an operator would.
+LAB_AGENT = {"pingback_allow_cidrs": [f"{GATEWAY}/32"]}
+LAB_VARS = {
+    "solverfleet_manage_packages": False,
+    "solverfleet_agent_settings": LAB_AGENT,
+    **TEST_LB,
+}
 # The lab's price list and apply_key's key.
 LAB_PRICE = "0.002"
 LAB_KEY_ID, LAB_OPENING = "alice-lab", "100.00"
